@@ -1,0 +1,1 @@
+"""voicefleet's Kubernetes operator: reconciles VoiceServices into GPU speech workloads."""

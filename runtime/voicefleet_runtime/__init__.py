@@ -1,0 +1,1 @@
+"""voicefleet's inference runtime: an OpenAI-compatible speech-to-text HTTP server."""

@@ -1,0 +1,1 @@
+"""Speech engines: the one contract every backend (faster-whisper, PyTorch) fulfils."""

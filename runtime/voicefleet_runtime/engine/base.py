@@ -1,0 +1,96 @@
+"""The contract between the HTTP layer and a speech engine.
+
+The server only ever sees these types, so a backend can be swapped (faster-whisper,
+PyTorch) without touching request handling, formats or metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+SAMPLE_RATE = 16_000
+"""Every engine takes mono float32 PCM at this rate; decoding resamples to it."""
+
+Task = Literal["transcribe", "translate"]
+
+
+@dataclass(frozen=True)
+class Word:
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: int
+    start: float
+    end: float
+    text: str
+    tokens: tuple[int, ...] = ()
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
+    temperature: float = 0.0
+    words: tuple[Word, ...] = ()
+
+
+@dataclass(frozen=True)
+class TranscriptionInfo:
+    language: str
+    language_probability: float
+    duration: float
+    """Seconds of audio given to the engine (before any VAD trimming)."""
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    task: Task = "transcribe"
+    language: str | None = None
+    """ISO 639-1 code; None lets the model detect it."""
+    prompt: str | None = None
+    temperature: tuple[float, ...] = (0.0,)
+    """Fallback ladder: the next temperature is tried when a decode looks degenerate."""
+    word_timestamps: bool = False
+    beam_size: int = 5
+    vad_filter: bool = False
+    hotwords: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class EngineError(Exception):
+    """A request the engine cannot serve (for example translate on an English-only model)."""
+
+
+class SpeechEngine(Protocol):
+    """A loaded model that turns 16 kHz mono audio into segments.
+
+    `transcribe` is blocking and may be slow: callers run it in a worker thread. The
+    segment iterator is lazy for engines that decode incrementally, which is what lets
+    the server stream deltas as they are produced.
+    """
+
+    @property
+    def backend(self) -> str: ...
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def compute_type(self) -> str: ...
+
+    @property
+    def multilingual(self) -> bool: ...
+
+    def transcribe(
+        self, audio: NDArray[np.float32], options: DecodeOptions
+    ) -> tuple[TranscriptionInfo, Iterator[Segment]]: ...

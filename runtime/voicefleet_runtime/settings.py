@@ -15,7 +15,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 Engine = Literal["faster-whisper", "torch"]
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal[
-    "auto", "float32", "float16", "bfloat16", "int8", "int8_float16", "int8_bfloat16", "int8_float32"
+    "auto",
+    "float32",
+    "float16",
+    "bfloat16",
+    "int8",
+    "int8_float16",
+    "int8_bfloat16",
+    "int8_float32",
 ]
 VadMode = Literal["auto", "on", "off"]
 Task = Literal["transcribe", "translate"]
@@ -44,9 +51,12 @@ class RuntimeSettings(BaseSettings):
     engine: Engine = Field("faster-whisper", description="Inference backend.")
     device: Device = Field("auto", description="cuda when a GPU is visible under auto.")
     precision: Precision = Field(
-        "auto", description="CTranslate2 compute type; unsupported on the device is a startup error."
+        "auto",
+        description="CTranslate2 compute type; unsupported on the device is a startup error.",
     )
-    cpu_threads: int = Field(0, ge=0, description="Threads per CPU inference; 0 lets the engine pick.")
+    cpu_threads: int = Field(
+        0, ge=0, description="Threads per CPU inference; 0 lets the engine pick."
+    )
     num_workers: int = Field(
         1, ge=1, description="Model replicas inside the engine (parallel CTranslate2 workers)."
     )

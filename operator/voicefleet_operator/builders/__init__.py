@@ -1,0 +1,1 @@
+"""Pure functions that turn a VoiceService into the Kubernetes objects the operator applies."""

@@ -1,0 +1,376 @@
+"""The Deployment of runtime pods: GPU placement, runtime settings, probes, draining, security."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from voicefleet_operator.builders.labels import (
+    MODEL_REVISION_LABEL,
+    PLACEMENT_ANNOTATION,
+    child_metadata,
+    common_labels,
+    selector_labels,
+)
+from voicefleet_operator.builders.placement import Placement, placement_for
+from voicefleet_operator.crd.models import VoiceService, VoiceServiceSpec
+
+CONTAINER_NAME = "runtime"
+PORT_NAME = "http"
+MODEL_DIR = "/models"
+TMP_DIR = "/tmp"  # noqa: S108  (an emptyDir: the root filesystem is read-only)
+API_KEY_DIR = "/var/run/secrets/voicefleet"
+RUN_AS_USER = 10001
+
+GPU_TOLERATION_KEY = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+
+PRE_STOP_SECONDS = 5
+"""Long enough for endpoint controllers and kube-proxy to drop the pod before SIGTERM."""
+GRACE_MARGIN_SECONDS = 10
+"""Time to flush logs and close sockets after the last request finished."""
+GPU_REAL_TIME_FACTOR = 0.25
+CPU_REAL_TIME_FACTOR = 1.0
+"""Pessimistic processing seconds per audio second: the largest models, a busy device."""
+
+STARTUP_PERIOD_SECONDS = 10
+MODEL_SIZES_GB = {
+    "tiny": 0.08,
+    "base": 0.15,
+    "small": 0.5,
+    "medium": 1.5,
+    "large": 3.1,
+    "distil-small": 0.33,
+    "distil-medium": 0.8,
+    "distil-large": 1.5,
+    "turbo": 1.6,
+}
+UNKNOWN_MODEL_SIZE_GB = 3.1
+"""A path or an unknown name may be anything: size the probe for the largest Whisper."""
+
+
+def model_size_gb(name: str) -> float:
+    """Approximate weight size of a Whisper model by name (tiny.en, large-v3, ...)."""
+    stem = name.removesuffix(".en").lower()
+    if "turbo" in stem:
+        return MODEL_SIZES_GB["turbo"]
+    for prefix in sorted(MODEL_SIZES_GB, key=len, reverse=True):
+        if stem == prefix or stem.startswith(prefix + "-"):
+            return MODEL_SIZES_GB[prefix]
+    return UNKNOWN_MODEL_SIZE_GB
+
+
+def startup_timeout_seconds(spec: VoiceServiceSpec, placement: Placement) -> int:
+    """Load plus warm-up time allowed before the kubelet restarts the pod.
+
+    Reading weights runs at disk/network-volume speed (budget ~10 s per GB, times 10 for
+    slow PVCs) and a CPU warm-up of a large model takes minutes, hence the generous factors.
+    """
+    if spec.runtime.startup_timeout_seconds is not None:
+        return spec.runtime.startup_timeout_seconds
+    per_gb = 100 if placement.gpu else 300
+    return max(120, 60 + math.ceil(model_size_gb(spec.model.name) * per_gb))
+
+
+def drain_seconds(spec: VoiceServiceSpec, placement: Placement) -> int:
+    """How long the longest accepted request may still need after SIGTERM."""
+    if spec.runtime.drain_seconds is not None:
+        return spec.runtime.drain_seconds
+    factor = GPU_REAL_TIME_FACTOR if placement.gpu else CPU_REAL_TIME_FACTOR
+    return math.ceil(spec.runtime.max_audio_seconds * factor)
+
+
+def termination_grace_seconds(spec: VoiceServiceSpec, placement: Placement) -> int:
+    return PRE_STOP_SECONDS + drain_seconds(spec, placement) + GRACE_MARGIN_SECONDS
+
+
+def download_repository(spec: VoiceServiceSpec) -> str:
+    download = spec.model.download
+    if download is not None and download.repository:
+        return download.repository
+    name = spec.model.name
+    if name.startswith("distil-"):
+        return f"Systran/faster-distil-whisper-{name.removeprefix('distil-')}"
+    return f"Systran/faster-whisper-{name}"
+
+
+def _cpu_threads(spec: VoiceServiceSpec) -> int | None:
+    """Whole CPUs granted to the container: more engine threads than that only thrash."""
+    resources = spec.runtime.resources
+    quantity = resources.limits.get("cpu") or resources.requests.get("cpu")
+    if quantity is None:
+        return None
+    try:
+        cores = float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+    except ValueError:
+        return None
+    return max(1, math.floor(cores))
+
+
+def runtime_env(spec: VoiceServiceSpec, placement: Placement) -> list[dict[str, Any]]:
+    """The VOICEFLEET_* settings of the runtime, then the spec's extra env."""
+    settings: dict[str, str] = {
+        "VOICEFLEET_MODEL": spec.model.name,
+        "VOICEFLEET_ENGINE": spec.engine,
+        "VOICEFLEET_DEVICE": placement.device,
+        "VOICEFLEET_PRECISION": placement.precision,
+        "VOICEFLEET_TASK": spec.task,
+        "VOICEFLEET_PORT": str(spec.runtime.port),
+        "VOICEFLEET_BEAM_SIZE": str(spec.runtime.beam_size),
+        "VOICEFLEET_VAD": spec.runtime.vad,
+        "VOICEFLEET_CONCURRENCY": str(spec.runtime.concurrency),
+        "VOICEFLEET_QUEUE_SIZE": str(spec.runtime.queue_size),
+        "VOICEFLEET_MAX_UPLOAD_BYTES": str(spec.runtime.max_upload_bytes),
+        "VOICEFLEET_MAX_AUDIO_SECONDS": str(spec.runtime.max_audio_seconds),
+        "VOICEFLEET_SHUTDOWN_GRACE_SECONDS": str(drain_seconds(spec, placement)),
+    }
+    if spec.model.source != "image":
+        settings["VOICEFLEET_MODEL_DIR"] = MODEL_DIR
+    user_names = {e.name for e in spec.runtime.env}
+    threads = _cpu_threads(spec)
+    if not placement.gpu and threads is not None and "VOICEFLEET_CPU_THREADS" not in user_names:
+        settings["VOICEFLEET_CPU_THREADS"] = str(threads)
+    if spec.runtime.api_key_secret_ref is not None:
+        settings["VOICEFLEET_API_KEY_FILE"] = f"{API_KEY_DIR}/{spec.runtime.api_key_secret_ref.key}"
+    # A read-only root filesystem: caches (assembled models, Hugging Face) go to the /tmp volume.
+    settings["HOME"] = TMP_DIR
+    settings["XDG_CACHE_HOME"] = f"{TMP_DIR}/.cache"
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in settings.items()]
+    for extra in spec.runtime.env:
+        env.append(extra.model_dump(exclude_none=True, by_alias=True))
+    return env
+
+
+def restricted_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _resources(spec: VoiceServiceSpec, placement: Placement) -> dict[str, Any]:
+    requests = dict(spec.runtime.resources.requests)
+    limits = dict(spec.runtime.resources.limits)
+    if placement.gpu and placement.resource_name is not None:
+        # Extended resources cannot be overcommitted: the limit is also the request.
+        limits[placement.resource_name] = str(placement.count)
+    resources: dict[str, Any] = {}
+    if requests:
+        resources["requests"] = requests
+    if limits:
+        resources["limits"] = limits
+    return resources
+
+
+def _probes(spec: VoiceServiceSpec, placement: Placement) -> dict[str, Any]:
+    startup_failures = math.ceil(startup_timeout_seconds(spec, placement) / STARTUP_PERIOD_SECONDS)
+    return {
+        "startupProbe": {
+            "httpGet": {"path": "/readyz", "port": PORT_NAME},
+            "periodSeconds": STARTUP_PERIOD_SECONDS,
+            "timeoutSeconds": 5,
+            "failureThreshold": startup_failures,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": PORT_NAME},
+            "periodSeconds": 5,
+            "timeoutSeconds": 3,
+            "failureThreshold": 2,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": PORT_NAME},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 6,
+        },
+    }
+
+
+def _volumes(spec: VoiceServiceSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Volumes of the pod and mounts of the runtime container."""
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": TMP_DIR}]
+    model = spec.model
+    if model.source == "pvc" and model.pvc is not None:
+        volumes.append(
+            {
+                "name": "models",
+                "persistentVolumeClaim": {"claimName": model.pvc.claim_name, "readOnly": True},
+            }
+        )
+        mount: dict[str, Any] = {"name": "models", "mountPath": MODEL_DIR, "readOnly": True}
+        if model.pvc.sub_path:
+            mount["subPath"] = model.pvc.sub_path
+        mounts.append(mount)
+    elif model.source == "download":
+        size = model.download.cache_size if model.download is not None else "10Gi"
+        volumes.append({"name": "models", "emptyDir": {"sizeLimit": size}})
+        mounts.append({"name": "models", "mountPath": MODEL_DIR, "readOnly": True})
+    secret_ref = spec.runtime.api_key_secret_ref
+    if secret_ref is not None:
+        volumes.append(
+            {
+                "name": "api-key",
+                "secret": {
+                    "secretName": secret_ref.name,
+                    "items": [{"key": secret_ref.key, "path": secret_ref.key}],
+                    "defaultMode": 0o440,
+                },
+            }
+        )
+        mounts.append({"name": "api-key", "mountPath": API_KEY_DIR, "readOnly": True})
+    return volumes, mounts
+
+
+def _download_init_container(spec: VoiceServiceSpec) -> dict[str, Any]:
+    """Fetch the weights with the Hugging Face CLI that the runtime image already ships."""
+    command = [
+        "hf",
+        "download",
+        download_repository(spec),
+        "--local-dir",
+        f"{MODEL_DIR}/{spec.model.name}",
+    ]
+    if spec.model.revision:
+        command += ["--revision", spec.model.revision]
+    env: list[dict[str, Any]] = [
+        {"name": "HOME", "value": TMP_DIR},
+        {"name": "HF_HOME", "value": f"{TMP_DIR}/hf"},
+        {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
+    ]
+    download = spec.model.download
+    if download is not None and download.hf_token_secret_ref is not None:
+        ref = download.hf_token_secret_ref
+        env.append(
+            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+        )
+    return {
+        "name": "download-model",
+        "image": spec.runtime.image,
+        "imagePullPolicy": spec.runtime.image_pull_policy,
+        "command": command,
+        "env": env,
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": TMP_DIR},
+            {"name": "models", "mountPath": MODEL_DIR},
+        ],
+        "securityContext": restricted_security_context(),
+    }
+
+
+def _node_selector(spec: VoiceServiceSpec, placement: Placement) -> dict[str, str]:
+    selector = dict(spec.pod.node_selector)
+    if placement.gpu_type is not None:
+        selector[GPU_PRODUCT_LABEL] = placement.gpu_type
+    return selector
+
+
+def _tolerations(spec: VoiceServiceSpec, placement: Placement) -> list[dict[str, Any]]:
+    tolerations = [t.model_dump(exclude_none=True, by_alias=True) for t in spec.pod.tolerations]
+    if placement.gpu:
+        tolerations.insert(
+            0, {"key": GPU_TOLERATION_KEY, "operator": "Exists", "effect": "NoSchedule"}
+        )
+    return tolerations
+
+
+def _pod_metadata(vs: VoiceService, placement_index: int) -> dict[str, Any]:
+    spec = vs.spec
+    labels = {**spec.pod.labels, **common_labels(vs)}
+    if spec.model.revision:
+        labels[MODEL_REVISION_LABEL] = spec.model.revision[:63].strip("-_.")
+    annotations = {
+        **spec.pod.annotations,
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(spec.runtime.port),
+        "prometheus.io/path": "/metrics",
+        PLACEMENT_ANNOTATION: str(placement_index),
+    }
+    return {"labels": labels, "annotations": annotations}
+
+
+def build_pod_spec(vs: VoiceService, placement: Placement) -> dict[str, Any]:
+    spec = vs.spec
+    volumes, mounts = _volumes(spec)
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": spec.runtime.image,
+        "imagePullPolicy": spec.runtime.image_pull_policy,
+        "command": ["voicefleet", "serve"],
+        "ports": [{"name": PORT_NAME, "containerPort": spec.runtime.port, "protocol": "TCP"}],
+        "env": runtime_env(spec, placement),
+        "resources": _resources(spec, placement),
+        **_probes(spec, placement),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
+        "volumeMounts": mounts,
+        "securityContext": restricted_security_context(),
+    }
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "terminationGracePeriodSeconds": termination_grace_seconds(spec, placement),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if spec.model.source == "download":
+        pod["initContainers"] = [_download_init_container(spec)]
+    node_selector = _node_selector(spec, placement)
+    if node_selector:
+        pod["nodeSelector"] = node_selector
+    tolerations = _tolerations(spec, placement)
+    if tolerations:
+        pod["tolerations"] = tolerations
+    overrides = spec.pod
+    if overrides.affinity:
+        pod["affinity"] = overrides.affinity
+    if overrides.priority_class_name:
+        pod["priorityClassName"] = overrides.priority_class_name
+    if overrides.runtime_class_name:
+        pod["runtimeClassName"] = overrides.runtime_class_name
+    if overrides.service_account_name:
+        pod["serviceAccountName"] = overrides.service_account_name
+    if overrides.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": name} for name in overrides.image_pull_secrets]
+    return pod
+
+
+def build_deployment(
+    vs: VoiceService, *, replicas: int | None, placement_index: int = 0
+) -> dict[str, Any]:
+    """The Deployment for candidate `placement_index` of [gpu, *gpu.fallbacks].
+
+    `replicas=None` leaves spec.replicas out, so applying this never overwrites the count the
+    autoscaler (or `kubectl scale`) set on the live object.
+    """
+    placement = placement_for(vs.spec, placement_index)
+    metadata = child_metadata(vs)
+    metadata["annotations"][PLACEMENT_ANNOTATION] = str(placement_index)
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(vs)},
+        "revisionHistoryLimit": 3,
+        # A new pod must load its model before it counts: keep old pods until it is ready.
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+        },
+        "progressDeadlineSeconds": startup_timeout_seconds(vs.spec, placement) + 300,
+        "template": {
+            "metadata": _pod_metadata(vs, placement_index),
+            "spec": build_pod_spec(vs, placement),
+        },
+    }
+    if replicas is not None:
+        spec = {"replicas": replicas, **spec}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": spec}

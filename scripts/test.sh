@@ -8,5 +8,7 @@ echo "== ruff";        ruff check .
 echo "== ruff format"; ruff format --check .
 echo "== mypy";        mypy
 echo "== import-linter"; lint-imports
-echo "== crd up to date"; python -m voicefleet_operator.cli crd --check crds/voicefleet.io_voiceservices.yaml
+echo "== crd up to date"
+python -m voicefleet_operator.cli crd --check crds/voicefleet.io_voiceservices.yaml
+python -m voicefleet_operator.cli crd --check charts/voicefleet/crds/voicefleet.io_voiceservices.yaml
 echo "== pytest";      python -m pytest "$@"

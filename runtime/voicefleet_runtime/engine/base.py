@@ -47,6 +47,8 @@ class TranscriptionInfo:
     language_probability: float
     duration: float
     """Seconds of audio given to the engine (before any VAD trimming)."""
+    batch_size: int = 1
+    """Chunks decoded per engine call: 1 for sequential decoding, more when batched."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,11 @@ class DecodeOptions:
 
 class EngineError(Exception):
     """A request the engine cannot serve (for example translate on an English-only model)."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        """The request parameter at fault (model, language, ...), when there is one."""
 
 
 class SpeechEngine(Protocol):

@@ -1,0 +1,209 @@
+"""The HTTP routes: OpenAI's audio API, the legacy /transcribe, models, probes and metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from voicefleet_runtime.engine.base import DecodeOptions
+from voicefleet_runtime.errors import ApiError, error_response
+from voicefleet_runtime.formats import Granularity, ResponseFormat, Transcript, render
+from voicefleet_runtime.language_names import language_code
+from voicefleet_runtime.state import RuntimeState
+from voicefleet_runtime.transcription import (
+    TranscriptionRequest,
+    engine_for,
+    stream_upload,
+    temperature_ladder,
+    transcribe_upload,
+)
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorBody} for status in statuses}
+
+
+INFERENCE_ERRORS = _documented(400, 401, 404, 413, 415, 429, 503)
+
+Temperature = Annotated[float, Form(ge=0.0, le=1.0)]
+Language = Annotated[str | None, Form(description="ISO 639-1 code; omit to detect it.")]
+Prompt = Annotated[str | None, Form(description="Text that steers spelling and style.")]
+Hotwords = Annotated[
+    str | None, Form(description="Words to favour (a voicefleet extension, not in OpenAI's API).")
+]
+
+router = APIRouter()
+
+
+def runtime_of(request: Request) -> RuntimeState:
+    runtime: RuntimeState = request.app.state.runtime
+    return runtime
+
+
+def _options(
+    task: str,
+    language: str | None,
+    prompt: str | None,
+    temperature: float,
+    word_timestamps: bool,
+    hotwords: str | None = None,
+) -> DecodeOptions:
+    return DecodeOptions(
+        task="translate" if task == "translate" else "transcribe",
+        language=language_code(language) if language else None,
+        prompt=prompt or None,
+        temperature=temperature_ladder(temperature),
+        word_timestamps=word_timestamps,
+        hotwords=hotwords or None,
+    )
+
+
+def _respond(
+    transcript: Transcript, response_format: ResponseFormat, granularities: list[Granularity]
+) -> Response:
+    body, media_type = render(transcript, response_format, granularities)
+    if isinstance(body, str):
+        return PlainTextResponse(body, media_type=media_type)
+    return JSONResponse(body)
+
+
+@router.post(
+    "/v1/audio/transcriptions",
+    responses={200: {"content": {"text/plain": {}, "text/event-stream": {}}}, **INFERENCE_ERRORS},
+)
+async def create_transcription(
+    request: Request,
+    file: Annotated[UploadFile, File(description="The audio, in any format FFmpeg decodes.")],
+    model: Annotated[str, Form(description="The loaded model's name or an alias (whisper-1).")],
+    language: Language = None,
+    prompt: Prompt = None,
+    response_format: Annotated[ResponseFormat, Form()] = "json",
+    temperature: Temperature = 0.0,
+    timestamp_granularities: Annotated[
+        list[Granularity] | None, Form(alias="timestamp_granularities[]")
+    ] = None,
+    stream: Annotated[bool, Form()] = False,
+    hotwords: Hotwords = None,
+) -> Response:
+    runtime = runtime_of(request)
+    granularities = list(timestamp_granularities or [])
+    words = response_format == "verbose_json" and "word" in granularities
+    spec = TranscriptionRequest(
+        model, _options("transcribe", language, prompt, temperature, words, hotwords)
+    )
+    if stream:
+        events = await stream_upload(runtime, request, file, spec)
+        return StreamingResponse(
+            events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+    transcript = await transcribe_upload(runtime, request, file, spec)
+    return _respond(transcript, response_format, granularities)
+
+
+@router.post(
+    "/v1/audio/translations",
+    responses={200: {"content": {"text/plain": {}}}, **INFERENCE_ERRORS},
+)
+async def create_translation(
+    request: Request,
+    file: Annotated[UploadFile, File(description="The audio, in any format FFmpeg decodes.")],
+    model: Annotated[str, Form(description="The loaded model's name or an alias (whisper-1).")],
+    prompt: Prompt = None,
+    response_format: Annotated[ResponseFormat, Form()] = "json",
+    temperature: Temperature = 0.0,
+) -> Response:
+    runtime = runtime_of(request)
+    spec = TranscriptionRequest(model, _options("translate", None, prompt, temperature, False))
+    transcript = await transcribe_upload(runtime, request, file, spec)
+    return _respond(transcript, response_format, [])
+
+
+class LegacyTranscription(BaseModel):
+    text: str
+    language: str
+    duration: float
+
+
+@router.post("/transcribe", responses=INFERENCE_ERRORS)
+async def legacy_transcribe(
+    request: Request,
+    audio: Annotated[UploadFile, File(description="The audio, in any format FFmpeg decodes.")],
+    language: Language = None,
+) -> LegacyTranscription:
+    """For clients of the services this fleet replaces; the task comes from the settings."""
+    runtime = runtime_of(request)
+    spec = TranscriptionRequest(None, _options(runtime.settings.task, language, None, 0.0, False))
+    transcript = await transcribe_upload(runtime, request, audio, spec)
+    return LegacyTranscription(
+        text=transcript.text,
+        language=transcript.info.language,
+        duration=round(transcript.info.duration, 3),
+    )
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: str = "model"
+    created: int
+    owned_by: str = "voicefleet"
+
+
+class ModelList(BaseModel):
+    object: str = "list"
+    data: list[ModelCard]
+
+
+@router.get("/v1/models", responses=_documented(401, 503))
+async def list_models(request: Request) -> ModelList:
+    runtime = runtime_of(request)
+    return ModelList(
+        data=[ModelCard(id=name, created=runtime.loaded_at) for name in runtime.model_names()]
+    )
+
+
+@router.get("/v1/models/{model_id}", responses=_documented(401, 404, 503))
+async def retrieve_model(request: Request, model_id: str) -> ModelCard:
+    runtime = runtime_of(request)
+    engine_for(runtime, model_id)
+    return ModelCard(id=model_id, created=runtime.loaded_at)
+
+
+@router.get("/healthz", responses=_documented(503))
+async def healthz(request: Request) -> dict[str, str]:
+    """Liveness: the process serves HTTP; only a failed model load makes it unhealthy."""
+    runtime = runtime_of(request)
+    if runtime.load_error is not None:
+        raise ApiError(503, "the model failed to load; see the server log", code="load_failed")
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses=_documented(503))
+async def readyz(request: Request) -> Response:
+    """Readiness: model loaded and warmed up, and not draining."""
+    runtime = runtime_of(request)
+    if runtime.admission.draining:
+        return error_response(ApiError(503, "draining: shutting down", code="draining"))
+    if not runtime.ready:
+        return error_response(ApiError(503, "the model is still loading", code="model_not_ready"))
+    return JSONResponse({"status": "ready", "model": runtime.model_names()[0]})
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(request: Request) -> Response:
+    runtime = runtime_of(request)
+    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

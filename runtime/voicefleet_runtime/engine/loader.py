@@ -1,0 +1,34 @@
+"""Pick and load the engine named by the settings; backends are imported only when chosen."""
+
+from __future__ import annotations
+
+from voicefleet_runtime.engine.base import SpeechEngine
+from voicefleet_runtime.engine.models import resolve_model
+from voicefleet_runtime.settings import RuntimeSettings
+
+
+def load_engine(settings: RuntimeSettings) -> SpeechEngine:
+    """Resolve the model offline and load it on the configured device; slow, call in a thread."""
+    model = resolve_model(settings.model, settings.model_dir)
+    if settings.engine == "torch":
+        from voicefleet_runtime.engine.torch_whisper import TorchWhisperEngine
+
+        torch_engine: SpeechEngine = TorchWhisperEngine.load(
+            model=model,
+            device=settings.device,
+            precision=settings.precision,
+            cpu_threads=settings.cpu_threads,
+        )
+        return torch_engine
+
+    from voicefleet_runtime.engine.faster_whisper_engine import FasterWhisperEngine
+
+    return FasterWhisperEngine.load(
+        model,
+        device=settings.device,
+        precision=settings.precision,
+        cpu_threads=settings.cpu_threads,
+        num_workers=settings.num_workers,
+        batch_size=settings.batch_size,
+        batched_min_audio_seconds=settings.batched_min_audio_seconds,
+    )

@@ -1,0 +1,84 @@
+"""The runtime's Prometheus series, in a registry of its own per app (two apps never collide)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from voicefleet_runtime import metric_names as names
+from voicefleet_runtime.admission import AdmissionSnapshot
+from voicefleet_runtime.gpu_metrics import register_gpu_collector
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+QUEUE_WAIT_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
+RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+
+class RuntimeMetrics:
+    def __init__(self, concurrency: int, queue_size: int, *, gpu: bool = True) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.queue_depth = Gauge(
+            names.QUEUE_DEPTH, "Accepted requests waiting for an engine slot.", registry=r
+        )
+        self.in_flight = Gauge(
+            names.REQUESTS_IN_FLIGHT, "Requests running on the engine.", registry=r
+        )
+        self.concurrency_limit = Gauge(names.CONCURRENCY_LIMIT, "Engine slots.", registry=r)
+        self.queue_capacity = Gauge(names.QUEUE_CAPACITY, "Waiting places.", registry=r)
+        self.requests = Counter(
+            names.REQUESTS_TOTAL, "Finished HTTP requests.", ["endpoint", "status"], registry=r
+        )
+        self.request_duration = Histogram(
+            names.REQUEST_DURATION,
+            "Wall time of a request, queue wait included.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            names.QUEUE_WAIT,
+            "Time from admission to an engine slot.",
+            buckets=QUEUE_WAIT_BUCKETS,
+            registry=r,
+        )
+        self.audio_seconds = Counter(
+            names.AUDIO_SECONDS, "Seconds of audio transcribed.", registry=r
+        )
+        self.real_time_factor = Histogram(
+            names.REAL_TIME_FACTOR,
+            "Processing seconds per audio second.",
+            buckets=RTF_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            names.BATCH_SIZE, "Chunks per engine call.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.engine_busy = Counter(
+            names.ENGINE_BUSY_SECONDS, "Slot-seconds spent inferring.", registry=r
+        )
+        self.model_load_seconds = Gauge(names.MODEL_LOAD_SECONDS, "Model load time.", registry=r)
+        self.model_info = Gauge(
+            names.MODEL_INFO,
+            "The loaded model.",
+            ["model", "backend", "device", "compute_type"],
+            registry=r,
+        )
+        self.ready = Gauge(names.READY, "1 when loaded, warmed up and not draining.", registry=r)
+        self.draining = Gauge(names.DRAINING, "1 after SIGTERM.", registry=r)
+        self.concurrency_limit.set(concurrency)
+        self.queue_capacity.set(queue_size)
+        self.gpu_available = register_gpu_collector(r) if gpu else False
+
+    def observe_admission(self, snapshot: AdmissionSnapshot) -> None:
+        self.queue_depth.set(snapshot.waiting)
+        self.in_flight.set(snapshot.running)
+
+    def observe_inference(
+        self, audio_seconds: float, processing_seconds: float, batch_size: int
+    ) -> None:
+        self.audio_seconds.inc(audio_seconds)
+        self.engine_busy.inc(processing_seconds)
+        self.batch_size.observe(batch_size)
+        if audio_seconds > 0:
+            self.real_time_factor.observe(processing_seconds / audio_seconds)

@@ -1,0 +1,107 @@
+"""Everything one app instance owns: settings, engine, admission, metrics, worker threads.
+
+It lives on `app.state.runtime`; nothing is global, so tests can run several apps at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from voicefleet_runtime.admission import AdmissionController
+from voicefleet_runtime.engine.base import SAMPLE_RATE, DecodeOptions, SpeechEngine
+from voicefleet_runtime.metrics import RuntimeMetrics
+from voicefleet_runtime.settings import RuntimeSettings
+
+logger = logging.getLogger("voicefleet.runtime")
+
+EngineFactory = Callable[[RuntimeSettings], SpeechEngine]
+
+WARMUP_SECONDS = 1.0
+
+
+class RuntimeState:
+    def __init__(self, settings: RuntimeSettings, engine_factory: EngineFactory) -> None:
+        self.settings = settings
+        self.engine_factory = engine_factory
+        self.metrics = RuntimeMetrics(settings.concurrency, settings.queue_size)
+        self.admission = AdmissionController(
+            settings.concurrency, settings.queue_size, on_change=self.metrics.observe_admission
+        )
+        # One thread per engine slot: the admission semaphore never lets more in.
+        self.executor = ThreadPoolExecutor(
+            max_workers=settings.concurrency, thread_name_prefix="voicefleet-engine"
+        )
+        api_key = settings.resolved_api_key()
+        self.api_key: str | None = api_key.get_secret_value() if api_key is not None else None
+        self.engine: SpeechEngine | None = None
+        self.loaded_at: int = 0
+        self.load_error: str | None = None
+        self.load_failed = asyncio.Event()
+        self._warmed_up = False
+
+    @property
+    def ready(self) -> bool:
+        return self.engine is not None and self._warmed_up and not self.admission.draining
+
+    def model_names(self) -> tuple[str, ...]:
+        """Names a request may use for the loaded model; the first one is its id."""
+        if self.engine is None:
+            return ()
+        names = [self.engine.model_id, self.settings.model, *self.settings.served_model_names]
+        return tuple(dict.fromkeys(names))
+
+    def _load_and_warm_up(self) -> SpeechEngine:
+        started = time.monotonic()
+        engine = self.engine_factory(self.settings)
+        load_seconds = time.monotonic() - started
+        self.metrics.model_load_seconds.set(load_seconds)
+        logger.info(
+            "loaded model %s (%s on %s, %s) in %.2f s",
+            engine.model_id,
+            engine.backend,
+            engine.device,
+            engine.compute_type,
+            load_seconds,
+        )
+        if self.settings.warmup:
+            # Silence is enough to initialise every kernel and allocator on the path.
+            silence = np.zeros(int(WARMUP_SECONDS * SAMPLE_RATE), dtype=np.float32)
+            _, segments = engine.transcribe(
+                silence, DecodeOptions(beam_size=self.settings.beam_size, language="en")
+            )
+            for _ in segments:
+                pass
+        return engine
+
+    async def load(self) -> None:
+        """Load in a thread so /healthz answers during a long load; record a failure."""
+        loop = asyncio.get_running_loop()
+        try:
+            engine = await loop.run_in_executor(self.executor, self._load_and_warm_up)
+        except Exception as exc:
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            logger.error("the model could not be loaded: %s", self.load_error)
+            self.load_failed.set()
+            return
+        self.engine = engine
+        self.loaded_at = int(time.time())
+        self._warmed_up = True
+        self.metrics.model_info.labels(
+            model=engine.model_id,
+            backend=engine.backend,
+            device=engine.device,
+            compute_type=engine.compute_type,
+        ).set(1)
+        self.metrics.ready.set(0 if self.admission.draining else 1)
+        logger.info("ready")
+
+    def start_draining(self) -> None:
+        self.admission.start_draining()
+        self.metrics.ready.set(0)
+        self.metrics.draining.set(1)

@@ -1,0 +1,145 @@
+"""SIGTERM on a real `voicefleet serve` process: accepted work finishes, new work gets 503."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+GRACE_SECONDS = 60
+ACCEPTED = 3  # one running, two queued
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def gauges(base_url: str) -> dict[str, float]:
+    text = httpx.get(f"{base_url}/metrics", timeout=5).text
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.labels
+    }
+
+
+def wait_for(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "VOICEFLEET_DEVICE": "cpu",
+        "VOICEFLEET_CPU_THREADS": "2",
+        "VOICEFLEET_BEAM_SIZE": "1",
+        "VOICEFLEET_CONCURRENCY": "1",
+        "VOICEFLEET_QUEUE_SIZE": "4",
+        "VOICEFLEET_SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS),
+    }
+    voicefleet = Path(sys.executable).with_name("voicefleet")
+    log = (tmp_path / "server.log").open("wb")
+    process = subprocess.Popen(
+        [
+            str(voicefleet),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--model",
+            "tiny.en",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert process.poll() is None, (tmp_path / "server.log").read_text()
+        try:
+            return httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(ready, 120, "the server to be ready")
+        yield process, base_url
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def transcribe(base_url: str, audio: bytes) -> httpx.Response:
+    return httpx.post(
+        f"{base_url}/v1/audio/transcriptions",
+        files={"file": ("speech.mp3", audio)},
+        data={"model": "tiny.en"},
+        timeout=GRACE_SECONDS,
+    )
+
+
+def test_sigterm_drains_running_and_queued_requests(
+    server_process: tuple[subprocess.Popen[bytes], str], shared_audio: Path
+) -> None:
+    process, base_url = server_process
+    audio = (shared_audio / "multilingual.mp3").read_bytes()
+    with ThreadPoolExecutor(max_workers=ACCEPTED) as pool:
+        accepted: list[Future[httpx.Response]] = [
+            pool.submit(transcribe, base_url, audio) for _ in range(ACCEPTED)
+        ]
+
+        def one_running_two_queued() -> bool:
+            now = gauges(base_url)
+            return (
+                now["voicefleet_requests_in_flight"] == 1
+                and now["voicefleet_queue_depth"] == ACCEPTED - 1
+            )
+
+        wait_for(one_running_two_queued, 30, "one request running and two queued")
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+
+        wait_for(
+            lambda: httpx.get(f"{base_url}/readyz", timeout=2).status_code == 503,
+            5,
+            "/readyz to fail after SIGTERM",
+        )
+        assert httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200
+        refused = transcribe(base_url, audio)
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "draining"
+
+        for future in accepted:
+            response = future.result(timeout=GRACE_SECONDS)
+            assert response.status_code == 200, response.text
+            assert "permission" in response.json()["text"].lower()
+
+    assert process.wait(timeout=GRACE_SECONDS) == 0
+    assert time.monotonic() - signalled < GRACE_SECONDS
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{base_url}/healthz", timeout=2)

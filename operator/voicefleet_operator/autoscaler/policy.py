@@ -1,0 +1,499 @@
+"""The autoscaling decision: a pure function of policy, observations, pod states and time.
+
+`decide` reads no clock and does no I/O, so the operator's timer, the unit tests and the
+trace-driven simulation in `bench/autoscaler_sim.py` all run exactly the same code.
+
+How a recommendation is formed (why each step exists is said where it happens):
+1. load, in replicas: the larger of demand ((queued + running) / target per replica) and
+   GPU pressure (utilisation / target, capped by how busy the engine really was);
+2. averaged over a long (stable) window, or the short (burst) window when that one is at
+   least `panic_threshold` times the capacity already ordered;
+3. while ordered pods are still starting, only a higher arrival rate, not the backlog the
+   missing capacity causes, may order more (no cascade);
+4. a tolerance band around the current replicas; missing metrics never lower it;
+5. HPA-style stabilisation (highest recommendation over the scale-down window) and
+   rate limits per period; then min/max and the scheduled minimum.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import math
+import zoneinfo
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+PodPhase = Literal["starting", "ready", "unready", "terminating"]
+
+_EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class ScheduledMinimum:
+    """A floor for known peaks: from `start` to `end` (seconds after UTC midnight)."""
+
+    start_second: int
+    end_second: int
+    min_replicas: int
+    weekdays: frozenset[int] = frozenset(range(7))
+    """0 is Monday, as in `datetime.weekday()`."""
+    timezone: str = "UTC"
+    """IANA zone of the start and end; daylight saving comes from the tz database."""
+
+    def applies_at(self, now: float) -> bool:
+        local = datetime.datetime.fromtimestamp(now, zoneinfo.ZoneInfo(self.timezone))
+        weekday = local.weekday()
+        second_of_day = local.hour * 3600 + local.minute * 60 + local.second
+        if self.start_second <= self.end_second:
+            return weekday in self.weekdays and (
+                self.start_second <= second_of_day < self.end_second
+            )
+        # A window across midnight belongs to the day it starts on.
+        if second_of_day >= self.start_second:
+            return weekday in self.weekdays
+        previous_weekday = (weekday - 1) % 7
+        return second_of_day < self.end_second and previous_weekday in self.weekdays
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `pods` or `percent` of the replicas per `period_seconds`, whichever is more."""
+
+    pods: int
+    percent: float
+    period_seconds: float
+
+
+@dataclass(frozen=True)
+class Policy:
+    min_replicas: int = 1
+    max_replicas: int = 10
+    target_queue_depth_per_replica: float = 2.0
+    """(queued + running) requests one replica should hold on average."""
+    target_utilization: float | None = 0.7
+    """Target busy share of a replica's GPU and engine slots, 0..1; None ignores GPU
+    utilisation (CPU fleets) and sizes arrivals at 100% busy."""
+    tolerance: float = 0.1
+    stable_window_seconds: float = 30.0
+    burst_window_seconds: float = 6.0
+    panic_threshold: float = 1.2
+    """The burst window decides once its load reaches this multiple of the replicas."""
+    scale_up: RateLimit = RateLimit(pods=10, percent=300.0, period_seconds=15.0)
+    scale_down: RateLimit = RateLimit(pods=100, percent=100.0, period_seconds=15.0)
+    scale_down_stabilization_seconds: float = 180.0
+    max_startup_seconds: float = 600.0
+    """A pod starting for longer than this no longer counts as capacity on the way."""
+    schedule: tuple[ScheduledMinimum, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.min_replicas < 0 or self.max_replicas < max(self.min_replicas, 1):
+            raise ValueError("need 0 <= min_replicas <= max_replicas and max_replicas >= 1")
+        if self.target_queue_depth_per_replica <= 0:
+            raise ValueError("target_queue_depth_per_replica must be positive")
+        if self.target_utilization is not None and not 0 < self.target_utilization <= 1:
+            raise ValueError("target_utilization must be in (0, 1]")
+        if self.burst_window_seconds > self.stable_window_seconds:
+            raise ValueError("the burst window must not be longer than the stable window")
+
+    def floor_at(self, now: float) -> int:
+        scheduled = [m.min_replicas for m in self.schedule if m.applies_at(now)]
+        return min(self.max_replicas, max([self.min_replicas, *scheduled]))
+
+
+@dataclass(frozen=True)
+class PodSample:
+    """What one pod's metrics said at one scrape; `ok=False` means unknown, never zero."""
+
+    pod: str
+    ok: bool
+    error: str | None = None
+    queued: float = 0.0
+    running: float = 0.0
+    concurrency: float | None = None
+    gpu_utilization: float | None = None
+    """0..1, the busiest GPU the pod holds; None without a GPU."""
+    busy_seconds_total: float | None = None
+    """Counter: slot-seconds the engine spent inferring."""
+    jobs_total: float | None = None
+    """Counter: engine runs finished (the real-time-factor histogram's count)."""
+
+    @classmethod
+    def failed(cls, pod: str, error: str) -> PodSample:
+        return cls(pod=pod, ok=False, error=error)
+
+
+@dataclass(frozen=True)
+class Observation:
+    time: float
+    replicas: int
+    """The Deployment's desired replicas when the samples were taken."""
+    samples: tuple[PodSample, ...]
+    recommendation: int | None = None
+    """What `decide` recommended for this observation; set by the caller afterwards."""
+
+    def with_recommendation(self, decision: Decision) -> Observation:
+        return replace(self, recommendation=decision.recommendation)
+
+
+@dataclass(frozen=True)
+class PodState:
+    name: str
+    phase: PodPhase
+    since: float
+    """Creation time: how long a starting pod has been on the way."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    desired: int
+    current: int
+    reason: str
+    recommendation: int
+    """Before stabilisation and rate limits; stored in the history for the next decisions."""
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    held_for_missing_data: bool = False
+
+    @property
+    def scales(self) -> bool:
+        return self.desired != self.current
+
+
+@dataclass(frozen=True)
+class _Load:
+    demand: float
+    gpu: float | None
+
+    @property
+    def replicas(self) -> float:
+        return max(self.demand, self.gpu or 0.0)
+
+
+def _ok_samples(observation: Observation) -> dict[str, PodSample]:
+    return {s.pod: s for s in observation.samples if s.ok}
+
+
+def _busy_ratio(sample: PodSample, before: PodSample | None, seconds: float) -> float | None:
+    """Share of the engine's slots that were busy between two scrapes."""
+    if (
+        before is None
+        or seconds <= 0
+        or sample.busy_seconds_total is None
+        or before.busy_seconds_total is None
+        or not sample.concurrency
+    ):
+        return None
+    busy = sample.busy_seconds_total - before.busy_seconds_total
+    if busy < 0:  # the pod restarted; its counter began again
+        return None
+    return min(1.0, busy / seconds / sample.concurrency)
+
+
+def _gpu_pressure(
+    policy: Policy,
+    samples: Mapping[str, PodSample],
+    before: Mapping[str, PodSample],
+    seconds: float,
+) -> float | None:
+    """GPU load in replicas. NVML reports a GPU as 100% busy while any kernel runs, however
+    little of the chip it uses, so a pod's utilisation is trusted only as far as its engine
+    was busy: min(utilisation, busy slots / slots). An idle engine adds no GPU pressure,
+    whatever else runs on the card."""
+    if policy.target_utilization is None:
+        return None
+    pressure = 0.0
+    seen = False
+    for name, sample in samples.items():
+        if sample.gpu_utilization is None:
+            continue
+        seen = True
+        busy = _busy_ratio(sample, before.get(name), seconds)
+        if busy is None:  # no earlier scrape: the slots in use now are the best guess
+            slots = sample.concurrency or 1.0
+            busy = min(1.0, sample.running / slots)
+        pressure += min(sample.gpu_utilization, busy) / policy.target_utilization
+    return pressure if seen else None
+
+
+def _load(policy: Policy, observation: Observation, before: Observation | None) -> _Load:
+    samples = _ok_samples(observation)
+    in_system = sum(s.queued + s.running for s in samples.values())
+    demand = in_system / policy.target_queue_depth_per_replica
+    previous = _ok_samples(before) if before is not None else {}
+    seconds = observation.time - before.time if before is not None else 0.0
+    gpu = _gpu_pressure(policy, samples, previous, seconds)
+    return _Load(demand=demand, gpu=gpu)
+
+
+def _window(history: Sequence[Observation], now: float, seconds: float) -> list[Observation]:
+    """The observations newer than `now - seconds`, oldest first (at least the newest)."""
+    selected: list[Observation] = []
+    for observation in reversed(history):
+        if selected and observation.time <= now - seconds:
+            break
+        selected.append(observation)
+    selected.reverse()
+    return selected
+
+
+def _loads(policy: Policy, history: Sequence[Observation], now: float) -> list[_Load]:
+    window = _window(history, now, policy.stable_window_seconds)
+    first_index = len(history) - len(window)
+    loads = []
+    for offset, observation in enumerate(window):
+        index = first_index + offset
+        before = history[index - 1] if index > 0 else None
+        loads.append(_load(policy, observation, before))
+    return loads
+
+
+@dataclass(frozen=True)
+class _Flow:
+    work_rate: float
+    """Slot-seconds of work arriving per second."""
+    service_seconds: float
+    """Mean engine time per request."""
+
+
+def _arrival_flow(policy: Policy, history: Sequence[Observation], now: float) -> _Flow | None:
+    """Work arriving per second: the engine time spent plus the growth of the backlog priced
+    at the measured service time. Unlike the backlog level, this does not grow while
+    capacity is merely late, which is what stops scale-up cascades. None when the counters
+    cannot tell yet (no request finished within the stable window)."""
+    window = _window(history, now, policy.stable_window_seconds)
+    if len(window) < 2:
+        return None
+    busy = 0.0
+    jobs = 0.0
+    for older, newer in itertools.pairwise(window):
+        before = _ok_samples(older)
+        for name, sample in _ok_samples(newer).items():
+            busy_delta, jobs_delta = _counter_deltas(sample, before.get(name))
+            if busy_delta is not None and jobs_delta is not None:
+                busy += busy_delta
+                jobs += jobs_delta
+    if jobs <= 0:
+        return None
+    service_seconds = busy / jobs
+    burst = _window(history, now, policy.burst_window_seconds)
+    oldest, newest = (burst[0], burst[-1]) if len(burst) >= 2 else (window[-2], window[-1])
+    seconds = newest.time - oldest.time
+    engine_seconds = 0.0
+    before = _ok_samples(oldest)
+    after = _ok_samples(newest)
+    for name, sample in after.items():
+        busy_delta, _ = _counter_deltas(sample, before.get(name))
+        engine_seconds += busy_delta or 0.0
+    # Only pods seen at both ends: a pod that just became ready did not grow the backlog.
+    common = before.keys() & after.keys()
+    backlog_growth = sum(after[n].queued + after[n].running for n in common) - sum(
+        before[n].queued + before[n].running for n in common
+    )
+    work_rate = (engine_seconds + backlog_growth * service_seconds) / seconds
+    return _Flow(work_rate=max(0.0, work_rate), service_seconds=service_seconds)
+
+
+def _counter_deltas(
+    sample: PodSample, before: PodSample | None
+) -> tuple[float | None, float | None]:
+    """Busy seconds and finished jobs between two scrapes of one pod; None after a restart."""
+    if before is None:
+        return None, None
+    busy: float | None = None
+    jobs: float | None = None
+    if sample.busy_seconds_total is not None and before.busy_seconds_total is not None:
+        busy = sample.busy_seconds_total - before.busy_seconds_total
+    if sample.jobs_total is not None and before.jobs_total is not None:
+        jobs = sample.jobs_total - before.jobs_total
+    if (busy is not None and busy < 0) or (jobs is not None and jobs < 0):
+        return None, None
+    return busy, jobs
+
+
+def _ceil(value: float) -> int:
+    return math.ceil(value - _EPSILON)
+
+
+def _mean(values: Iterable[float]) -> float:
+    items = list(values)
+    return sum(items) / len(items) if items else 0.0
+
+
+def _on_the_way(policy: Policy, pods: Sequence[PodState], current: int, now: float) -> int:
+    """Pods ordered but not serving yet: fresh starting pods plus pods not created yet."""
+    alive = [p for p in pods if p.phase != "terminating"]
+    fresh = sum(
+        1 for p in alive if p.phase == "starting" and now - p.since <= policy.max_startup_seconds
+    )
+    return fresh + max(0, current - len(alive))
+
+
+def _limit_by_rate(
+    policy: Policy, history: Sequence[Observation], now: float, current: int, desired: int
+) -> tuple[int, str | None]:
+    if desired > current:
+        period = _window(history, now, policy.scale_up.period_seconds)
+        base = min(o.replicas for o in period)
+        ceiling = max(
+            _ceil(base * (1 + policy.scale_up.percent / 100)), base + policy.scale_up.pods
+        )
+        if desired > ceiling:
+            return max(ceiling, current), (
+                f"scale-up rate limit ({policy.scale_up.pods} pods or "
+                f"{policy.scale_up.percent:g}% per {policy.scale_up.period_seconds:g}s)"
+            )
+    elif desired < current:
+        period = _window(history, now, policy.scale_down.period_seconds)
+        base = max(o.replicas for o in period)
+        floor = min(
+            math.floor(base * (1 - policy.scale_down.percent / 100) + _EPSILON),
+            base - policy.scale_down.pods,
+        )
+        if desired < floor:
+            return min(floor, current), (
+                f"scale-down rate limit ({policy.scale_down.pods} pods or "
+                f"{policy.scale_down.percent:g}% per {policy.scale_down.period_seconds:g}s)"
+            )
+    return desired, None
+
+
+def decide(
+    policy: Policy,
+    history: Sequence[Observation],
+    pods: Sequence[PodState],
+    now: float,
+) -> Decision:
+    """Desired replicas for the newest observation (`history[-1]`), and why.
+
+    `history` is oldest first; earlier observations carry the recommendation `decide`
+    returned for them (see `Observation.with_recommendation`).
+    """
+    if not history:
+        raise ValueError("decide needs at least the newest observation")
+    newest = history[-1]
+    current = newest.replicas
+    floor = policy.floor_at(now)
+    notes: list[str] = []
+
+    ready_names = {p.name for p in pods if p.phase == "ready"}
+    measured = _ok_samples(newest)
+    unmeasured = sorted(ready_names - measured.keys())
+    failures = {s.pod: s.error or "no data" for s in newest.samples if not s.ok}
+    on_the_way = _on_the_way(policy, pods, current, now)
+
+    loads = _loads(policy, history, now)
+    burst_count = len(_window(history, now, policy.burst_window_seconds))
+    stable_load = _mean(load.replicas for load in loads)
+    burst_load = _mean(load.replicas for load in loads[-burst_count:])
+    latest = loads[-1]
+    metrics: dict[str, float] = {
+        "queuedAndRunning": sum(s.queued + s.running for s in measured.values()),
+        "demandReplicas": round(latest.demand, 3),
+        "stableLoadReplicas": round(stable_load, 3),
+        "burstLoadReplicas": round(burst_load, 3),
+        "readyPods": len(ready_names),
+        "scrapedPods": len(measured),
+        "podsOnTheWay": on_the_way,
+    }
+    if latest.gpu is not None:
+        metrics["gpuPressureReplicas"] = round(latest.gpu, 3)
+    driver = "GPU pressure" if (latest.gpu or 0.0) > latest.demand else "queue demand"
+
+    capacity = max(current, 1)
+    if burst_load >= policy.panic_threshold * capacity:
+        wanted = max(burst_load, stable_load)
+        notes.append(f"burst: {driver} {burst_load:.2f} replicas over the short window")
+    else:
+        wanted = stable_load
+        notes.append(f"{driver} {stable_load:.2f} replicas over the stable window")
+
+    if wanted > current:
+        flow = _arrival_flow(policy, history, now)
+        if flow is None:
+            if on_the_way:
+                wanted = float(current)
+                notes.append(f"{on_the_way} pods on the way, no arrival rate yet: wait for them")
+        else:
+            # The backlog is worth new pods only as far as it must drain within the stable
+            # window; beyond that, pods ordered now would start after it is gone.
+            slots = max((s.concurrency or 1.0 for s in measured.values()), default=1.0)
+            per_replica = slots * (policy.target_utilization or 1.0)
+            in_system = metrics["queuedAndRunning"]
+            excess = max(0.0, in_system - current * policy.target_queue_depth_per_replica)
+            drain_rate = excess * flow.service_seconds / policy.stable_window_seconds
+            needed = (flow.work_rate + drain_rate) / per_replica
+            metrics["arrivalReplicas"] = round(needed, 3)
+            if needed < wanted:
+                wanted = max(needed, float(current))
+                notes.append(
+                    f"arrivals need {needed:.2f} replicas: the backlog alone, which "
+                    f"{on_the_way} pods on the way will drain, orders no more"
+                )
+
+    if abs(wanted - current) <= policy.tolerance * capacity:
+        recommendation = current
+    else:
+        recommendation = _ceil(wanted)
+
+    held = False
+    if unmeasured or not measured:
+        held = recommendation < current
+        recommendation = max(recommendation, current)
+        if unmeasured:
+            detail = ", ".join(f"{n}: {failures.get(n, 'not scraped')}" for n in unmeasured)
+            notes.append(f"no scale-down: {len(unmeasured)} ready pods without metrics ({detail})")
+        else:
+            notes.append("no scale-down: no pod has reported metrics")
+    recommendation = min(max(recommendation, policy.min_replicas), policy.max_replicas)
+
+    desired = recommendation
+    if desired < current:
+        stabilisation = _window(history, now, policy.scale_down_stabilization_seconds)
+        highest = max(
+            [recommendation]
+            + [o.recommendation for o in stabilisation[:-1] if o.recommendation is not None]
+        )
+        if highest > desired:
+            desired = min(highest, current)
+            notes.append(
+                f"stabilised at the highest recommendation ({highest}) of the last "
+                f"{policy.scale_down_stabilization_seconds:g}s"
+            )
+    desired, limit_note = _limit_by_rate(policy, history, now, current, desired)
+    if limit_note:
+        notes.append(f"limited by the {limit_note}")
+
+    bounded = min(max(desired, floor), policy.max_replicas)
+    if bounded != desired:
+        notes.append(f"clamped to [{floor}, {policy.max_replicas}]")
+    desired = bounded
+
+    verb = "scale up" if desired > current else "scale down" if desired < current else "hold"
+    reason = f"{verb} {current}->{desired}: " + "; ".join(notes)
+    return Decision(
+        desired=desired,
+        current=current,
+        reason=reason,
+        recommendation=recommendation,
+        metrics=metrics,
+        held_for_missing_data=held,
+    )
+
+
+def deletion_costs(pods: Sequence[PodState], samples: Sequence[PodSample]) -> dict[str, int]:
+    """`controller.kubernetes.io/pod-deletion-cost` per pod: the ReplicaSet removes the
+    cheapest first, so pods that are still starting go before idle ones, and idle ones
+    before those holding requests (each request in the pod adds to its cost)."""
+    by_pod = {s.pod: s for s in samples if s.ok}
+    costs: dict[str, int] = {}
+    for pod in pods:
+        if pod.phase == "terminating":
+            continue
+        if pod.phase in ("starting", "unready"):
+            costs[pod.name] = -1000
+            continue
+        sample = by_pod.get(pod.name)
+        # A pod we could not read might be busy: do not make it the first to go.
+        costs[pod.name] = 1000 if sample is None else int(100 * (sample.queued + sample.running))
+    return costs

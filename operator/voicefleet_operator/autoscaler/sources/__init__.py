@@ -1,0 +1,1 @@
+"""Where the autoscaler reads load: pods (scrape) or prometheus (PromQL)."""

@@ -1,0 +1,157 @@
+"""The builtin autoscaler's kopf timer: collect, decide, scale the Deployment, report.
+
+History lives in each VoiceService's kopf `memo` (one per resource, nothing global). The
+timer writes only the Deployment's replicas, pod-deletion-cost annotations, an Event per
+scale and `status.autoscaler`; it never touches the VoiceService spec.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import kopf
+
+from voicefleet_operator.autoscaler.from_spec import policy_from_spec
+from voicefleet_operator.autoscaler.policy import (
+    Decision,
+    Observation,
+    PodSample,
+    PodState,
+    decide,
+    deletion_costs,
+)
+from voicefleet_operator.autoscaler.sources.pods import scrape_pods, scrape_target
+from voicefleet_operator.autoscaler.sources.prometheus import PrometheusSource, query_pods
+from voicefleet_operator.builders.labels import selector_string
+from voicefleet_operator.crd.models import VoiceService, parse_voiceservice
+from voicefleet_operator.handlers.context import OperatorContext
+from voicefleet_operator.k8s.client import KubeApi
+from voicefleet_operator.k8s.resources import DEPLOYMENTS, VOICESERVICES
+
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+HISTORY_KEY = "autoscaler_history"
+LAST_RUN_KEY = "autoscaler_last_run"
+LAST_SCALE_KEY = "autoscaler_last_scale"
+
+
+def pod_state(pod: dict[str, Any], now: float) -> PodState:
+    metadata = pod["metadata"]
+    created = metadata.get("creationTimestamp")
+    since = (
+        datetime.datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+        if created
+        else now
+    )
+    if metadata.get("deletionTimestamp"):
+        return PodState(metadata["name"], "terminating", since)
+    conditions = pod.get("status", {}).get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    if ready:
+        return PodState(metadata["name"], "ready", since)
+    started = any(s.get("ready") for s in pod.get("status", {}).get("containerStatuses") or [])
+    return PodState(metadata["name"], "unready" if started else "starting", since)
+
+
+async def collect(
+    vs: VoiceService, pods: Sequence[dict[str, Any]], states: Sequence[PodState]
+) -> tuple[PodSample, ...]:
+    ready = {s.name for s in states if s.phase == "ready"}
+    metrics = vs.spec.autoscaling.metrics
+    async with httpx.AsyncClient() as client:
+        if metrics.source == "prometheus" and metrics.prometheus is not None:
+            selector = f'namespace="{vs.namespace}",pod=~"{vs.name}-.*"'
+            overrides = {}
+            if metrics.prometheus.gpu_utilization_query:
+                overrides["gpu_utilization"] = metrics.prometheus.gpu_utilization_query
+            source = PrometheusSource(
+                url=metrics.prometheus.url,
+                selector=selector,
+                overrides=overrides,
+                timeout_seconds=metrics.prometheus.timeout_seconds,
+            )
+            return await query_pods(client, source, sorted(ready))
+        found = [scrape_target(p) for p in pods if p["metadata"]["name"] in ready]
+        targets = [t for t in found if t is not None]
+        return await scrape_pods(client, targets)
+
+
+def autoscaler_status(decision: Decision, last_scale: str | None) -> dict[str, Any]:
+    return {
+        "desiredReplicas": decision.desired,
+        "currentReplicas": decision.current,
+        "metrics": dict(decision.metrics),
+        "reason": decision.reason,
+        "lastScaleTime": last_scale,
+    }
+
+
+async def run_once(
+    api: KubeApi, body: kopf.Body, memo: Any, interval: float, logger: Any
+) -> Decision | None:
+    vs = parse_voiceservice(body)
+    if vs.spec.autoscaling.mode != "builtin":
+        return None
+    now = time.time()
+    last_run = getattr(memo, LAST_RUN_KEY, None)
+    poll = float(vs.spec.autoscaling.metrics.poll_interval_seconds)
+    if last_run is not None and now - last_run < min(poll, interval) - 0.5:
+        return None
+    setattr(memo, LAST_RUN_KEY, now)
+    deployment = await api.get_or_none(DEPLOYMENTS.path(vs.namespace, vs.name))
+    if deployment is None:
+        return None
+    current = int(deployment.get("spec", {}).get("replicas", 1))
+    listed = await api.get(
+        f"/api/v1/namespaces/{vs.namespace}/pods", params={"labelSelector": selector_string(vs)}
+    )
+    pods = list(listed.get("items", []))
+    states = [pod_state(p, now) for p in pods]
+    samples = await collect(vs, pods, states)
+    policy = policy_from_spec(vs)
+    history: list[Observation] = list(getattr(memo, HISTORY_KEY, []))
+    history.append(Observation(now, current, samples))
+    horizon = now - 2 * max(policy.scale_down_stabilization_seconds, policy.stable_window_seconds)
+    history = [o for o in history if o.time >= horizon]
+    decision = decide(policy, history, states, now)
+    history[-1] = history[-1].with_recommendation(decision)
+    setattr(memo, HISTORY_KEY, history)
+
+    last_scale: str | None = getattr(memo, LAST_SCALE_KEY, None)
+    if decision.desired != current:
+        if decision.desired < current:
+            for name, cost in deletion_costs(states, samples).items():
+                await api.merge_patch(
+                    f"/api/v1/namespaces/{vs.namespace}/pods/{name}",
+                    {"metadata": {"annotations": {DELETION_COST: str(cost)}}},
+                )
+        await api.merge_patch(
+            DEPLOYMENTS.path(vs.namespace, vs.name), {"spec": {"replicas": decision.desired}}
+        )
+        last_scale = datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat()
+        setattr(memo, LAST_SCALE_KEY, last_scale)
+        kopf.event(body, type="Normal", reason="Scaled", message=decision.reason[:1000])
+        logger.info(decision.reason)
+    await api.merge_patch(
+        VOICESERVICES.path(vs.namespace, vs.name, "status"),
+        {"status": {"autoscaler": autoscaler_status(decision, last_scale)}},
+    )
+    return decision
+
+
+def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
+    interval = context.settings.autoscaler_interval
+
+    @kopf.timer(
+        VOICESERVICES.group,
+        VOICESERVICES.version,
+        VOICESERVICES.plural,
+        registry=registry,
+        interval=interval,
+        idle=None,
+    )
+    async def autoscale(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+        await run_once(context.client, body, memo, interval, logger)

@@ -1,0 +1,116 @@
+"""Async JSON requests to the API server over httpx, failures raised as `ApiError`."""
+
+from __future__ import annotations
+
+import ssl
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from voicefleet_operator.k8s.connection import ClusterConnection
+from voicefleet_operator.k8s.errors import ApiError, from_status_body
+
+MERGE_PATCH = "application/merge-patch+json"
+USER_AGENT = "voicefleet-operator"
+
+
+def _ssl_context(connection: ClusterConnection) -> ssl.SSLContext | bool:
+    if connection.insecure:
+        return False
+    context = ssl.create_default_context(cafile=connection.ca_path)
+    if connection.client_cert_path:
+        context.load_cert_chain(connection.client_cert_path, connection.client_key_path)
+    return context
+
+
+class KubeApi:
+    """One pooled HTTP client for the operator's own requests (kopf has its own)."""
+
+    def __init__(
+        self,
+        connection: ClusterConnection,
+        *,
+        request_timeout: float,
+        connect_timeout: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if connection.token:
+            headers["Authorization"] = f"Bearer {connection.token}"
+        self._client = httpx.AsyncClient(
+            base_url=connection.server,
+            headers=headers,
+            verify=_ssl_context(connection),
+            timeout=httpx.Timeout(request_timeout, connect=connect_timeout),
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        headers = {"Content-Type": content_type} if body is not None else {}
+        try:
+            response = await self._client.request(
+                method, path, json=body, headers=headers, params=params
+            )
+        except httpx.TransportError as error:  # timeouts, refused connections, resets
+            raise ApiError(
+                0, type(error).__name__, str(error) or "no response", method=method, path=path
+            ) from error
+        try:
+            payload = response.json() if response.content else None
+        except ValueError:
+            payload = {"message": response.text[:500]}
+        if response.is_error:
+            raise from_status_body(response.status_code, payload, method=method, path=path)
+        return payload
+
+    async def get(self, path: str, *, params: dict[str, str] | None = None) -> Any:
+        return await self.request("GET", path, params=params)
+
+    async def get_or_none(self, path: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = await self.get(path)
+        except ApiError as error:
+            if error.not_found:
+                return None
+            raise
+        return found
+
+    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        created: dict[str, Any] = await self.request("POST", path, body=body)
+        return created
+
+    async def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
+        patched: dict[str, Any] = await self.request(
+            "PATCH", path, body=patch, content_type=MERGE_PATCH
+        )
+        return patched
+
+    async def delete(self, path: str) -> None:
+        try:
+            await self.request("DELETE", path, body={"propagationPolicy": "Background"})
+        except ApiError as error:
+            if not error.not_found:
+                raise

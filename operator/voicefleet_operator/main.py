@@ -1,0 +1,151 @@
+"""Run the operator: configure kopf, register the handlers into a fresh registry, serve.
+
+High availability: run two replicas without `--standalone`. kopf's peering elects one
+active replica through a KopfPeering object in each watched namespace (or a cluster-wide
+ClusterKopfPeering with `--all-namespaces`), named by `peering_name`; the other replica
+pauses until the active one stops refreshing the peering object (its lifetime, 60 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import threading
+from typing import Any
+
+import kopf
+
+from voicefleet_operator.handlers import OperatorContext, register
+from voicefleet_operator.k8s.client import KubeApi
+from voicefleet_operator.k8s.connection import ClusterConnection, load_connection
+from voicefleet_operator.settings import OperatorSettings
+
+AUTOSCALER_TIMER_MODULE = "voicefleet_operator.autoscaler.timer"
+logger = logging.getLogger(__name__)
+
+
+def configure_kopf(settings: OperatorSettings, kopf_settings: kopf.OperatorSettings) -> None:
+    """Map our settings onto kopf's (storage, finalizer, timeouts, events, peering)."""
+    prefix = settings.annotation_prefix
+    kopf_settings.persistence.finalizer = settings.finalizer
+    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
+    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=prefix, key="last-handled-configuration"
+    )
+    kopf_settings.watching.server_timeout = settings.server_timeout
+    kopf_settings.watching.client_timeout = settings.client_timeout
+    kopf_settings.watching.connect_timeout = settings.connect_timeout
+    kopf_settings.networking.request_timeout = settings.request_timeout
+    kopf_settings.networking.connect_timeout = settings.connect_timeout
+    kopf_settings.queueing.idle_timeout = settings.idle_timeout
+    kopf_settings.execution.default_backoff = settings.backoff
+    kopf_settings.posting.level = logging.getLevelName(settings.posting_level)
+    kopf_settings.posting.reporting_component = "voicefleet-operator"
+    kopf_settings.peering.name = settings.peering_name
+    kopf_settings.peering.priority = settings.peering_priority
+    kopf_settings.peering.clusterwide = settings.all_namespaces
+    kopf_settings.peering.standalone = settings.standalone
+    kopf_settings.peering.mandatory = not settings.standalone
+
+
+def _connection_info(connection: ClusterConnection) -> kopf.ConnectionInfo:
+    return kopf.ConnectionInfo(
+        server=connection.server,
+        ca_path=connection.ca_path,
+        insecure=connection.insecure,
+        token=connection.token,
+        certificate_path=connection.client_cert_path,
+        private_key_path=connection.client_key_path,
+        default_namespace=connection.default_namespace,
+    )
+
+
+def _register_autoscaler(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
+    try:
+        module = importlib.import_module(AUTOSCALER_TIMER_MODULE)
+    except ModuleNotFoundError as error:
+        if error.name != AUTOSCALER_TIMER_MODULE:
+            raise
+        return
+    register_timer = getattr(module, "register", None)
+    if register_timer is None:
+        logger.warning("%s has no register(registry, context): autoscaler off", module.__name__)
+        return
+    register_timer(registry, context)
+
+
+def build_registry(settings: OperatorSettings) -> tuple[kopf.OperatorRegistry, OperatorContext]:
+    """A fresh registry with every handler, and the context they share."""
+    registry = kopf.OperatorRegistry()
+    context = OperatorContext(settings=settings)
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return _connection_info(load_connection(settings.kubeconfig))
+
+    register(registry, context)
+    _register_autoscaler(registry, context)
+    return registry, context
+
+
+def watched_namespaces(settings: OperatorSettings) -> list[str]:
+    if settings.all_namespaces:
+        return []
+    if settings.namespaces:
+        return list(settings.namespaces)
+    connection = load_connection(settings.kubeconfig)
+    return [connection.default_namespace or "default"]
+
+
+async def serve(
+    settings: OperatorSettings,
+    *,
+    stop_flag: asyncio.Event | threading.Event | None = None,
+    ready_flag: asyncio.Event | threading.Event | None = None,
+) -> None:
+    """Run until `stop_flag` is set (or a signal arrives when run from the CLI)."""
+    registry, context = build_registry(settings)
+    kopf_settings = kopf.OperatorSettings()
+    configure_kopf(settings, kopf_settings)
+    # Opened before and closed after kopf: no handler, timer or daemon outlives the client.
+    context.api = KubeApi(
+        load_connection(settings.kubeconfig),
+        request_timeout=settings.request_timeout,
+        connect_timeout=settings.connect_timeout,
+    )
+    async with context.api:
+        await kopf.operator(
+            registry=registry,
+            settings=kopf_settings,
+            # Peering comes from kopf_settings: kopf.operator(peering_name=...) forces it on.
+            clusterwide=settings.all_namespaces,
+            namespaces=watched_namespaces(settings),
+            liveness_endpoint=settings.liveness_endpoint,
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+
+
+def run_operator(
+    namespaces: list[str],
+    all_namespaces: bool,
+    standalone: bool,
+    liveness_endpoint: str | None,
+) -> int:
+    """The `voicefleet operator` command: CLI flags override VOICEFLEET_OPERATOR_* settings."""
+    overrides: dict[str, Any] = {}
+    if namespaces:
+        overrides["namespaces"] = namespaces
+    if all_namespaces:
+        overrides["all_namespaces"] = True
+    if standalone:
+        overrides["standalone"] = True
+    if liveness_endpoint:
+        overrides["liveness_endpoint"] = liveness_endpoint
+    settings = OperatorSettings(**overrides)
+    if settings.namespaces and settings.all_namespaces:
+        raise SystemExit("--namespace and --all-namespaces exclude each other")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    asyncio.run(serve(settings))
+    return 0

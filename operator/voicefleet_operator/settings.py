@@ -1,0 +1,88 @@
+"""Operator settings, from `VOICEFLEET_OPERATOR_*` environment variables and the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_RUNTIME_IMAGE = "ghcr.io/voicefleet/voicefleet:0.1.0"
+"""The image children run when a VoiceService names none (the same image runs the operator)."""
+
+
+class OperatorSettings(BaseSettings):
+    """How the operator watches, stores its progress, retries, and talks to the API server."""
+
+    model_config = SettingsConfigDict(env_prefix="VOICEFLEET_OPERATOR_", frozen=True)
+
+    namespaces: list[str] = Field(
+        default_factory=list,
+        description="Namespaces to watch; empty with all_namespaces unset "
+        "means the namespace of the kubeconfig context.",
+    )
+    all_namespaces: bool = Field(False, description="Watch every namespace (cluster-wide).")
+    standalone: bool = Field(
+        False, description="No peering: one replica, or a laptop. Off: replicas elect one leader."
+    )
+    peering_name: str = Field(
+        "voicefleet", description="Name of the KopfPeering/ClusterKopfPeering object."
+    )
+    peering_priority: int = Field(
+        0, description="Higher priority replicas pause lower ones within the same peering."
+    )
+    finalizer: str = Field("voicefleet.io/finalizer", description="Finalizer kopf manages.")
+    annotation_prefix: str = Field(
+        "voicefleet.io", description="Prefix of kopf's progress and last-handled annotations."
+    )
+    server_timeout: float = Field(
+        300.0, gt=0, description="Seconds the API server keeps one watch open."
+    )
+    client_timeout: float = Field(
+        330.0, gt=0, description="Seconds the client waits on a watch before reconnecting."
+    )
+    connect_timeout: float = Field(30.0, gt=0, description="Seconds to connect to the API.")
+    request_timeout: float = Field(60.0, gt=0, description="Seconds for one API request.")
+    liveness_endpoint: str | None = Field(
+        None, description="Where kopf serves its liveness probe, e.g. http://0.0.0.0:8080/healthz."
+    )
+    autoscaler_interval: float = Field(
+        15.0, gt=0, description="Seconds between two runs of the builtin autoscaler."
+    )
+    resync_interval: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds between two full reconciles of every VoiceService: "
+        "repairs drift whose watch event was missed or failed.",
+    )
+    backoff: float = Field(
+        5.0, gt=0, description="Seconds before retrying after a conflict or a server error."
+    )
+    backoff_max: float = Field(300.0, gt=0, description="Upper bound of the retry delay.")
+    idle_timeout: float = Field(
+        5.0, gt=0, description="Seconds an idle per-object worker lives before it is released."
+    )
+    posting_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Lowest log level also posted as a Kubernetes Event."
+    )
+    default_runtime_image: str = Field(
+        DEFAULT_RUNTIME_IMAGE, description="Runtime image when a VoiceService names none."
+    )
+    kubeconfig: Path | None = Field(
+        None, description="Kubeconfig file; unset: $KUBECONFIG, ~/.kube/config, or in-cluster."
+    )
+
+    @model_validator(mode="after")
+    def _check_timeouts(self) -> OperatorSettings:
+        if self.client_timeout <= self.server_timeout:
+            raise ValueError(
+                "client_timeout must exceed server_timeout, or every watch ends as a client error"
+            )
+        if self.backoff > self.backoff_max:
+            raise ValueError("backoff must not exceed backoff_max")
+        return self
+
+    @property
+    def clusterwide(self) -> bool:
+        return self.all_namespaces

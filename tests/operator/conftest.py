@@ -1,0 +1,138 @@
+"""Fixtures for the operator's tests: the emulated API server, served over real HTTP."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import kmock
+import pytest
+
+# pytest runs with --import-mode=importlib, so a folder next to the tests is not importable by
+# name; register the harness package once under a name no other area can collide with.
+_HARNESS_DIR = Path(__file__).parent / "harness"
+if "voicefleet_test_harness" not in sys.modules:
+    _spec = importlib.util.spec_from_file_location(
+        "voicefleet_test_harness",
+        _HARNESS_DIR / "__init__.py",
+        submodule_search_locations=[str(_HARNESS_DIR)],
+    )
+    assert _spec is not None
+    assert _spec.loader is not None
+    _module = importlib.util.module_from_spec(_spec)
+    sys.modules["voicefleet_test_harness"] = _module
+    _spec.loader.exec_module(_module)
+
+from voicefleet_test_harness import ApiServer  # noqa: E402
+
+
+@pytest.fixture
+async def api_server() -> AsyncIterator[ApiServer]:
+    """A bare emulated API server (no resources registered) listening on 127.0.0.1."""
+    async with ApiServer() as server, kmock.Server(server):
+        yield server
+
+
+# ----- the operator against a cluster-like API server -------------------------------------------
+
+
+import yaml  # noqa: E402
+from voicefleet_test_harness import ScalePaths, register_cluster_resources  # noqa: E402
+from voicefleet_test_harness.crd import CrdSchema  # noqa: E402
+from voicefleet_test_harness.running import RunningOperator  # noqa: E402
+
+from voicefleet_operator.crd.generate import build_crd  # noqa: E402
+from voicefleet_operator.settings import OperatorSettings  # noqa: E402
+
+NAMESPACE = "speech"
+TOKEN = "test-token-not-a-secret"
+
+
+def scale_paths(schema: CrdSchema) -> ScalePaths:
+    assert schema.scale is not None, "the VoiceService CRD declares a scale subresource"
+    return ScalePaths(
+        spec_replicas=schema.scale["specReplicasPath"],
+        status_replicas=schema.scale["statusReplicasPath"],
+        label_selector=schema.scale.get("labelSelectorPath"),
+    )
+
+
+@pytest.fixture(scope="session")
+def crd_schema() -> CrdSchema:
+    return CrdSchema(build_crd())
+
+
+@pytest.fixture
+def crd_enforces_cel() -> bool:
+    """Override to False to emulate a cluster whose CRD lacks the CEL rules."""
+    return True
+
+
+@pytest.fixture
+async def cluster(
+    api_server: ApiServer, crd_schema: CrdSchema, crd_enforces_cel: bool
+) -> ApiServer:
+    schema = CrdSchema(build_crd(), cel=crd_enforces_cel) if not crd_enforces_cel else crd_schema
+    api_server.namespaces.add(NAMESPACE)
+    register_cluster_resources(
+        api_server,
+        voiceservice_validator=schema.violations,
+        voiceservice_defaulter=schema.default,
+        voiceservice_scale=scale_paths(schema),
+    )
+    return api_server
+
+
+@pytest.fixture
+def kubeconfig(cluster: ApiServer, tmp_path: Path) -> Path:
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "emulated", "cluster": {"server": str(cluster.url).rstrip("/")}}
+                ],
+                "users": [{"name": "operator", "user": {"token": TOKEN}}],
+                "contexts": [
+                    {
+                        "name": "emulated",
+                        "context": {
+                            "cluster": "emulated",
+                            "user": "operator",
+                            "namespace": NAMESPACE,
+                        },
+                    }
+                ],
+                "current-context": "emulated",
+            }
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def operator_settings(kubeconfig: Path) -> OperatorSettings:
+    # Short watch and retry timings keep the scenarios quick; nothing asserts on timing.
+    return OperatorSettings(
+        namespaces=[NAMESPACE],
+        standalone=True,
+        kubeconfig=kubeconfig,
+        server_timeout=30,
+        client_timeout=40,
+        resync_interval=1.0,
+        backoff=0.2,
+        backoff_max=1.0,
+        idle_timeout=1.0,
+    )
+
+
+@pytest.fixture
+async def operator(operator_settings: OperatorSettings) -> AsyncIterator[RunningOperator]:
+    running = RunningOperator(operator_settings)
+    await running.start()
+    yield running
+    await running.stop()

@@ -1,0 +1,58 @@
+"""The pure parts of the apply layer and the RBAC declaration."""
+
+from __future__ import annotations
+
+from voicefleet_operator.k8s.apply import contains, is_up_to_date, merge_patch_between, repair_patch
+from voicefleet_operator.rbac import PERMISSIONS, allows, permissions_for
+
+
+def _child(image: str, digest: str) -> dict[str, object]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d", "annotations": {"voicefleet.io/spec-hash": digest}},
+        "spec": {"template": {"spec": {"containers": [{"name": "c", "image": image}]}}},
+    }
+
+
+def test_server_defaults_are_not_drift_but_edits_are() -> None:
+    desired = _child("a:1", "h1")
+    defaulted = _child("a:1", "h1")
+    defaulted["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"  # type: ignore[index]
+    assert is_up_to_date(desired, defaulted)
+    assert not is_up_to_date(desired, _child("b:2", "h1")), "an edited field is drift"
+    assert not is_up_to_date(desired, _child("a:1", "h0")), "an old hash needs a write"
+
+
+def test_repair_patch_restores_owned_fields_and_fences_on_resource_version() -> None:
+    live = _child("b:2", "h0")
+    live["metadata"]["resourceVersion"] = "7"  # type: ignore[index]
+    live["spec"]["paused"] = True  # type: ignore[index]
+    patch = repair_patch(_child("a:1", "h1"), live)
+    assert patch["metadata"]["resourceVersion"] == "7"
+    assert patch["spec"]["paused"] is None, "fields we no longer set are removed"
+    assert patch["spec"]["template"]["spec"]["containers"][0]["image"] == "a:1"
+
+
+def test_merge_patch_between_equal_documents_is_empty() -> None:
+    doc = {"a": {"b": [1, 2]}, "c": "d"}
+    assert merge_patch_between(doc, doc) == {}
+    assert contains({"a": 1, "b": 2}, {"a": 1})
+    assert not contains({"a": [1, 2]}, {"a": [1]})
+
+
+def test_permissions_are_exact_and_mode_dependent() -> None:
+    for permission in PERMISSIONS:
+        assert "*" not in permission.verbs
+        assert "*" not in (permission.api_group, permission.resource)
+    namespaced = permissions_for(all_namespaces=False, peering=True)
+    clusterwide = permissions_for(all_namespaces=True, peering=True)
+    assert allows(namespaced, verb="watch", api_group="kopf.dev", resource="kopfpeerings")
+    assert not allows(
+        namespaced, verb="watch", api_group="kopf.dev", resource="clusterkopfpeerings"
+    )
+    assert allows(clusterwide, verb="patch", api_group="kopf.dev", resource="clusterkopfpeerings")
+    assert not allows(clusterwide, verb="list", api_group="", resource="namespaces")
+    assert not allows(
+        namespaced, verb="update", api_group="voicefleet.io", resource="voiceservices"
+    ), "the operator never replaces a VoiceService"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from faster_whisper.audio import decode_audio
 from numpy.typing import NDArray
+
 from voicefleet_runtime.engine.models import ResolvedModel, resolve_model
 from voicefleet_runtime.engine.torch_whisper import TorchWhisperEngine
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from voicefleet_runtime.engine.models import ResolvedModel
 from voicefleet_runtime.engine.torch_whisper.ct2_weights import (
     Ct2Weights,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from numpy.typing import NDArray
-from voicefleet_runtime.engine.base import DecodeOptions
-from voicefleet_runtime.engine.torch_whisper import TorchWhisperEngine
 
 from tests.runtime_torch.conftest import normalise
+from voicefleet_runtime.engine.base import DecodeOptions
+from voicefleet_runtime.engine.torch_whisper import TorchWhisperEngine
 
 pytestmark = pytest.mark.slow
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from faster_whisper.audio import decode_audio
 from numpy.typing import NDArray
-from voicefleet_runtime.engine.base import DecodeOptions, EngineError, SpeechEngine
-from voicefleet_runtime.engine.models import ResolvedModel
-from voicefleet_runtime.engine.torch_whisper import TorchWhisperEngine
 
 from tests.conftest import JFK_REFERENCE
 from tests.runtime_torch.conftest import TEST_THREADS, normalise
+from voicefleet_runtime.engine.base import DecodeOptions, EngineError, SpeechEngine
+from voicefleet_runtime.engine.models import ResolvedModel
+from voicefleet_runtime.engine.torch_whisper import TorchWhisperEngine
 
 pytestmark = pytest.mark.slow
 

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from faster_whisper.feature_extractor import FeatureExtractor
 from numpy.typing import NDArray
+
 from voicefleet_runtime.engine.torch_whisper.features import (
     N_FRAMES_PER_CHUNK,
     LogMelExtractor,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from voicefleet_runtime.engine.models import ResolvedModel
 from voicefleet_runtime.engine.torch_whisper import TorchWhisperEngine
 from voicefleet_runtime.engine.torch_whisper.precision import resolve_torch_placement

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from voicefleet_runtime.engine.torch_whisper.segments import split_window
 
 BEGIN = 50364  # <|0.00|> in a multilingual vocabulary

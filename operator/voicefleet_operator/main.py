@@ -9,14 +9,20 @@ pauses until the active one stops refreshing the peering object (its lifetime, 6
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 import kopf
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from voicefleet_operator.handlers import OperatorContext, register
+from voicefleet_operator.handlers.context import Clock, utc_now
+from voicefleet_operator.handlers.metrics import OperatorMetrics
 from voicefleet_operator.k8s.client import KubeApi
 from voicefleet_operator.k8s.connection import ClusterConnection, load_connection
 from voicefleet_operator.settings import OperatorSettings
@@ -75,10 +81,12 @@ def _register_autoscaler(registry: kopf.OperatorRegistry, context: OperatorConte
     register_timer(registry, context)
 
 
-def build_registry(settings: OperatorSettings) -> tuple[kopf.OperatorRegistry, OperatorContext]:
+def build_registry(
+    settings: OperatorSettings, *, clock: Clock = utc_now
+) -> tuple[kopf.OperatorRegistry, OperatorContext]:
     """A fresh registry with every handler, and the context they share."""
     registry = kopf.OperatorRegistry()
-    context = OperatorContext(settings=settings)
+    context = OperatorContext(settings=settings, clock=clock)
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -98,23 +106,56 @@ def watched_namespaces(settings: OperatorSettings) -> list[str]:
     return [connection.default_namespace or "default"]
 
 
+def metrics_app(metrics: OperatorMetrics) -> web.Application:
+    """GET /metrics in Prometheus' text format, from this operator's own registry."""
+
+    async def scrape(_: web.Request) -> web.Response:
+        payload = generate_latest(metrics.registry)
+        return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serving_metrics(
+    settings: OperatorSettings, metrics: OperatorMetrics
+) -> AsyncIterator[None]:
+    """Serve /metrics on settings.metrics_port for the life of the block (port 0: not at all)."""
+    if settings.metrics_port == 0:
+        yield
+        return
+    runner = web.AppRunner(metrics_app(metrics), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.metrics_host, settings.metrics_port).start()
+        logger.info("serving metrics on %s:%d", settings.metrics_host, settings.metrics_port)
+        yield
+    finally:
+        await runner.cleanup()
+
+
 async def serve(
     settings: OperatorSettings,
     *,
     stop_flag: asyncio.Event | threading.Event | None = None,
     ready_flag: asyncio.Event | threading.Event | None = None,
+    clock: Clock = utc_now,
 ) -> None:
     """Run until `stop_flag` is set (or a signal arrives when run from the CLI)."""
-    registry, context = build_registry(settings)
+    registry, context = build_registry(settings, clock=clock)
     kopf_settings = kopf.OperatorSettings()
     configure_kopf(settings, kopf_settings)
+    metrics = context.metrics
     # Opened before and closed after kopf: no handler, timer or daemon outlives the client.
     context.api = KubeApi(
         load_connection(settings.kubeconfig),
         request_timeout=settings.request_timeout,
         connect_timeout=settings.connect_timeout,
+        on_error=lambda error: metrics.count_api_error(error.status, error.method),
     )
-    async with context.api:
+    async with context.api, serving_metrics(settings, metrics):
         await kopf.operator(
             registry=registry,
             settings=kopf_settings,

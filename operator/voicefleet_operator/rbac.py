@@ -15,6 +15,8 @@ When = Literal["always", "namespaced", "namespaced-peering", "clusterwide-peerin
 
 READ = ("get", "list", "watch")
 OWN = ("get", "list", "watch", "create", "patch")
+PRUNE = ("get", "list", "create", "patch", "delete")
+"""Optional children: deleted when a VoiceService stops wanting them (see k8s/prune.py)."""
 
 
 @dataclass(frozen=True)
@@ -66,15 +68,15 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission(
         "monitoring.coreos.com",
         "servicemonitors",
-        ("get", "create", "patch"),
+        PRUNE,
         "namespace",
         "always",
-        "scrape config, applied when prometheus-operator's API exists",
+        "scrape config, applied when prometheus-operator's API exists; deleted when unwanted",
     ),
     Permission(
         "keda.sh",
         "scaledobjects",
-        ("get", "create", "patch"),
+        PRUNE,
         "namespace",
         "always",
         "autoscaling.mode keda: a ScaledObject drives the Deployment",
@@ -82,7 +84,7 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission(
         "autoscaling",
         "horizontalpodautoscalers",
-        ("get", "create", "patch"),
+        PRUNE,
         "namespace",
         "always",
         "autoscaling.mode hpa: an HPA drives the Deployment",
@@ -93,7 +95,8 @@ PERMISSIONS: tuple[Permission, ...] = (
         ("list", "patch"),
         "namespace",
         "always",
-        "the builtin autoscaler reads pod metrics and sets pod-deletion-cost before scaling down",
+        "the builtin autoscaler reads pod metrics and sets pod-deletion-cost before scaling down; "
+        "GPU fallback reads the pods' PodScheduled condition",
     ),
     Permission(
         "",

@@ -47,6 +47,17 @@ class OperatorSettings(BaseSettings):
     liveness_endpoint: str | None = Field(
         None, description="Where kopf serves its liveness probe, e.g. http://0.0.0.0:8080/healthz."
     )
+    metrics_port: int = Field(
+        8081,
+        ge=0,
+        le=65535,
+        description="Port of the operator's Prometheus /metrics endpoint; 0 turns it off.",
+    )
+    metrics_host: str = Field(
+        # Prometheus scrapes the pod's IP, so in a pod every interface is the right default.
+        "0.0.0.0",  # noqa: S104
+        description="Address the /metrics endpoint listens on (0.0.0.0: every one).",
+    )
     autoscaler_interval: float = Field(
         15.0, gt=0, description="Seconds between two runs of the builtin autoscaler."
     )

@@ -19,6 +19,7 @@ RELEASE_NAMESPACE = "voicefleet-system"
 WATCHED = ["speech", "speech-batch"]
 
 MONITORING_ON: dict[str, Any] = {
+    "operator": {"serviceMonitor": {"enabled": True}},
     "voiceServices": {"podMonitor": True},
     "labels": {"release": "kube-prometheus-stack"},
     "prometheusRule": {"enabled": True, "alertLabels": {"team": "speech"}},

@@ -33,6 +33,7 @@ def test_defaults_render_a_cluster_wide_standalone_operator(render: Any) -> None
         "ClusterRoleBinding",
         "CustomResourceDefinition",
         "Deployment",
+        "Service",
         "ServiceAccount",
     ]
     container = only(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
@@ -145,6 +146,8 @@ def test_shared_peering_crds_can_be_left_out(render: Any) -> None:
         ({"replicas": 2}, "replicas"),
         ({"operator": {"settings": {"resync_intervall": 5}}}, "resync_intervall"),
         ({"operator": {"settings": {"standalone": True}}}, "standalone"),
+        ({"operator": {"metricsPort": 80}}, "/operator/metricsPort"),
+        ({"monitoring": {"operator": {"serviceMonitor": {"enabled": "yes"}}}}, "enabled"),
     ],
     ids=lambda v: str(v)[:40] if isinstance(v, dict) else v,
 )

@@ -70,7 +70,11 @@ def test_the_validators_reject_a_misspelt_field(render: Any) -> None:
     everything = {
         "replicaCount": 2,
         "peering": {"enabled": True},
-        "monitoring": {"prometheusRule": {"enabled": True}, "voiceServices": {"podMonitor": True}},
+        "monitoring": {
+            "prometheusRule": {"enabled": True},
+            "voiceServices": {"podMonitor": True},
+            "operator": {"serviceMonitor": {"enabled": True}},
+        },
     }
     peering_schemas = peering_crd_schemas(render)
     objects = {obj["kind"]: obj for obj in render(everything)}
@@ -80,8 +84,16 @@ def test_the_validators_reject_a_misspelt_field(render: Any) -> None:
     broken_rule["spec"]["groups"][0]["rules"][0]["fro"] = "5m"
     broken_monitor = copy.deepcopy(objects["PodMonitor"])
     broken_monitor["spec"]["podMetricsEndpoints"][0]["port"] = 8000
+    broken_service_monitor = copy.deepcopy(objects["ServiceMonitor"])
+    broken_service_monitor["spec"]["endpoints"][0]["intervall"] = "30s"
     broken_peering = copy.deepcopy(objects["ClusterKopfPeering"])
     broken_peering["status"] = "not an object"
-    for broken in (broken_deployment, broken_rule, broken_monitor, broken_peering):
+    for broken in (
+        broken_deployment,
+        broken_rule,
+        broken_monitor,
+        broken_service_monitor,
+        broken_peering,
+    ):
         with pytest.raises((kubernetes_validate.ValidationError, jsonschema.ValidationError)):
             validate(broken, KUBERNETES_VERSIONS[-1], peering_schemas)

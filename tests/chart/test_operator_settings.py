@@ -18,6 +18,7 @@ CHART_MANAGED = {
     "all_namespaces",
     "standalone",
     "liveness_endpoint",
+    "metrics_port",
     "peering_name",
     "peering_priority",
     "posting_level",

@@ -41,7 +41,7 @@ async def api_server() -> AsyncIterator[ApiServer]:
 import yaml  # noqa: E402
 from voicefleet_test_harness import ScalePaths, register_cluster_resources  # noqa: E402
 from voicefleet_test_harness.crd import CrdSchema  # noqa: E402
-from voicefleet_test_harness.running import RunningOperator  # noqa: E402
+from voicefleet_test_harness.running import MovableClock, RunningOperator, free_port  # noqa: E402
 
 from voicefleet_operator.crd.generate import build_crd  # noqa: E402
 from voicefleet_operator.settings import OperatorSettings  # noqa: E402
@@ -71,8 +71,24 @@ def crd_enforces_cel() -> bool:
 
 
 @pytest.fixture
+def cluster_serves_keda() -> bool:
+    """Override to True to serve keda.sh ScaledObjects (KEDA installed)."""
+    return False
+
+
+@pytest.fixture
+def cluster_serves_servicemonitors() -> bool:
+    """Override to True to serve monitoring.coreos.com ServiceMonitors (prometheus-operator)."""
+    return False
+
+
+@pytest.fixture
 async def cluster(
-    api_server: ApiServer, crd_schema: CrdSchema, crd_enforces_cel: bool
+    api_server: ApiServer,
+    crd_schema: CrdSchema,
+    crd_enforces_cel: bool,
+    cluster_serves_keda: bool,
+    cluster_serves_servicemonitors: bool,
 ) -> ApiServer:
     schema = CrdSchema(build_crd(), cel=crd_enforces_cel) if not crd_enforces_cel else crd_schema
     api_server.namespaces.add(NAMESPACE)
@@ -81,6 +97,8 @@ async def cluster(
         voiceservice_validator=schema.violations,
         voiceservice_defaulter=schema.default,
         voiceservice_scale=scale_paths(schema),
+        with_keda=cluster_serves_keda,
+        with_servicemonitors=cluster_serves_servicemonitors,
     )
     return api_server
 
@@ -127,12 +145,21 @@ def operator_settings(kubeconfig: Path) -> OperatorSettings:
         backoff=0.2,
         backoff_max=1.0,
         idle_timeout=1.0,
+        metrics_host="127.0.0.1",
+        metrics_port=free_port(),
     )
 
 
 @pytest.fixture
-async def operator(operator_settings: OperatorSettings) -> AsyncIterator[RunningOperator]:
-    running = RunningOperator(operator_settings)
+def clock() -> MovableClock:
+    return MovableClock()
+
+
+@pytest.fixture
+async def operator(
+    operator_settings: OperatorSettings, clock: MovableClock
+) -> AsyncIterator[RunningOperator]:
+    running = RunningOperator(operator_settings, clock)
     await running.start()
     yield running
     await running.stop()

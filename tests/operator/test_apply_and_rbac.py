@@ -56,3 +56,43 @@ def test_permissions_are_exact_and_mode_dependent() -> None:
     assert not allows(
         namespaced, verb="update", api_group="voicefleet.io", resource="voiceservices"
     ), "the operator never replaces a VoiceService"
+
+
+def _labelled(name: str, owner_uid: str | None, *, controller: bool = True) -> dict[str, object]:
+    refs = [{"uid": owner_uid, "controller": controller}] if owner_uid else []
+    return {"metadata": {"name": name, "uid": f"uid-{name}", "ownerReferences": refs}}
+
+
+def test_only_owned_unwanted_children_are_pruned() -> None:
+    from voicefleet_operator.k8s.prune import unwanted
+
+    listed = [
+        _labelled("stt", "vs-uid"),  # still wanted
+        _labelled("stt-old", "vs-uid"),  # ours, no longer wanted
+        _labelled("stt-by-hand", "someone-else"),
+        _labelled("stt-orphan", None),
+        _labelled("stt-adopted", "vs-uid", controller=False),  # we are not its controller
+    ]
+    assert [o["metadata"]["name"] for o in unwanted(listed, "vs-uid", {"stt"})] == ["stt-old"]  # type: ignore[index]
+
+
+def _pod(candidate: int, scheduled: str, reason: str | None = None) -> dict[str, object]:
+    condition = {"type": "PodScheduled", "status": scheduled}
+    if reason:
+        condition["reason"] = reason
+    return {
+        "metadata": {"annotations": {"voicefleet.io/placement-candidate": str(candidate)}},
+        "status": {"conditions": [condition]},
+    }
+
+
+def test_only_pods_the_scheduler_refused_count_as_unschedulable() -> None:
+    from voicefleet_operator.handlers.reconcile import pods_unschedulable
+
+    refused = _pod(0, "False", "Unschedulable")
+    assert pods_unschedulable([refused, refused], 0)
+    assert not pods_unschedulable([], 0), "no pods yet: nothing to judge"
+    assert not pods_unschedulable([refused, _pod(0, "True")], 0), "short capacity, not none"
+    assert not pods_unschedulable([_pod(0, "True")], 0), "scheduled, maybe slow to start"
+    assert not pods_unschedulable([refused], 1), "pods of an earlier candidate do not count"
+    assert not pods_unschedulable([_pod(0, "False", "SchedulingGated")], 0)

@@ -24,17 +24,19 @@ and resources, never a wildcard.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch"]
-# Optional children, applied only when the cluster serves their API.
+# Optional children, applied only when the cluster serves their API and the spec asks for
+# them; listed and deleted (only those the VoiceService owns) once it no longer does.
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["get", "create", "patch"]
-# The builtin autoscaler reads pod metrics and sets pod-deletion-cost before scaling down.
+  verbs: ["get", "list", "create", "patch", "delete"]
+# The builtin autoscaler reads pod metrics and sets pod-deletion-cost before scaling down;
+# GPU fallback reads the pods' PodScheduled condition.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "patch"]
@@ -60,15 +62,17 @@ and resources, never a wildcard.
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
 {{- if include "voicefleet.clusterwide" . }}
-# Serving the whole cluster, kopf follows namespaces appearing and going.
-- apiGroups: [""]
-  resources: ["namespaces"]
-  verbs: ["list", "watch"]
 {{- if .Values.peering.enabled }}
 # Replicas watching all namespaces agree through a ClusterKopfPeering on which one acts.
 - apiGroups: ["kopf.dev"]
   resources: ["clusterkopfpeerings"]
   verbs: ["get", "list", "watch", "patch"]
 {{- end }}
+{{- else }}
+# Watching named namespaces, kopf lists and watches Namespaces to follow them appearing and
+# going (cluster-wide, it watches the resources across all namespaces instead).
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
 {{- end }}
 {{- end }}

@@ -3,14 +3,15 @@
 Errors map to kopf's retry model: conflicts, throttling, 5xx and timeouts are
 `TemporaryError` with exponential backoff; a spec the models reject, or a child the API
 server refuses as invalid (400/422), is a Degraded condition plus `PermanentError`, so kopf
-stops retrying until the spec changes.
+stops retrying until the spec changes. Every trigger (resync timer, child events, kopf's
+create/update/resume) then skips a VoiceService that failed permanently at its current
+generation, so nothing retries it behind kopf's back (an operator restart tries once more).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
@@ -18,22 +19,31 @@ import kopf
 from voicefleet_operator.builders.labels import MANAGED_BY
 from voicefleet_operator.crd.models import InvalidVoiceServiceError
 from voicefleet_operator.handlers.context import OperatorContext
+from voicefleet_operator.handlers.metrics import ReconcileResult
 from voicefleet_operator.handlers.reconcile import Reconciled, reconcile, report_invalid
 from voicefleet_operator.k8s.apply import Outcome
-from voicefleet_operator.k8s.discovery import detect_optional_apis
+from voicefleet_operator.k8s.discovery import OptionalApis, detect_optional_apis
 from voicefleet_operator.k8s.errors import ApiError, retry_delay
 from voicefleet_operator.k8s.resources import (
     DEPLOYMENTS,
+    HORIZONTALPODAUTOSCALERS,
     PODDISRUPTIONBUDGETS,
+    SCALEDOBJECTS,
+    SERVICEMONITORS,
     SERVICES,
     VOICESERVICES,
+    Resource,
 )
 
 CHILD_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
 
-def _now() -> datetime:
-    return datetime.now(tz=UTC)
+def prunable_resources(apis: OptionalApis) -> tuple[Resource, ...]:
+    """Kinds a VoiceService may stop wanting; optional APIs only where the cluster serves them."""
+    served = {SERVICEMONITORS: apis.servicemonitors, SCALEDOBJECTS: apis.scaledobjects}
+    return tuple(
+        r for r in (SERVICEMONITORS, SCALEDOBJECTS, HORIZONTALPODAUTOSCALERS) if served.get(r, True)
+    )
 
 
 def _summary(result: Reconciled, outcome: Outcome) -> str:
@@ -48,10 +58,13 @@ def _post_events(raw: Mapping[str, Any], result: Reconciled) -> None:
     body = _as_kopf_body(raw)
     created = _summary(result, Outcome.CREATED)
     updated = _summary(result, Outcome.UPDATED)
+    deleted = ", ".join(f"{p.kind} {p.name}" for p in result.pruned)
     if created:
         kopf.info(body, reason="Created", message=f"created {created}")
     if updated:
         kopf.info(body, reason="Updated", message=f"updated {updated}")
+    if deleted:
+        kopf.info(body, reason="Deleted", message=f"deleted {deleted}, no longer wanted")
     if result.replicas_after is not None and result.replicas_before not in (
         None,
         result.replicas_after,
@@ -72,44 +85,87 @@ async def _refresh_optional_apis(context: OperatorContext) -> None:
 
 async def reconcile_with_errors_mapped(
     context: OperatorContext, body: Mapping[str, Any], *, retry: int
-) -> Reconciled:
-    """Reconcile and translate failures into kopf's retry semantics."""
+) -> Reconciled | None:
+    """Reconcile and translate failures into kopf's retry semantics.
+
+    None: this generation already failed for good (checked under the lock, so a reconcile
+    queued behind the failing one, from another trigger, skips too).
+    """
     settings = context.settings
+    metrics = context.metrics
     meta = body["metadata"]
-    async with context.lock_for(meta["namespace"], meta["name"]):
+    namespace, name = meta["namespace"], meta["name"]
+    version = (meta.get("uid"), meta.get("generation"))
+    async with context.lock_for(namespace, name):
+        if failed_permanently(context, body):
+            return None
+        started = time.monotonic()
+
+        def counted(outcome: ReconcileResult) -> None:
+            metrics.count_reconcile(outcome, time.monotonic() - started)
+
         try:
             await _refresh_optional_apis(context)
             result = await reconcile(
                 context.client,
                 body,
                 servicemonitor_api=context.optional_apis.servicemonitors,
+                prunable=prunable_resources(context.optional_apis),
                 default_image=settings.default_runtime_image,
-                now=_now(),
+                now=context.clock(),
+                on_write=metrics.count_child_write,
             )
         except InvalidVoiceServiceError as error:
-            await _report_permanent(context, body, str(error))
+            counted(ReconcileResult.INVALID_SPEC)
+            context.mark_failed(namespace, name, version)
+            await _report_permanent(context, body, str(error), reason="InvalidSpec")
             raise kopf.PermanentError(str(error)) from error
         except ApiError as error:
             if error.invalid:
+                counted(ReconcileResult.REJECTED)
+                context.mark_failed(namespace, name, version)
                 message = f"the API server refused a child: {error.message}"
-                await _report_permanent(context, body, message)
+                await _report_permanent(context, body, message, reason="ChildRejected")
                 raise kopf.PermanentError(message) from error
+            counted(ReconcileResult.RETRY)
             delay = retry_delay(retry, backoff=settings.backoff, backoff_max=settings.backoff_max)
             raise kopf.TemporaryError(str(error), delay=delay) from error
+        counted(ReconcileResult.SUCCESS)
+        context.clear_failed(namespace, name)
+    _record_autoscaler(context, body)
     _post_events(body, result)
     return result
 
 
+def _record_autoscaler(context: OperatorContext, body: Mapping[str, Any]) -> None:
+    """Export the builtin autoscaler's last decision, as it reported it in status.autoscaler."""
+    meta = body["metadata"]
+    mode = (body.get("spec") or {}).get("autoscaling", {}).get("mode")
+    decided = ((body.get("status") or {}).get("autoscaler") or {}).get("desiredReplicas")
+    replicas = int(decided) if mode == "builtin" and isinstance(decided, int) else None
+    context.metrics.set_autoscaler_desired(meta["namespace"], meta["name"], replicas)
+
+
+def failed_permanently(context: OperatorContext, body: Mapping[str, Any]) -> bool:
+    """Whether this generation already failed for good: only a spec change retries it."""
+    meta = body["metadata"]
+    version = (meta.get("uid"), meta.get("generation"))
+    if not context.failed_at(meta["namespace"], meta["name"], version):
+        return False
+    context.metrics.count_reconcile(ReconcileResult.SKIPPED, 0.0)
+    return True
+
+
 async def _report_permanent(
-    context: OperatorContext, body: Mapping[str, Any], message: str
+    context: OperatorContext, body: Mapping[str, Any], message: str, *, reason: str
 ) -> None:
     try:
-        newly_degraded = await report_invalid(context.client, body, message, now=_now())
+        newly_degraded = await report_invalid(context.client, body, message, now=context.clock())
     except ApiError as error:
         delay = context.settings.backoff
         raise kopf.TemporaryError(f"cannot report Degraded: {error}", delay=delay) from error
     if newly_degraded:  # one Event per new problem, not one per resync
-        kopf.warn(_as_kopf_body(body), reason="InvalidSpec", message=message)
+        kopf.warn(_as_kopf_body(body), reason=reason, message=message)
 
 
 def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -34,7 +35,10 @@ class KubeApi:
         request_timeout: float,
         connect_timeout: float,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_error: Callable[[ApiError], None] | None = None,
     ) -> None:
+        """`on_error` sees every refused request (e.g. to count them by status)."""
+        self._on_error = on_error
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if connection.token:
             headers["Authorization"] = f"Bearer {connection.token}"
@@ -75,16 +79,25 @@ class KubeApi:
                 method, path, json=body, headers=headers, params=params
             )
         except httpx.TransportError as error:  # timeouts, refused connections, resets
-            raise ApiError(
-                0, type(error).__name__, str(error) or "no response", method=method, path=path
+            raise self._observed(
+                ApiError(
+                    0, type(error).__name__, str(error) or "no response", method=method, path=path
+                )
             ) from error
         try:
             payload = response.json() if response.content else None
         except ValueError:
             payload = {"message": response.text[:500]}
         if response.is_error:
-            raise from_status_body(response.status_code, payload, method=method, path=path)
+            raise self._observed(
+                from_status_body(response.status_code, payload, method=method, path=path)
+            )
         return payload
+
+    def _observed(self, error: ApiError) -> ApiError:
+        if self._on_error is not None:
+            self._on_error(error)
+        return error
 
     async def get(self, path: str, *, params: dict[str, str] | None = None) -> Any:
         return await self.request("GET", path, params=params)
@@ -108,9 +121,13 @@ class KubeApi:
         )
         return patched
 
-    async def delete(self, path: str) -> None:
+    async def delete(self, path: str, *, uid: str | None = None) -> None:
+        """Delete in the background; with `uid`, only that very object (a precondition)."""
+        options: dict[str, Any] = {"propagationPolicy": "Background"}
+        if uid is not None:
+            options["preconditions"] = {"uid": uid}
         try:
-            await self.request("DELETE", path, body={"propagationPolicy": "Background"})
+            await self.request("DELETE", path, body=options)
         except ApiError as error:
             if not error.not_found:
                 raise

@@ -38,6 +38,7 @@ SERVICES = Resource("", "v1", "services", "Service")
 PODDISRUPTIONBUDGETS = Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
 SERVICEMONITORS = Resource("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor")
 SCALEDOBJECTS = Resource("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject")
+PODS = Resource("", "v1", "pods", "Pod")
 HORIZONTALPODAUTOSCALERS = Resource(
     "autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"
 )
@@ -51,6 +52,14 @@ CHILD_RESOURCES: tuple[Resource, ...] = (
     HORIZONTALPODAUTOSCALERS,
 )
 """Every kind the builders may produce; rbac.PERMISSIONS grants exactly these."""
+
+PRUNABLE_RESOURCES: tuple[Resource, ...] = (
+    SERVICEMONITORS,
+    SCALEDOBJECTS,
+    HORIZONTALPODAUTOSCALERS,
+)
+"""The children a VoiceService may stop wanting (monitoring API gone, autoscaling.mode changed);
+the others are built for every VoiceService and go only with it (garbage collection)."""
 
 
 def resource_of(obj: dict[str, Any]) -> Resource:

@@ -32,6 +32,9 @@ SERVICES = "v1/services"
 PDBS = "policy/v1/poddisruptionbudgets"
 EVENTS = "v1/events"
 SERVICEMONITORS = "monitoring.coreos.com/v1/servicemonitors"
+SCALEDOBJECTS = "keda.sh/v1alpha1/scaledobjects"
+HPAS = "autoscaling/v2/horizontalpodautoscalers"
+PODS = "v1/pods"
 
 
 def register_cluster_resources(
@@ -41,6 +44,7 @@ def register_cluster_resources(
     voiceservice_defaulter: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     voiceservice_scale: ScalePaths | None,
     with_servicemonitors: bool = False,
+    with_keda: bool = False,
 ) -> None:
     """Serve what a cluster with the VoiceService CRD installed serves to the operator."""
     server.register(
@@ -68,5 +72,11 @@ def register_cluster_resources(
         ),
     )
     server.register("v1/namespaces", ResourceBehaviour(kind="Namespace", namespaced=False))
+    server.register(PODS, ResourceBehaviour(kind="Pod", status_subresource=True))
+    server.register(
+        HPAS, ResourceBehaviour(kind="HorizontalPodAutoscaler", status_subresource=True)
+    )
+    if with_keda:
+        server.register(SCALEDOBJECTS, ResourceBehaviour(kind="ScaledObject"))
     if with_servicemonitors:
         server.register(SERVICEMONITORS, ResourceBehaviour(kind="ServiceMonitor"))

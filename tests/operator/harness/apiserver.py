@@ -26,7 +26,7 @@ import attrs
 import kmock
 from kmock._internal import rendering
 
-from .controller import deployment_status
+from .controller import deployment_pods, deployment_status
 from .patching import PatchRejected, apply_patch, labels_match, parse_label_selector
 
 # (new object, old object or None) -> human-readable violations; empty when valid.
@@ -102,6 +102,8 @@ class DeploymentControllerKnobs:
 
     pods_become_ready: bool = True
     unschedulable_gpu_products: set[str] = field(default_factory=set)
+    manage_pods: bool = True
+    """False: the test plays the ReplicaSet itself (e.g. pods backed by real processes)."""
 
 
 class ApiError(Exception):
@@ -683,6 +685,7 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
             if key not in self.objects or self.objects[key].deleted:
                 return
             current = copy.deepcopy(self.objects[key].raw)
+            await self._sync_pods(current)
             status = deployment_status(
                 current,
                 pods_become_ready=self.deployments.pods_become_ready,
@@ -694,6 +697,43 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
             new["status"] = status
             behaviour = self.behaviours[key[0]]
             await self._commit(key[0], current, new, behaviour)
+
+    async def _sync_pods(self, deployment: dict[str, Any]) -> None:
+        """Create, update and remove the Deployment's pods (where the cluster serves pods)."""
+        pods = kmock.resource("v1/pods")
+        if pods not in self.behaviours or not self.deployments.manage_pods:
+            return
+        namespace = deployment["metadata"].get("namespace")
+        wanted = deployment_pods(
+            deployment,
+            pods_become_ready=self.deployments.pods_become_ready,
+            unschedulable_gpu_products=self.deployments.unschedulable_gpu_products,
+        )
+        uid = deployment["metadata"]["uid"]
+        for (resource, ns, name), obj in list(self.objects.items()):
+            if obj.deleted or resource != pods or ns != namespace or name in wanted:
+                continue
+            refs = obj.raw.get("metadata", {}).get("ownerReferences") or []
+            if any(ref.get("uid") == uid for ref in refs):
+                await self._remove(pods, (resource, ns, name))
+        for name, pod in wanted.items():
+            key = (pods, namespace, name)
+            exists = key in self.objects and not self.objects[key].deleted
+            if exists:
+                live = self.objects[key].raw
+                new = copy.deepcopy(live)
+                new["status"] = pod["status"]
+                new["metadata"]["annotations"] = pod["metadata"]["annotations"]
+                await self._commit(pods, copy.deepcopy(live), new, self.behaviours[pods])
+                continue
+            meta = pod["metadata"]
+            meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
+            meta["resourceVersion"] = self._next_resource_version()
+            if key in self.objects:
+                self.objects[key].create(pod)
+            else:
+                self.objects[key] = pod
+            await self._buses[pods].put({"type": "ADDED", "object": copy.deepcopy(pod)})
 
     async def refresh_deployments(self) -> None:
         """Re-run the emulated deployment controller, e.g. after changing its knobs."""

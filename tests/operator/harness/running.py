@@ -3,12 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from voicefleet_operator.handlers.context import Clock
 from voicefleet_operator.main import serve
 from voicefleet_operator.settings import OperatorSettings
+
+
+class MovableClock:
+    """The wall clock plus an offset the test moves forward, instead of sleeping through
+    minutes of real waiting (e.g. a VoiceService's fallbackAfterSeconds)."""
+
+    def __init__(self) -> None:
+        self._offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(tz=UTC) + self._offset
+
+    def advance(self, seconds: float) -> None:
+        self._offset += timedelta(seconds=seconds)
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (another process may take it; unlikely in a test)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 class RunningOperator:
@@ -18,15 +43,18 @@ class RunningOperator:
     own, as in production; it reaches the emulated API server over HTTP like any client.
     """
 
-    def __init__(self, settings: OperatorSettings) -> None:
+    def __init__(self, settings: OperatorSettings, clock: Clock | None = None) -> None:
         self.settings = settings
+        self.clock: Clock = clock or MovableClock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
 
     def _run(self, ready: threading.Event) -> None:
         try:
-            asyncio.run(serve(self.settings, stop_flag=self._stop, ready_flag=ready))
+            asyncio.run(
+                serve(self.settings, stop_flag=self._stop, ready_flag=ready, clock=self.clock)
+            )
         except BaseException as error:  # surfaced by start()/stop() in the test
             self._failure = error
 

@@ -18,6 +18,29 @@ if HERE not in sys.path:
 from runtime_fleet import VOICEFLEET, RuntimeProcess, free_port, wait_until_ready  # noqa: E402
 
 
+def load_operator_harness() -> None:
+    """The operator area's emulated API server (tests/operator/harness), under the same
+    module name its own conftest gives it, so both areas share one copy."""
+    import importlib.util
+
+    if "voicefleet_test_harness" in sys.modules:
+        return
+    harness = Path(__file__).resolve().parents[1] / "operator" / "harness"
+    spec = importlib.util.spec_from_file_location(
+        "voicefleet_test_harness",
+        harness / "__init__.py",
+        submodule_search_locations=[str(harness)],
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["voicefleet_test_harness"] = module
+    spec.loader.exec_module(module)
+
+
+load_operator_harness()
+
+
 @pytest.fixture(scope="session")
 def runtime_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RuntimeProcess]]:
     """Three `voicefleet serve` processes on loopback, each on its own port, with the

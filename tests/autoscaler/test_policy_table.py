@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import replace
+
 import pytest
 from autoscaler_observations import ready_pods, sample, spread
 
@@ -167,7 +170,7 @@ def test_backlog_while_pods_start_orders_only_what_arrivals_need() -> None:
 
 
 def test_scale_down_waits_for_the_highest_recommendation_in_the_window() -> None:
-    busy = steady_history(6, in_system=12.0)
+    busy = steady_history(6, in_system=12.0, ticks=40)  # longer than the window
     quiet_start = busy[-1].time + TICK
     quiet = [spread(quiet_start + i * TICK, 6, 6, 0.0, 1) for i in range(8)]
     history = [*busy, *quiet]
@@ -180,6 +183,76 @@ def test_scale_down_waits_for_the_highest_recommendation_in_the_window() -> None
     tail = [spread(t, 6, 6, 0.0, 1) for t in range(int(now), int(later) + 1, 5)]
     decision = decide(POLICY, [*history, *tail], ready_pods(6), tail[-1].time)
     assert decision.desired == 1
+
+
+def test_no_scale_down_before_a_stabilisation_window_of_observations() -> None:
+    # A (re)started operator has seen one idle scrape: not enough to remove pods.
+    decision = decide(POLICY, [spread(0.0, 6, 6, 0.0)], ready_pods(6), 0.0)
+    assert (decision.recommendation, decision.desired) == (1, 6)
+    assert "no scale-down before 180s of observations" in decision.reason
+
+
+def _falling_then_quiet(policy: Policy) -> list[int]:
+    """6 pods busy, then a load falling linearly to nothing over 30 s, then quiet: the
+    replicas decided tick by tick."""
+    history: list[Observation] = []
+    replicas = 6
+    trajectory = []
+    for tick in range(120):
+        now = tick * TICK
+        fall = min(1.0, max(0.0, (now - 300.0) / 30.0))
+        history.append(spread(now, replicas, replicas, in_system=12.0 * (1 - fall)))
+        decision = decide(policy, history, ready_pods(replicas), now)
+        history[-1] = history[-1].with_recommendation(decision)
+        replicas = decision.desired
+        trajectory.append(replicas)
+    return trajectory
+
+
+def test_a_falling_load_is_followed_down_in_one_step() -> None:
+    trajectory = _falling_then_quiet(POLICY)
+    steps = [(a, b) for a, b in itertools.pairwise(trajectory) if a != b]
+    assert steps == [(6, 1)]
+    # It came, within the stabilisation window plus one stable window of the fall.
+    assert trajectory.index(1) * TICK <= 330 + POLICY.scale_down_stabilization_seconds + 30
+
+
+def test_a_significant_rising_trend_orders_ahead_of_the_stable_mean() -> None:
+    # Served work (busy slot-seconds) rises steadily on 4 pods with 2 slots, no backlog:
+    # the stable mean alone waits; the trend projects where the load will be.
+    policy = Policy(max_replicas=30, target_queue_depth_per_replica=2.0, startup_seconds=60)
+    history = []
+    busy_total = 0.0
+    for tick in range(60):
+        slots_busy = 2.0 + 0.02 * tick * TICK  # + 0.02 slots per second over 4 pods
+        busy_total += slots_busy * TICK
+        samples = tuple(
+            sample(
+                f"pod-{i}",
+                running=slots_busy / 4,
+                concurrency=2,
+                busy=busy_total / 4,
+                jobs=busy_total / 4,
+            )
+            for i in range(4)
+        )
+        history.append(Observation(tick * TICK, 4, samples, 4))
+    now = history[-1].time
+    with_trend = decide(policy, history, ready_pods(4), now)
+    without = decide(replace(policy, startup_seconds=0), history, ready_pods(4), now)
+    assert with_trend.metrics["trendReplicasPerMinute"] > 0
+    assert "rising" in with_trend.reason
+    assert with_trend.desired > without.desired
+
+
+def test_pods_ordered_to_drain_a_backlog_are_not_remembered_for_stabilisation() -> None:
+    pods = ready_pods(2)
+    rush = _backlog_growing(14.0)
+    rush = [replace(o, replicas=2) for o in rush]
+    decision = decide(POLICY, rush, pods, rush[-1].time)
+    assert decision.recommendation > decision.lasting_recommendation
+    remembered = rush[-1].with_recommendation(decision).recommendation
+    assert remembered == decision.lasting_recommendation
 
 
 def test_scale_up_rate_limit_per_period() -> None:

@@ -8,11 +8,16 @@ How a recommendation is formed (why each step exists is said where it happens):
    GPU pressure (utilisation / target, capped by how busy the engine really was);
 2. averaged over a long (stable) window, or the short (burst) window when that one is at
    least `panic_threshold` times the capacity already ordered;
+   plus, on a significantly rising trend, what the load will have grown by when a pod
+   ordered now is serving (slope x start-up time), so ramps do not run ahead of capacity;
 3. while ordered pods are still starting, only a higher arrival rate, not the backlog the
    missing capacity causes, may order more (no cascade);
 4. a tolerance band around the current replicas; missing metrics never lower it;
-5. HPA-style stabilisation (highest recommendation over the scale-down window) and
-   rate limits per period; then min/max and the scheduled minimum.
+5. HPA-style stabilisation (highest recommendation over the scale-down window), remembering
+   what the arrivals need rather than the pods ordered to drain a passing backlog; a
+   scale-down waits (at most one stable window) until a falling load has settled, so it
+   lands in one step rather than a staircase; rate limits per period; then min/max and the
+   scheduled minimum.
 """
 
 from __future__ import annotations
@@ -80,9 +85,16 @@ class Policy:
     burst_window_seconds: float = 6.0
     panic_threshold: float = 1.2
     """The burst window decides once its load reaches this multiple of the replicas."""
+    startup_seconds: float = 60.0
+    """How long a new pod takes to serve (scheduling, image, model load): how far ahead a
+    rising trend is projected. 0 turns the look-ahead off."""
+    trend_window_seconds: float = 300.0
+    """The load's slope is fitted over this window; only a significant rise is used."""
     scale_up: RateLimit = RateLimit(pods=10, percent=300.0, period_seconds=15.0)
     scale_down: RateLimit = RateLimit(pods=100, percent=100.0, period_seconds=15.0)
     scale_down_stabilization_seconds: float = 180.0
+    scale_up_stabilization_seconds: float = 0.0
+    """Scale up only to the lowest recommendation of this trailing window (0: at once)."""
     max_startup_seconds: float = 600.0
     """A pod starting for longer than this no longer counts as capacity on the way."""
     schedule: tuple[ScheduledMinimum, ...] = ()
@@ -96,6 +108,8 @@ class Policy:
             raise ValueError("target_utilization must be in (0, 1]")
         if self.burst_window_seconds > self.stable_window_seconds:
             raise ValueError("the burst window must not be longer than the stable window")
+        if self.startup_seconds < 0 or self.trend_window_seconds <= 0:
+            raise ValueError("startup_seconds must be >= 0 and trend_window_seconds positive")
 
     def floor_at(self, now: float) -> int:
         scheduled = [m.min_replicas for m in self.schedule if m.applies_at(now)]
@@ -134,7 +148,7 @@ class Observation:
     """What `decide` recommended for this observation; set by the caller afterwards."""
 
     def with_recommendation(self, decision: Decision) -> Observation:
-        return replace(self, recommendation=decision.recommendation)
+        return replace(self, recommendation=decision.lasting_recommendation)
 
 
 @dataclass(frozen=True)
@@ -151,7 +165,11 @@ class Decision:
     current: int
     reason: str
     recommendation: int
-    """Before stabilisation and rate limits; stored in the history for the next decisions."""
+    """Before stabilisation and rate limits."""
+    lasting_recommendation: int
+    """What later scale-down stabilisation remembers (stored in the history): the
+    recommendation without the pods ordered only to drain a backlog, which are not needed
+    again once it is gone."""
     metrics: Mapping[str, float] = field(default_factory=dict)
     held_for_missing_data: bool = False
 
@@ -237,15 +255,35 @@ def _window(history: Sequence[Observation], now: float, seconds: float) -> list[
     return selected
 
 
-def _loads(policy: Policy, history: Sequence[Observation], now: float) -> list[_Load]:
-    window = _window(history, now, policy.stable_window_seconds)
+def _loads(
+    policy: Policy, history: Sequence[Observation], now: float, seconds: float
+) -> list[tuple[float, _Load]]:
+    window = _window(history, now, seconds)
     first_index = len(history) - len(window)
     loads = []
     for offset, observation in enumerate(window):
         index = first_index + offset
         before = history[index - 1] if index > 0 else None
-        loads.append(_load(policy, observation, before))
+        loads.append((observation.time, _load(policy, observation, before)))
     return loads
+
+
+def _rising_slope(points: Sequence[tuple[float, float]]) -> float:
+    """Least-squares slope of load (replicas) per second, when it is significantly positive
+    (more than two standard errors); else 0. Noise alone rarely passes, so the look-ahead
+    does not turn random fluctuations into pods."""
+    count = len(points)
+    if count < 6:
+        return 0.0
+    mean_time = _mean(t for t, _ in points)
+    mean_load = _mean(y for _, y in points)
+    spread_of_time = sum((t - mean_time) ** 2 for t, _ in points)
+    if spread_of_time <= 0:
+        return 0.0
+    slope = sum((t - mean_time) * (y - mean_load) for t, y in points) / spread_of_time
+    residuals = sum((y - mean_load - slope * (t - mean_time)) ** 2 for t, y in points)
+    standard_error = math.sqrt(residuals / (count - 2) / spread_of_time)
+    return slope if slope > 2 * standard_error else 0.0
 
 
 @dataclass(frozen=True)
@@ -358,6 +396,96 @@ def _limit_by_rate(
     return desired, None
 
 
+def _served_replicas(
+    policy: Policy, observation: Observation, before: Observation | None
+) -> float | None:
+    """Work the engines did per second since the previous scrape, in replicas at target.
+    Unlike the backlog, it grows only as fast as real arrivals, never because capacity is
+    late: the signal the trend is fitted on."""
+    if before is None or observation.time <= before.time:
+        return None
+    previous = _ok_samples(before)
+    seconds = observation.time - before.time
+    total = 0.0
+    seen = False
+    for name, sample in _ok_samples(observation).items():
+        busy, _ = _counter_deltas(sample, previous.get(name))
+        if busy is None:
+            continue
+        seen = True
+        slots = sample.concurrency or 1.0
+        total += busy / seconds / (slots * (policy.target_utilization or 1.0))
+    return total if seen else None
+
+
+def _trend_ahead(policy: Policy, history: Sequence[Observation], now: float) -> tuple[float, float]:
+    """(slope in replicas per second, replicas to add): where a significantly rising load
+    will be once a pod ordered now serves; the stable mean lags by half its window."""
+    if policy.startup_seconds <= 0:
+        return 0.0, 0.0
+    window = _window(history, now, policy.trend_window_seconds)
+    first_index = len(history) - len(window)
+    points = []
+    for offset, observation in enumerate(window):
+        index = first_index + offset
+        served = _served_replicas(policy, observation, history[index - 1] if index else None)
+        if served is not None:
+            points.append((observation.time, served))
+    # Both the whole window and its newer half must rise: after a step (a burst met by
+    # new pods) the served load is flat again, and the step is no trend to extrapolate.
+    newer_half = [p for p in points if p[0] > now - policy.trend_window_seconds / 2]
+    slope = min(_rising_slope(points), _rising_slope(newer_half))
+    return slope, slope * (policy.startup_seconds + policy.stable_window_seconds / 2)
+
+
+def _stabilised(
+    policy: Policy,
+    history: Sequence[Observation],
+    now: float,
+    current: int,
+    recommendation: int,
+) -> tuple[int, str | None]:
+    """Scale down only to the highest recommendation of the stabilisation window; and while
+    the recommendations about to leave it are higher than the rest (a falling load that has
+    not settled), hold, unless the scale-down has been due for a whole stable window: one
+    step instead of a staircase, and never a scale-down that does not come."""
+    span = policy.scale_down_stabilization_seconds
+    if history[0].time > now - span:
+        # Just started (or restarted): the window's earlier recommendations are unknown,
+        # and one quiet scrape is no reason to remove pods.
+        return current, f"no scale-down before {span:g}s of observations (stabilisation window)"
+    window = _window(history, now, span)
+    remembered = [(o.time, o.recommendation) for o in window[:-1] if o.recommendation is not None]
+    remembered.append((now, recommendation))
+    highest = max(r for _, r in remembered)
+    if highest >= current:
+        return current, (
+            f"stabilised at the highest recommendation ({highest}) of the last {span:g}s"
+        )
+    settle = policy.stable_window_seconds
+    settled = max(r for t, r in remembered if t > now - span + settle or t == now)
+    if settled < highest and not _due_since(policy, history, now - settle, current):
+        return current, (
+            f"scale-down to {highest} waits up to {settle:g}s for the falling load to settle "
+            f"(recent recommendations: {settled})"
+        )
+    note = None
+    if highest > recommendation:
+        note = f"stabilised at the highest recommendation ({highest}) of the last {span:g}s"
+    return highest, note
+
+
+def _due_since(policy: Policy, history: Sequence[Observation], then: float, current: int) -> bool:
+    """Whether, at time `then`, the fleet already had `current` replicas and every
+    recommendation of the stabilisation window before it was lower."""
+    earlier = [o for o in history if o.time <= then]
+    if not earlier or earlier[-1].replicas != current:
+        return False
+    window = _window(earlier, then, policy.scale_down_stabilization_seconds)
+    remembered = [o.recommendation for o in window if o.recommendation is not None]
+    return bool(remembered) and max(remembered) < current
+
+
 def decide(
     policy: Policy,
     history: Sequence[Observation],
@@ -382,11 +510,12 @@ def decide(
     failures = {s.pod: s.error or "no data" for s in newest.samples if not s.ok}
     on_the_way = _on_the_way(policy, pods, current, now)
 
-    loads = _loads(policy, history, now)
-    burst_count = len(_window(history, now, policy.burst_window_seconds))
-    stable_load = _mean(load.replicas for load in loads)
-    burst_load = _mean(load.replicas for load in loads[-burst_count:])
-    latest = loads[-1]
+    loads = _loads(policy, history, now, policy.stable_window_seconds)
+    burst_loads = [load for t, load in loads if t > now - policy.burst_window_seconds]
+    stable_load = _mean(load.replicas for _, load in loads)
+    burst_load = _mean(load.replicas for load in burst_loads or [loads[-1][1]])
+    latest = loads[-1][1]
+    slope, ahead = _trend_ahead(policy, history, now)
     metrics: dict[str, float] = {
         "queuedAndRunning": sum(s.queued + s.running for s in measured.values()),
         "demandReplicas": round(latest.demand, 3),
@@ -407,7 +536,14 @@ def decide(
     else:
         wanted = stable_load
         notes.append(f"{driver} {stable_load:.2f} replicas over the stable window")
+    if ahead > 0:
+        metrics["trendReplicasPerMinute"] = round(slope * 60, 3)
+        wanted += ahead
+        notes.append(
+            f"rising {slope * 60:.2f} replicas/min: +{ahead:.2f} by the time a new pod serves"
+        )
 
+    lasting: float | None = None
     if wanted > current:
         flow = _arrival_flow(policy, history, now)
         if flow is None:
@@ -422,8 +558,10 @@ def decide(
             in_system = metrics["queuedAndRunning"]
             excess = max(0.0, in_system - current * policy.target_queue_depth_per_replica)
             drain_rate = excess * flow.service_seconds / policy.stable_window_seconds
-            needed = (flow.work_rate + drain_rate) / per_replica
+            arrivals = flow.work_rate / per_replica + ahead
+            needed = arrivals + drain_rate / per_replica
             metrics["arrivalReplicas"] = round(needed, 3)
+            lasting = arrivals
             if needed < wanted:
                 wanted = max(needed, float(current))
                 notes.append(
@@ -431,43 +569,55 @@ def decide(
                     f"{on_the_way} pods on the way will drain, orders no more"
                 )
 
-    if abs(wanted - current) <= policy.tolerance * capacity:
-        recommendation = current
-    else:
-        recommendation = _ceil(wanted)
+    def recommend(load: float) -> int:
+        band = max(policy.tolerance * capacity, 0.25 if policy.tolerance else 0.0)
+        return current if abs(load - current) <= band else _ceil(load)
+
+    recommendation = recommend(wanted)
+    lasting_recommendation = min(recommendation, recommend(lasting or wanted))
 
     held = False
     if unmeasured or not measured:
         held = recommendation < current
         recommendation = max(recommendation, current)
+        lasting_recommendation = max(lasting_recommendation, current)
         if unmeasured:
             detail = ", ".join(f"{n}: {failures.get(n, 'not scraped')}" for n in unmeasured)
             notes.append(f"no scale-down: {len(unmeasured)} ready pods without metrics ({detail})")
         else:
             notes.append("no scale-down: no pod has reported metrics")
-    recommendation = min(max(recommendation, policy.min_replicas), policy.max_replicas)
+
+    def bounded(replicas: int) -> int:
+        return min(max(replicas, policy.min_replicas), policy.max_replicas)
+
+    recommendation = bounded(recommendation)
+    lasting_recommendation = bounded(lasting_recommendation)
 
     desired = recommendation
     if desired < current:
-        stabilisation = _window(history, now, policy.scale_down_stabilization_seconds)
-        highest = max(
+        desired, note = _stabilised(policy, history, now, current, recommendation)
+        if note:
+            notes.append(note)
+    elif desired > current and policy.scale_up_stabilization_seconds > 0:
+        window = _window(history, now, policy.scale_up_stabilization_seconds)
+        lowest = min(
             [recommendation]
-            + [o.recommendation for o in stabilisation[:-1] if o.recommendation is not None]
+            + [o.recommendation for o in window[:-1] if o.recommendation is not None]
         )
-        if highest > desired:
-            desired = min(highest, current)
+        if lowest < desired:
+            desired = max(lowest, current)
             notes.append(
-                f"stabilised at the highest recommendation ({highest}) of the last "
-                f"{policy.scale_down_stabilization_seconds:g}s"
+                f"scale-up stabilised at the lowest recommendation ({lowest}) of the last "
+                f"{policy.scale_up_stabilization_seconds:g}s"
             )
     desired, limit_note = _limit_by_rate(policy, history, now, current, desired)
     if limit_note:
         notes.append(f"limited by the {limit_note}")
 
-    bounded = min(max(desired, floor), policy.max_replicas)
-    if bounded != desired:
+    clamped = min(max(desired, floor), policy.max_replicas)
+    if clamped != desired:
         notes.append(f"clamped to [{floor}, {policy.max_replicas}]")
-    desired = bounded
+    desired = clamped
 
     verb = "scale up" if desired > current else "scale down" if desired < current else "hold"
     reason = f"{verb} {current}->{desired}: " + "; ".join(notes)
@@ -476,6 +626,7 @@ def decide(
         current=current,
         reason=reason,
         recommendation=recommendation,
+        lasting_recommendation=lasting_recommendation,
         metrics=metrics,
         held_for_missing_data=held,
     )

@@ -418,7 +418,7 @@ class AutoscalingSpec(ApiModel):
         description="Waiting requests per pod the autoscaler aims for.",
     )
     target_gpu_utilization: int = Field(
-        default=80,
+        default=70,
         ge=1,
         le=100,
         description="GPU utilisation the autoscaler aims for, in percent (1-100).",
@@ -430,30 +430,45 @@ class AutoscalingSpec(ApiModel):
         description="Scale up only to the lowest recommendation of this trailing window.",
     )
     scale_down_stabilization_seconds: int = Field(
-        default=300,
+        default=180,
         ge=0,
         le=3600,
         description="Scale down only to the highest recommendation of this trailing window.",
     )
     scale_up_rate: ScalingRate = Field(
-        default_factory=lambda: ScalingRate(pods=4, percent=100),
+        default_factory=lambda: ScalingRate(pods=10, percent=300, period_seconds=15),
         description="Fastest scale-up: max(pods, percent of current) per period.",
     )
     scale_down_rate: ScalingRate = Field(
-        default_factory=lambda: ScalingRate(pods=1, percent=10),
+        default_factory=lambda: ScalingRate(pods=100, percent=100, period_seconds=15),
         description="Fastest scale-down: max(pods, percent of current) per period.",
     )
     burst_window_seconds: int = Field(
-        default=30,
+        default=6,
         ge=1,
         le=600,
-        description="Short averaging window used to react to bursts (scale up).",
+        description="Short averaging window used to react to bursts (scale up); at most the "
+        "stable window.",
     )
     stable_window_seconds: int = Field(
-        default=180,
+        default=30,
         ge=1,
         le=3600,
         description="Long averaging window used in steady state (scale down).",
+    )
+    panic_threshold: float = Field(
+        default=1.2,
+        ge=1,
+        le=10,
+        description="The burst window decides once its load reaches this multiple of the "
+        "current pods (Knative's panic threshold is 2.0).",
+    )
+    startup_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=1800,
+        description="How long a new pod takes to serve (scheduling, image pull, model load): "
+        "a significantly rising load is projected this far ahead. 0 disables the look-ahead.",
     )
     tolerance: float = Field(
         default=0.1,

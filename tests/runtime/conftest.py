@@ -35,7 +35,10 @@ def encode_variant(source: Path, target: Path, variant: str) -> Path:
     container_format, codec, rate, layout = VARIANTS[variant]
     with av.open(str(source)) as decoded, av.open(str(target), "w", format=container_format) as out:
         stream = out.add_stream(codec, rate=rate, layout=layout)
-        sample_format = stream.codec_context.codec.audio_formats[0].name
+        assert isinstance(stream, av.AudioStream)  # a codec name alone doesn't tell mypy
+        formats = stream.codec_context.codec.audio_formats
+        assert formats, f"{codec} lists no sample formats"
+        sample_format = formats[0].name
         resampler = av.AudioResampler(format=sample_format, layout=layout, rate=rate)
         for frame in decoded.decode(audio=0):
             frame.pts = None

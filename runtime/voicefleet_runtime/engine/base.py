@@ -66,6 +66,16 @@ class DecodeOptions:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class EngineCapabilities:
+    """What an engine can do beyond plain decoding; the server asks before it sends options."""
+
+    vad: bool
+    """Voice activity detection (`DecodeOptions.vad_filter`)."""
+    word_timestamps: bool
+    """Per-word timings (`DecodeOptions.word_timestamps`)."""
+
+
 class EngineError(Exception):
     """A request the engine cannot serve (for example translate on an English-only model)."""
 
@@ -97,6 +107,9 @@ class SpeechEngine(Protocol):
 
     @property
     def multilingual(self) -> bool: ...
+
+    @property
+    def capabilities(self) -> EngineCapabilities: ...
 
     def transcribe(
         self, audio: NDArray[np.float32], options: DecodeOptions

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 from voicefleet_runtime.engine.base import (
     SAMPLE_RATE,
     DecodeOptions,
+    EngineCapabilities,
     EngineError,
     Segment,
     TranscriptionInfo,
@@ -58,6 +59,8 @@ def _convert_segments(segments: Iterable[Any]) -> Iterator[Segment]:
 
 class FasterWhisperEngine:
     """A loaded WhisperModel; thread-safe, so several requests may decode at once."""
+
+    CAPABILITIES: ClassVar[EngineCapabilities] = EngineCapabilities(vad=True, word_timestamps=True)
 
     def __init__(
         self,
@@ -127,6 +130,10 @@ class FasterWhisperEngine:
     @property
     def multilingual(self) -> bool:
         return bool(self._model.model.is_multilingual)
+
+    @property
+    def capabilities(self) -> EngineCapabilities:
+        return self.CAPABILITIES
 
     def _check(self, options: DecodeOptions) -> None:
         if options.task == "translate" and not self.multilingual:

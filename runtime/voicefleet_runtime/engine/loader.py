@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from voicefleet_runtime.engine.base import SpeechEngine
+from voicefleet_runtime.engine.base import EngineCapabilities, SpeechEngine
 from voicefleet_runtime.engine.models import resolve_model
 from voicefleet_runtime.settings import RuntimeSettings
+
+
+def check_capabilities(settings: RuntimeSettings, capabilities: EngineCapabilities) -> None:
+    """Refuse, before the slow load, settings the engine cannot honour (no silent fallback)."""
+    if settings.vad == "on" and not capabilities.vad:
+        raise ValueError(
+            f"VOICEFLEET_VAD=on needs the faster-whisper engine; the {settings.engine} engine "
+            "has no voice activity detection (set VOICEFLEET_VAD=auto or off)"
+        )
 
 
 def load_engine(settings: RuntimeSettings) -> SpeechEngine:
@@ -13,6 +22,7 @@ def load_engine(settings: RuntimeSettings) -> SpeechEngine:
     if settings.engine == "torch":
         from voicefleet_runtime.engine.torch_whisper import TorchWhisperEngine
 
+        check_capabilities(settings, TorchWhisperEngine.CAPABILITIES)
         torch_engine: SpeechEngine = TorchWhisperEngine.load(
             model=model,
             device=settings.device,
@@ -23,6 +33,7 @@ def load_engine(settings: RuntimeSettings) -> SpeechEngine:
 
     from voicefleet_runtime.engine.faster_whisper_engine import FasterWhisperEngine
 
+    check_capabilities(settings, FasterWhisperEngine.CAPABILITIES)
     return FasterWhisperEngine.load(
         model,
         device=settings.device,

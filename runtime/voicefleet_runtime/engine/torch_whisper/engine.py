@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ from numpy.typing import NDArray
 from voicefleet_runtime.engine.base import (
     SAMPLE_RATE,
     DecodeOptions,
+    EngineCapabilities,
     EngineError,
     Segment,
     TranscriptionInfo,
@@ -66,6 +68,10 @@ class FallbackPolicy:
 
 class TorchWhisperEngine:
     """A Whisper model in torch; read-only after load, so concurrent requests are safe."""
+
+    CAPABILITIES: ClassVar[EngineCapabilities] = EngineCapabilities(
+        vad=False, word_timestamps=False
+    )
 
     def __init__(
         self,
@@ -123,6 +129,10 @@ class TorchWhisperEngine:
     @property
     def multilingual(self) -> bool:
         return bool(self._tokenizer.vocabulary.language_ids)
+
+    @property
+    def capabilities(self) -> EngineCapabilities:
+        return self.CAPABILITIES
 
     @property
     def supported_languages(self) -> tuple[str, ...]:

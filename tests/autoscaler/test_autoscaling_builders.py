@@ -101,6 +101,8 @@ def test_policy_from_spec_maps_every_field() -> None:
             "stableWindowSeconds": 90,
             "scaleDownStabilizationSeconds": 200,
             "scaleDownRate": {"pods": 3, "percent": 20, "periodSeconds": 45},
+            "panicScaleUpRate": {"pods": 40, "percent": 500, "periodSeconds": 10},
+            "panicDrainSeconds": 45,
             "schedule": [
                 {
                     "start": "30 8 * * 1-5",
@@ -118,6 +120,9 @@ def test_policy_from_spec_maps_every_field() -> None:
     assert policy.target_utilization == pytest.approx(0.6)
     assert (policy.burst_window_seconds, policy.stable_window_seconds) == (10, 90)
     assert policy.scale_down.pods == 3
+    assert (policy.panic_scale_up.pods, policy.panic_scale_up.percent) == (40, 500)
+    assert policy.panic_scale_up.period_seconds == 10
+    assert policy.panic_drain_seconds == 45
     [window] = policy.schedule
     assert (window.start_second, window.end_second) == (8 * 3600 + 1800, 18 * 3600)
     assert window.weekdays == frozenset(range(5))

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from voicefleet_operator.autoscaler.policy import (
     Observation,
+    PodPhase,
     PodSample,
     PodState,
     Policy,
@@ -18,6 +19,7 @@ from voicefleet_operator.autoscaler.policy import (
 )
 
 TICK = 5.0
+PHASES: tuple[PodPhase, ...] = ("ready", "ready", "starting", "unready")
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -36,6 +38,11 @@ def policies(draw: st.DrawFn) -> Policy:
         scale_up=RateLimit(
             draw(st.integers(1, 10)), draw(st.floats(10, 300)), draw(st.sampled_from([15.0, 30.0]))
         ),
+        panic_scale_up=RateLimit(
+            draw(st.integers(1, 100)), draw(st.floats(10, 1000)), draw(st.sampled_from([5.0, 15.0]))
+        ),
+        panic_drain_seconds=draw(st.sampled_from([10.0, 30.0, 120.0])),
+        startup_seconds=draw(st.sampled_from([0.0, 30.0, 60.0])),
         scale_down=RateLimit(
             draw(st.integers(1, 10)), draw(st.floats(10, 100)), draw(st.sampled_from([15.0, 60.0]))
         ),
@@ -71,11 +78,12 @@ def situations(draw: st.DrawFn) -> tuple[Policy, list[Observation], list[PodStat
         names = [f"pod-{i}" for i in range(replicas)]
         samples = tuple(draw(pod_samples(name, tick)) for name in names)
         recommendation = draw(st.none() | st.integers(policy.min_replicas, policy.max_replicas))
-        history.append(Observation(tick * TICK, replicas, samples, recommendation))
+        burst = draw(st.booleans())
+        history.append(Observation(tick * TICK, replicas, samples, recommendation, burst))
     current = history[-1].replicas
     phases = draw(
         st.lists(
-            st.sampled_from(["ready", "ready", "starting", "unready"]),
+            st.sampled_from(PHASES),
             min_size=current,
             max_size=current,
         )
@@ -104,14 +112,18 @@ def test_rates_are_respected(
     policy, history, pods, now = situation
     decision = decide(policy, history, pods, now)
     current = decision.current
-    if decision.desired > max(current, policy.floor_at(now)):
-        period = [o.replicas for o in history if o.time > now - policy.scale_up.period_seconds]
+
+    def ceiling(limit: RateLimit) -> int:
+        period = [o.replicas for o in history if o.time > now - limit.period_seconds]
         base = min([*period, current])
-        ceiling = max(
-            math.ceil(base * (1 + policy.scale_up.percent / 100) - 1e-9),
-            base + policy.scale_up.pods,
-        )
-        assert decision.desired <= max(ceiling, current)
+        return max(math.ceil(base * (1 + limit.percent / 100) - 1e-9), base + limit.pods)
+
+    if decision.desired > max(current, policy.floor_at(now)):
+        # The panic limit is a rate too: it applies only while the burst window decides.
+        allowed = ceiling(policy.scale_up)
+        if decision.panic:
+            allowed = max(allowed, ceiling(policy.panic_scale_up))
+        assert decision.desired <= max(allowed, current)
     if decision.desired < min(current, policy.max_replicas):
         period = [o.replicas for o in history if o.time > now - policy.scale_down.period_seconds]
         base = max([*period, current])
@@ -120,6 +132,20 @@ def test_rates_are_respected(
             base - policy.scale_down.pods,
         )
         assert decision.desired >= floor
+
+
+@FAST
+@given(situations())
+def test_panic_only_when_the_burst_window_reaches_the_threshold(
+    situation: tuple[Policy, list[Observation], list[PodState], float],
+) -> None:
+    policy, history, pods, now = situation
+    decision = decide(policy, history, pods, now)
+    if decision.panic:
+        capacity = max(decision.current, 1)
+        # The metric is rounded to 3 decimals.
+        assert decision.metrics["burstLoadReplicas"] >= policy.panic_threshold * capacity - 1e-3
+    assert decision.panic or not decision.burst
 
 
 @FAST

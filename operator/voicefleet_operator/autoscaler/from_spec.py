@@ -55,6 +55,8 @@ def policy_from_spec(vs: VoiceService) -> Policy:
         startup_seconds=float(spec.startup_seconds),
         scale_up_stabilization_seconds=float(spec.scale_up_stabilization_seconds),
         scale_up=_rate(spec.scale_up_rate),
+        panic_scale_up=_rate(spec.panic_scale_up_rate),
+        panic_drain_seconds=float(spec.panic_drain_seconds),
         scale_down=_rate(spec.scale_down_rate),
         scale_down_stabilization_seconds=float(spec.scale_down_stabilization_seconds),
         schedule=tuple(scheduled_minimum(w) for w in spec.schedule),

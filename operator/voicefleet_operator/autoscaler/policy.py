@@ -7,17 +7,22 @@ How a recommendation is formed (why each step exists is said where it happens):
 1. load, in replicas: the larger of demand ((queued + running) / target per replica) and
    GPU pressure (utilisation / target, capped by how busy the engine really was);
 2. averaged over a long (stable) window, or the short (burst) window when that one is at
-   least `panic_threshold` times the capacity already ordered;
-   plus, on a significantly rising trend, what the load will have grown by when a pod
-   ordered now is serving (slope x start-up time), so ramps do not run ahead of capacity;
-3. while ordered pods are still starting, only a higher arrival rate, not the backlog the
-   missing capacity causes, may order more (no cascade);
+   least `panic_threshold` times the capacity already ordered (panic); plus, on a
+   significantly rising trend, what the load will have grown by when a pod ordered now is
+   serving (slope x start-up time), so ramps do not run ahead of capacity (not across a
+   burst's step, nor on less than half a trend window);
+3. in panic, what the arrival rate needs plus the pods that drain, within
+   `panic_drain_seconds`, the backlog expected when the pods on the way serve (projected
+   from the oldest of them, so one burst orders once), under the generous panic rate
+   limit; otherwise, while ordered pods are still starting, only a higher arrival rate,
+   not the backlog the missing capacity causes, may order more (no cascade);
 4. a tolerance band around the current replicas; missing metrics never lower it;
 5. HPA-style stabilisation (highest recommendation over the scale-down window), remembering
-   what the arrivals need rather than the pods ordered to drain a passing backlog; a
-   scale-down waits (at most one stable window) until a falling load has settled, so it
-   lands in one step rather than a staircase; rate limits per period; then min/max and the
-   scheduled minimum.
+   what the arrivals need rather than the pods ordered to drain a passing backlog (also for
+   a stable window after a burst, while its average still holds the drained backlog); a
+   scale-down waits (at most one stable window, counted from the end of a burst) until a
+   falling load has settled, so it lands in one step rather than a staircase; rate limits
+   per period; then min/max and the scheduled minimum.
 """
 
 from __future__ import annotations
@@ -91,6 +96,12 @@ class Policy:
     trend_window_seconds: float = 300.0
     """The load's slope is fitted over this window; only a significant rise is used."""
     scale_up: RateLimit = RateLimit(pods=10, percent=300.0, period_seconds=15.0)
+    panic_scale_up: RateLimit = RateLimit(pods=100, percent=1000.0, period_seconds=15.0)
+    """The scale-up limit while the burst window decides (the larger of the two applies):
+    the backlog a burst builds while pods start grows with every second they are late."""
+    panic_drain_seconds: float = 30.0
+    """In a burst, the backlog expected by the time ordered pods serve is sized to drain
+    within this many seconds of their arrival."""
     scale_down: RateLimit = RateLimit(pods=100, percent=100.0, period_seconds=15.0)
     scale_down_stabilization_seconds: float = 180.0
     scale_up_stabilization_seconds: float = 0.0
@@ -110,6 +121,8 @@ class Policy:
             raise ValueError("the burst window must not be longer than the stable window")
         if self.startup_seconds < 0 or self.trend_window_seconds <= 0:
             raise ValueError("startup_seconds must be >= 0 and trend_window_seconds positive")
+        if self.panic_drain_seconds <= 0:
+            raise ValueError("panic_drain_seconds must be positive")
 
     def floor_at(self, now: float) -> int:
         scheduled = [m.min_replicas for m in self.schedule if m.applies_at(now)]
@@ -146,9 +159,11 @@ class Observation:
     samples: tuple[PodSample, ...]
     recommendation: int | None = None
     """What `decide` recommended for this observation; set by the caller afterwards."""
+    burst: bool = False
+    """Whether pods were ordered to drain a burst's backlog; set with the recommendation."""
 
     def with_recommendation(self, decision: Decision) -> Observation:
-        return replace(self, recommendation=decision.lasting_recommendation)
+        return replace(self, recommendation=decision.lasting_recommendation, burst=decision.burst)
 
 
 @dataclass(frozen=True)
@@ -172,6 +187,12 @@ class Decision:
     again once it is gone."""
     metrics: Mapping[str, float] = field(default_factory=dict)
     held_for_missing_data: bool = False
+    panic: bool = False
+    """The burst window decided, and the panic scale-up limit applied."""
+    burst: bool = False
+    """In panic, the backlog expected when new pods serve was worth at least one more pod:
+    a real burst rather than a noisy queue. The next stable window remembers what the
+    arrivals need, and the trend ignores the climb while the pods it ordered come up."""
 
     @property
     def scales(self) -> bool:
@@ -349,6 +370,29 @@ def _counter_deltas(
     return busy, jobs
 
 
+def _backlog_at_relief(
+    policy: Policy,
+    measured: Mapping[str, PodSample],
+    pods: Sequence[PodState],
+    flow: _Flow,
+    now: float,
+) -> float:
+    """Slot-seconds of work expected to wait when the pods on the way start serving: the
+    queue now plus what the shortfall of the ready slots adds until then. Counted from the
+    oldest pod on the way, so each tick of one burst projects the same backlog; a pod later
+    than `startup_seconds` does not make the estimate grow, and no cascade follows."""
+    queued = sum(s.queued for s in measured.values()) * flow.service_seconds
+    ready_slots = sum(s.concurrency or 1.0 for s in measured.values())
+    shortfall = max(0.0, flow.work_rate - ready_slots)
+    starting = [
+        now - p.since
+        for p in pods
+        if p.phase == "starting" and now - p.since <= policy.max_startup_seconds
+    ]
+    until_relief = policy.startup_seconds - max(starting, default=0.0)
+    return max(0.0, queued + shortfall * until_relief)
+
+
 def _ceil(value: float) -> int:
     return math.ceil(value - _EPSILON)
 
@@ -367,20 +411,32 @@ def _on_the_way(policy: Policy, pods: Sequence[PodState], current: int, now: flo
     return fresh + max(0, current - len(alive))
 
 
+def _scale_up_ceiling(
+    limit: RateLimit, history: Sequence[Observation], now: float
+) -> tuple[int, str]:
+    period = _window(history, now, limit.period_seconds)
+    base = min(o.replicas for o in period)
+    ceiling = max(_ceil(base * (1 + limit.percent / 100)), base + limit.pods)
+    return ceiling, f"{limit.pods} pods or {limit.percent:g}% per {limit.period_seconds:g}s"
+
+
 def _limit_by_rate(
-    policy: Policy, history: Sequence[Observation], now: float, current: int, desired: int
+    policy: Policy,
+    history: Sequence[Observation],
+    now: float,
+    current: int,
+    desired: int,
+    panic: bool,
 ) -> tuple[int, str | None]:
     if desired > current:
-        period = _window(history, now, policy.scale_up.period_seconds)
-        base = min(o.replicas for o in period)
-        ceiling = max(
-            _ceil(base * (1 + policy.scale_up.percent / 100)), base + policy.scale_up.pods
-        )
+        ceiling, rule = _scale_up_ceiling(policy.scale_up, history, now)
+        kind = "scale-up"
+        if panic:
+            panic_ceiling, panic_rule = _scale_up_ceiling(policy.panic_scale_up, history, now)
+            if panic_ceiling > ceiling:
+                ceiling, rule, kind = panic_ceiling, panic_rule, "panic scale-up"
         if desired > ceiling:
-            return max(ceiling, current), (
-                f"scale-up rate limit ({policy.scale_up.pods} pods or "
-                f"{policy.scale_up.percent:g}% per {policy.scale_up.period_seconds:g}s)"
-            )
+            return max(ceiling, current), f"{kind} rate limit ({rule})"
     elif desired < current:
         period = _window(history, now, policy.scale_down.period_seconds)
         base = max(o.replicas for o in period)
@@ -424,6 +480,13 @@ def _trend_ahead(policy: Policy, history: Sequence[Observation], now: float) -> 
     if policy.startup_seconds <= 0:
         return 0.0, 0.0
     window = _window(history, now, policy.trend_window_seconds)
+    if window[0].time > now - policy.trend_window_seconds / 2:
+        # Too short a history to tell a trend from a fleet warming up (after a restart).
+        return 0.0, 0.0
+    if any(o.burst for o in window):
+        # A burst is a step, not a trend: while the pods it ordered come up one by one, the
+        # work served climbs, and projecting that climb would order pods nobody needs.
+        return 0.0, 0.0
     first_index = len(history) - len(window)
     points = []
     for offset, observation in enumerate(window):
@@ -444,11 +507,13 @@ def _stabilised(
     now: float,
     current: int,
     recommendation: int,
+    lasting_recommendation: int,
 ) -> tuple[int, str | None]:
     """Scale down only to the highest recommendation of the stabilisation window; and while
     the recommendations about to leave it are higher than the rest (a falling load that has
-    not settled), hold, unless the scale-down has been due for a whole stable window: one
-    step instead of a staircase, and never a scale-down that does not come."""
+    not settled), or a drained backlog still lifts the current one, hold, unless the
+    scale-down has been due for a whole stable window: one step instead of a staircase, and
+    never a scale-down that does not come."""
     span = policy.scale_down_stabilization_seconds
     if history[0].time > now - span:
         # Just started (or restarted): the window's earlier recommendations are unknown,
@@ -464,10 +529,16 @@ def _stabilised(
         )
     settle = policy.stable_window_seconds
     settled = max(r for t, r in remembered if t > now - span + settle or t == now)
-    if settled < highest and not _due_since(policy, history, now - settle, current):
+    unsettled = settled < highest or lasting_recommendation < recommendation
+    # While the burst window decided, the pods it ordered were never meant to last: the
+    # scale-down they leave becomes due only once the burst is a stable window old.
+    bursting = any(o.burst for o in _window(history, now, settle))
+    due = not bursting and _due_since(policy, history, now - settle, current)
+    if unsettled and not due:
         return current, (
             f"scale-down to {highest} waits up to {settle:g}s for the falling load to settle "
-            f"(recent recommendations: {settled})"
+            f"(recent recommendations: {settled}; without the drained backlog: "
+            f"{lasting_recommendation})"
         )
     note = None
     if highest > recommendation:
@@ -530,7 +601,8 @@ def decide(
     driver = "GPU pressure" if (latest.gpu or 0.0) > latest.demand else "queue demand"
 
     capacity = max(current, 1)
-    if burst_load >= policy.panic_threshold * capacity:
+    panic = burst_load >= policy.panic_threshold * capacity
+    if panic:
         wanted = max(burst_load, stable_load)
         notes.append(f"burst: {driver} {burst_load:.2f} replicas over the short window")
     else:
@@ -544,24 +616,43 @@ def decide(
         )
 
     lasting: float | None = None
-    if wanted > current:
-        flow = _arrival_flow(policy, history, now)
-        if flow is None:
-            if on_the_way:
-                wanted = float(current)
-                notes.append(f"{on_the_way} pods on the way, no arrival rate yet: wait for them")
-        else:
+    # A burst lasts while the burst window keeps deciding.
+    burst = panic and len(history) >= 2 and history[-2].burst
+    # Right after a burst the stable window still averages the backlog that has just
+    # drained: what later scale-downs remember is what the arrivals need.
+    after_burst = any(o.burst for o in _window(history, now, policy.stable_window_seconds))
+    flow = _arrival_flow(policy, history, now) if wanted > current or after_burst else None
+    if flow is None:
+        if wanted > current and on_the_way:
+            wanted = float(current)
+            notes.append(f"{on_the_way} pods on the way, no arrival rate yet: wait for them")
+    else:
+        slots = max((s.concurrency or 1.0 for s in measured.values()), default=1.0)
+        per_replica = slots * (policy.target_utilization or 1.0)
+        arrivals = flow.work_rate / per_replica + ahead
+        lasting = arrivals
+        metrics["arrivalReplicas"] = round(arrivals, 3)
+        if wanted > current and panic:
+            backlog = _backlog_at_relief(policy, measured, pods, flow, now)
+            needed = arrivals + backlog / (slots * policy.panic_drain_seconds)
+            # A backlog worth a pod makes a real burst; a smaller one is a noisy queue.
+            burst = burst or needed - arrivals >= 1.0
+            metrics["backlogAtReliefSlotSeconds"] = round(backlog, 3)
+            notes.append(
+                f"arrivals need {arrivals:.2f} replicas, and the {backlog:.0f} slot-seconds "
+                f"of backlog expected when new pods serve drain in "
+                f"{policy.panic_drain_seconds:g}s with {needed - arrivals:.2f} more"
+            )
+            # A noisy queue orders no more than the burst window's own load; a real burst
+            # orders in one step what its first scrapes cannot show yet.
+            wanted = max(needed if burst else min(needed, wanted), float(current))
+        elif wanted > current:
             # The backlog is worth new pods only as far as it must drain within the stable
             # window; beyond that, pods ordered now would start after it is gone.
-            slots = max((s.concurrency or 1.0 for s in measured.values()), default=1.0)
-            per_replica = slots * (policy.target_utilization or 1.0)
             in_system = metrics["queuedAndRunning"]
             excess = max(0.0, in_system - current * policy.target_queue_depth_per_replica)
             drain_rate = excess * flow.service_seconds / policy.stable_window_seconds
-            arrivals = flow.work_rate / per_replica + ahead
             needed = arrivals + drain_rate / per_replica
-            metrics["arrivalReplicas"] = round(needed, 3)
-            lasting = arrivals
             if needed < wanted:
                 wanted = max(needed, float(current))
                 notes.append(
@@ -574,7 +665,7 @@ def decide(
         return current if abs(load - current) <= band else _ceil(load)
 
     recommendation = recommend(wanted)
-    lasting_recommendation = min(recommendation, recommend(lasting or wanted))
+    lasting_recommendation = min(recommendation, recommend(wanted if lasting is None else lasting))
 
     held = False
     if unmeasured or not measured:
@@ -595,7 +686,9 @@ def decide(
 
     desired = recommendation
     if desired < current:
-        desired, note = _stabilised(policy, history, now, current, recommendation)
+        desired, note = _stabilised(
+            policy, history, now, current, recommendation, lasting_recommendation
+        )
         if note:
             notes.append(note)
     elif desired > current and policy.scale_up_stabilization_seconds > 0:
@@ -610,7 +703,7 @@ def decide(
                 f"scale-up stabilised at the lowest recommendation ({lowest}) of the last "
                 f"{policy.scale_up_stabilization_seconds:g}s"
             )
-    desired, limit_note = _limit_by_rate(policy, history, now, current, desired)
+    desired, limit_note = _limit_by_rate(policy, history, now, current, desired, panic)
     if limit_note:
         notes.append(f"limited by the {limit_note}")
 
@@ -629,6 +722,8 @@ def decide(
         lasting_recommendation=lasting_recommendation,
         metrics=metrics,
         held_for_missing_data=held,
+        panic=panic,
+        burst=burst,
     )
 
 

@@ -443,6 +443,18 @@ class AutoscalingSpec(ApiModel):
         default_factory=lambda: ScalingRate(pods=100, percent=100, period_seconds=15),
         description="Fastest scale-down: max(pods, percent of current) per period.",
     )
+    panic_scale_up_rate: ScalingRate = Field(
+        default_factory=lambda: ScalingRate(pods=100, percent=1000, period_seconds=15),
+        description="Fastest scale-up while the burst window decides (panic): max(pods, "
+        "percent of current) per period; the larger of this and scaleUpRate applies.",
+    )
+    panic_drain_seconds: int = Field(
+        default=30,
+        ge=1,
+        le=600,
+        description="In a burst (panic), the backlog expected by the time new pods serve is "
+        "sized to drain within this many seconds of their arrival.",
+    )
     burst_window_seconds: int = Field(
         default=6,
         ge=1,

@@ -144,11 +144,14 @@ def prometheus(
         while True:
             assert process.poll() is None, (folder / "prometheus.log").read_text()
             try:
-                up = httpx.get(f"{url}/api/v1/query", params={"query": "up"}, timeout=2).json()
-                if len([r for r in up["data"]["result"] if r["value"][1] == "1"]) == 3:
-                    break
+                response = httpx.get(f"{url}/api/v1/query", params={"query": "up"}, timeout=2)
             except httpx.TransportError:
-                pass
+                response = None
+            # While its TSDB opens, Prometheus answers 503 "Service Unavailable" in plain text.
+            if response is not None and response.status_code == 200:
+                results = response.json()["data"]["result"]
+                if len([r for r in results if r["value"][1] == "1"]) == 3:
+                    break
             assert time.monotonic() < deadline, "Prometheus did not scrape all runtimes"
             time.sleep(0.3)
         yield url

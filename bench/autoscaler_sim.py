@@ -64,7 +64,7 @@ def measure_real_time_factor() -> float:
     started = time.perf_counter()
     segments, info = model.transcribe(audio, beam_size=5)
     list(segments)
-    return (time.perf_counter() - started) / info.duration
+    return (time.perf_counter() - started) / float(info.duration)
 
 
 # ---------------------------------------------------------------- the simulated fleet
@@ -478,10 +478,76 @@ def arrivals_for(
             arrivals.append(Request(arrival=now, service=rtf * audio))
 
 
+def run_traces(rtf: float, seed: int) -> dict[tuple[str, str], dict[str, float]]:
+    """Every trace under every policy, on the same arrivals per trace."""
+    results: dict[tuple[str, str], dict[str, float]] = {}
+    for trace_name, (load, duration) in TRACES.items():
+        arrivals = arrivals_for(load, duration, rtf, seed)
+        initial = max(MIN_REPLICAS, math.ceil(load(0.0) / TARGET_UTILIZATION))
+        contenders: dict[str, Autoscaler] = {
+            "HPA-style": HpaStyle(),
+            "KPA-style": KpaStyle(),
+            "voicefleet": VoicefleetPolicy(voicefleet_policy()),
+        }
+        for policy_name, autoscaler in contenders.items():
+            fresh = [Request(r.arrival, r.service) for r in arrivals]
+            results[trace_name, policy_name] = simulate(autoscaler, fresh, duration, initial, seed)
+    return results
+
+
+def print_single(rtf: float, seed: int) -> None:
+    header = (
+        f"{'trace':<13} {'policy':<11} {'p95 wait s':>10} {'over SLO':>9} {'requests':>9} "
+        f"{'replica-s':>10} {'vs HPA':>7} {'scale ev':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    results = run_traces(rtf, seed)
+    for (trace_name, policy_name), result in results.items():
+        baseline = results[trace_name, "HPA-style"]["replica_seconds"]
+        print(
+            f"{trace_name:<13} {policy_name:<11} {result['p95_wait']:>10.2f} "
+            f"{int(result['over_slo']):>9} {int(result['requests']):>9} "
+            f"{result['replica_seconds']:>10.0f} "
+            f"{result['replica_seconds'] / baseline:>6.2f}x "
+            f"{int(result['scale_events']):>9}"
+        )
+
+
+def print_sweep(rtfs: list[float], seeds: list[int]) -> None:
+    """One run says little about a seeded simulation: sum misses and average the rest."""
+    runs = [run_traces(rtf, seed) for rtf in rtfs for seed in seeds]
+    print(f"sweep: RTF {rtfs} x seeds {seeds} = {len(runs)} runs a row")
+    header = (
+        f"{'trace':<13} {'policy':<11} {'misses (sum)':>12} {'replica-s (avg)':>15} "
+        f"{'vs HPA (avg)':>12} {'events (avg)':>12}"
+    )
+    print(header)
+    print("-" * len(header))
+    for key in runs[0]:
+        trace_name = key[0]
+        misses = sum(run[key]["over_slo"] for run in runs)
+        replica_seconds = statistics.fmean(run[key]["replica_seconds"] for run in runs)
+        ratio = statistics.fmean(
+            run[key]["replica_seconds"] / run[trace_name, "HPA-style"]["replica_seconds"]
+            for run in runs
+        )
+        events = statistics.fmean(run[key]["scale_events"] for run in runs)
+        print(
+            f"{trace_name:<13} {key[1]:<11} {int(misses):>12} {replica_seconds:>15.0f} "
+            f"{ratio:>11.2f}x {events:>12.1f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rtf", type=float, default=None, help="skip measuring; use this RTF")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also run RTF 0.035/0.047/0.06 x seeds 1/7/13 and print sums and averages",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     if args.rtf is None:
@@ -492,33 +558,10 @@ def main() -> None:
     mean_service = rtf * MEAN_AUDIO_SECONDS
     print(f"real-time factor {rtf:.3f} ({source}); mean service {mean_service:.2f} s")
     print(f"{CONCURRENCY} slots per replica, start-up 30-120 s, SLO: queue wait <= {SLO_SECONDS} s")
-    header = (
-        f"{'trace':<13} {'policy':<11} {'p95 wait s':>10} {'over SLO':>9} {'requests':>9} "
-        f"{'replica-s':>10} {'vs HPA':>7} {'scale ev':>9}"
-    )
-    print(header)
-    print("-" * len(header))
-    for trace_name, (load, duration) in TRACES.items():
-        arrivals = arrivals_for(load, duration, rtf, args.seed)
-        initial = max(MIN_REPLICAS, math.ceil(load(0.0) / TARGET_UTILIZATION))
-        results: dict[str, dict[str, float]] = {}
-        contenders: dict[str, Autoscaler] = {
-            "HPA-style": HpaStyle(),
-            "KPA-style": KpaStyle(),
-            "voicefleet": VoicefleetPolicy(voicefleet_policy()),
-        }
-        for policy_name, autoscaler in contenders.items():
-            fresh = [Request(r.arrival, r.service) for r in arrivals]
-            results[policy_name] = simulate(autoscaler, fresh, duration, initial, args.seed)
-        baseline = results["HPA-style"]["replica_seconds"]
-        for policy_name, result in results.items():
-            print(
-                f"{trace_name:<13} {policy_name:<11} {result['p95_wait']:>10.2f} "
-                f"{int(result['over_slo']):>9} {int(result['requests']):>9} "
-                f"{result['replica_seconds']:>10.0f} "
-                f"{result['replica_seconds'] / baseline:>6.2f}x "
-                f"{int(result['scale_events']):>9}"
-            )
+    print_single(rtf, args.seed)
+    if args.sweep:
+        print()
+        print_sweep([0.035, 0.047, 0.06], [1, 7, 13])
     print(f"(ran in {time.perf_counter() - started:.1f} s)")
 
 

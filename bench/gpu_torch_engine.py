@@ -54,10 +54,12 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
 
 def load_audio(path: Path) -> NDArray[np.float32]:
     if path.suffix == ".npy":
-        return np.load(path).astype(np.float32)
-    from faster_whisper import decode_audio
+        samples = np.load(path)
+    else:
+        from faster_whisper import decode_audio
 
-    return decode_audio(str(path), sampling_rate=SAMPLE_RATE)
+        samples = decode_audio(str(path), sampling_rate=SAMPLE_RATE)
+    return np.asarray(samples, dtype=np.float32)
 
 
 def sample_gpu(registry: CollectorRegistry, stop: threading.Event, out: list[float]) -> None:

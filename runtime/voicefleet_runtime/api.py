@@ -40,6 +40,9 @@ def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 INFERENCE_ERRORS = _documented(400, 401, 404, 413, 415, 429, 503)
 
+TIMED_FORMATS = frozenset({"srt", "vtt", "verbose_json"})
+"""Response formats that show segment times, so long audio must keep Whisper's timing."""
+
 Temperature = Annotated[float, Form(ge=0.0, le=1.0)]
 Language = Annotated[str | None, Form(description="ISO 639-1 code; omit to detect it.")]
 Prompt = Annotated[str | None, Form(description="Text that steers spelling and style.")]
@@ -62,6 +65,8 @@ def _options(
     temperature: float,
     word_timestamps: bool,
     hotwords: str | None = None,
+    *,
+    segment_timestamps: bool = True,
 ) -> DecodeOptions:
     return DecodeOptions(
         task="translate" if task == "translate" else "transcribe",
@@ -69,6 +74,7 @@ def _options(
         prompt=prompt or None,
         temperature=temperature_ladder(temperature),
         word_timestamps=word_timestamps,
+        segment_timestamps=segment_timestamps,
         hotwords=hotwords or None,
     )
 
@@ -103,8 +109,12 @@ async def create_transcription(
     runtime = runtime_of(request)
     granularities = list(timestamp_granularities or [])
     words = response_format == "verbose_json" and "word" in granularities
+    timed = stream or response_format in TIMED_FORMATS
     spec = TranscriptionRequest(
-        model, _options("transcribe", language, prompt, temperature, words, hotwords)
+        model,
+        _options(
+            "transcribe", language, prompt, temperature, words, hotwords, segment_timestamps=timed
+        ),
     )
     if stream:
         events = await stream_upload(runtime, request, file, spec)
@@ -128,7 +138,11 @@ async def create_translation(
     temperature: Temperature = 0.0,
 ) -> Response:
     runtime = runtime_of(request)
-    spec = TranscriptionRequest(model, _options("translate", None, prompt, temperature, False))
+    timed = response_format in TIMED_FORMATS
+    spec = TranscriptionRequest(
+        model,
+        _options("translate", None, prompt, temperature, False, segment_timestamps=timed),
+    )
     transcript = await transcribe_upload(runtime, request, file, spec)
     return _respond(transcript, response_format, [])
 
@@ -147,7 +161,10 @@ async def legacy_transcribe(
 ) -> LegacyTranscription:
     """For clients of the services this fleet replaces; the task comes from the settings."""
     runtime = runtime_of(request)
-    spec = TranscriptionRequest(None, _options(runtime.settings.task, language, None, 0.0, False))
+    spec = TranscriptionRequest(
+        None,
+        _options(runtime.settings.task, language, None, 0.0, False, segment_timestamps=False),
+    )
     transcript = await transcribe_upload(runtime, request, audio, spec)
     return LegacyTranscription(
         text=transcript.text,

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from voicefleet_runtime.engine.batching import BatchedMode
+
 Engine = Literal["faster-whisper", "torch"]
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal[
@@ -67,11 +69,19 @@ class RuntimeSettings(BaseSettings):
     vad_min_audio_seconds: float = Field(
         30.0, ge=0, description="With vad=auto, audio at least this long is VAD-filtered."
     )
+    batched: BatchedMode = Field(
+        "auto",
+        description="Batched inference (BatchedInferencePipeline) for audio at least "
+        "batched_min_audio_seconds long, faster-whisper engine: on, off, or auto = on for cpu "
+        "and cuda (measured faster on CPU too: bench/batched_inference.py).",
+    )
     batch_size: int = Field(
         8, ge=1, description="Chunks per batched decode for long audio (BatchedInferencePipeline)."
     )
     batched_min_audio_seconds: float = Field(
-        60.0, ge=0, description="Audio at least this long uses batched inference; 0 disables it."
+        60.0,
+        ge=0,
+        description="When batching is on, audio at least this long is batched; 0 disables it.",
     )
     task: Task = Field("transcribe", description="What the legacy POST /transcribe endpoint does.")
 

@@ -60,6 +60,10 @@ class DecodeOptions:
     temperature: tuple[float, ...] = (0.0,)
     """Fallback ladder: the next temperature is tried when a decode looks degenerate."""
     word_timestamps: bool = False
+    segment_timestamps: bool = True
+    """Whether segment start/end times matter to the caller. When they don't (plain text or
+    json), the batched pipeline may decode each speech chunk as one untimed segment, which is
+    faster; when they do (srt, vtt, verbose_json, streaming), segments keep Whisper's timing."""
     beam_size: int = 5
     vad_filter: bool = False
     hotwords: str | None = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -18,18 +17,9 @@ from voicefleet_runtime.engine.base import (
     TranscriptionInfo,
     Word,
 )
+from voicefleet_runtime.engine.batching import BatchedMode, BatchingPolicy, batching_policy
 from voicefleet_runtime.engine.models import ResolvedModel
 from voicefleet_runtime.engine.precision import resolve_placement
-
-
-@dataclass(frozen=True)
-class BatchingPolicy:
-    batch_size: int
-    min_audio_seconds: float
-    """0 turns batching off."""
-
-    def applies_to(self, duration: float) -> bool:
-        return self.min_audio_seconds > 0 and duration >= self.min_audio_seconds
 
 
 def _convert_words(words: Iterable[Any] | None) -> tuple[Word, ...]:
@@ -89,6 +79,7 @@ class FasterWhisperEngine:
         precision: str = "auto",
         cpu_threads: int = 0,
         num_workers: int = 1,
+        batched: BatchedMode = "auto",
         batch_size: int = 8,
         batched_min_audio_seconds: float = 60.0,
     ) -> FasterWhisperEngine:
@@ -108,7 +99,7 @@ class FasterWhisperEngine:
             model,
             placement.device,
             placement.compute_type,
-            BatchingPolicy(batch_size, batched_min_audio_seconds),
+            batching_policy(batched, placement.device, batch_size, batched_min_audio_seconds),
         )
 
     @property
@@ -169,7 +160,11 @@ class FasterWhisperEngine:
             # The batched pipeline cuts the audio into chunks at speech pauses, so VAD is
             # how it segments: it is always on here whatever vad_filter says.
             segments, info = self._batched.transcribe(
-                audio, vad_filter=True, batch_size=self._batching.batch_size, **common
+                audio,
+                vad_filter=True,
+                batch_size=self._batching.batch_size,
+                without_timestamps=not options.segment_timestamps,
+                **common,
             )
             batch_size = self._batching.batch_size
         else:

@@ -40,6 +40,7 @@ def load_engine(settings: RuntimeSettings) -> SpeechEngine:
         precision=settings.precision,
         cpu_threads=settings.cpu_threads,
         num_workers=settings.num_workers,
+        batched=settings.batched,
         batch_size=settings.batch_size,
         batched_min_audio_seconds=settings.batched_min_audio_seconds,
     )

@@ -67,7 +67,7 @@ class Clip:
 
     @property
     def seconds(self) -> float:
-        return self.audio.shape[0] / SAMPLE_RATE
+        return float(self.audio.shape[0]) / SAMPLE_RATE
 
 
 @dataclass

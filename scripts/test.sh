@@ -6,7 +6,7 @@ scripts/setup.sh
 export PATH="$PWD/.tools/bin:$PWD/.venv/bin:$PATH"
 echo "== ruff";        ruff check .
 echo "== ruff format"; ruff format --check .
-echo "== mypy";        mypy && mypy bench scripts
+echo "== mypy";        mypy && mypy bench scripts tests
 echo "== import-linter"; lint-imports
 echo "== crd up to date"
 python -m voicefleet_operator.cli crd --check crds/voicefleet.io_voiceservices.yaml

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -20,14 +19,15 @@ import kopf
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from voicefleet_operator.handlers import OperatorContext, register
+from voicefleet_operator.autoscaler.timer import register as register_autoscaler
+from voicefleet_operator.handlers import OperatorContext
+from voicefleet_operator.handlers import register as register_handlers
 from voicefleet_operator.handlers.context import Clock, utc_now
 from voicefleet_operator.handlers.metrics import OperatorMetrics
 from voicefleet_operator.k8s.client import KubeApi
 from voicefleet_operator.k8s.connection import ClusterConnection, load_connection
 from voicefleet_operator.settings import OperatorSettings
 
-AUTOSCALER_TIMER_MODULE = "voicefleet_operator.autoscaler.timer"
 logger = logging.getLogger(__name__)
 
 
@@ -67,20 +67,6 @@ def _connection_info(connection: ClusterConnection) -> kopf.ConnectionInfo:
     )
 
 
-def _register_autoscaler(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
-    try:
-        module = importlib.import_module(AUTOSCALER_TIMER_MODULE)
-    except ModuleNotFoundError as error:
-        if error.name != AUTOSCALER_TIMER_MODULE:
-            raise
-        return
-    register_timer = getattr(module, "register", None)
-    if register_timer is None:
-        logger.warning("%s has no register(registry, context): autoscaler off", module.__name__)
-        return
-    register_timer(registry, context)
-
-
 def build_registry(
     settings: OperatorSettings, *, clock: Clock = utc_now
 ) -> tuple[kopf.OperatorRegistry, OperatorContext]:
@@ -92,8 +78,8 @@ def build_registry(
     def login(**_: Any) -> kopf.ConnectionInfo:
         return _connection_info(load_connection(settings.kubeconfig))
 
-    register(registry, context)
-    _register_autoscaler(registry, context)
+    register_handlers(registry, context)
+    register_autoscaler(registry, context)
     return registry, context
 
 

@@ -13,7 +13,6 @@ from typing import Literal
 Scope = Literal["cluster", "namespace"]
 When = Literal["always", "namespaced", "namespaced-peering", "clusterwide-peering"]
 
-READ = ("get", "list", "watch")
 OWN = ("get", "list", "watch", "create", "patch")
 PRUNE = ("get", "list", "create", "patch", "delete")
 """Optional children: deleted when a VoiceService stops wanting them (see k8s/prune.py)."""

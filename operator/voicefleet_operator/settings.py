@@ -93,7 +93,3 @@ class OperatorSettings(BaseSettings):
         if self.backoff > self.backoff_max:
             raise ValueError("backoff must not exceed backoff_max")
         return self
-
-    @property
-    def clusterwide(self) -> bool:
-        return self.all_namespaces

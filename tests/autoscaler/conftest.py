@@ -1,44 +1,15 @@
-"""Shared fixtures of the autoscaler tests; also makes this folder's helper modules
-importable (pytest runs with --import-mode=importlib)."""
+"""Shared fixtures of the autoscaler tests."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-HERE = str(Path(__file__).resolve().parent)
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
-
-from runtime_fleet import VOICEFLEET, RuntimeProcess, free_port, wait_until_ready  # noqa: E402
-
-
-def load_operator_harness() -> None:
-    """The operator area's emulated API server (tests/operator/harness), under the same
-    module name its own conftest gives it, so both areas share one copy."""
-    import importlib.util
-
-    if "voicefleet_test_harness" in sys.modules:
-        return
-    harness = Path(__file__).resolve().parents[1] / "operator" / "harness"
-    spec = importlib.util.spec_from_file_location(
-        "voicefleet_test_harness",
-        harness / "__init__.py",
-        submodule_search_locations=[str(harness)],
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["voicefleet_test_harness"] = module
-    spec.loader.exec_module(module)
-
-
-load_operator_harness()
+from tests.autoscaler.runtime_fleet import VOICEFLEET, RuntimeProcess
+from tests.loopback import free_port, wait_until_ready
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +40,7 @@ def runtime_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Run
         servers.append(RuntimeProcess(f"voice-{index}", port, process))
     try:
         for server in servers:
-            wait_until_ready(server)
+            wait_until_ready(server.base_url, server.is_running, server.pod)
         yield servers
     finally:
         for server in servers:

@@ -21,11 +21,12 @@ import httpx
 import kmock
 import pytest
 import yaml
-from runtime_fleet import RuntimeProcess, free_port
-from voicefleet_test_harness import ApiServer, ScalePaths, register_cluster_resources
-from voicefleet_test_harness.crd import CrdSchema
-from voicefleet_test_harness.running import RunningOperator, eventually
 
+from tests.autoscaler.runtime_fleet import RuntimeProcess
+from tests.loopback import free_port
+from tests.operator.harness import ApiServer, ScalePaths, register_cluster_resources
+from tests.operator.harness.crd import CrdSchema
+from tests.operator.harness.running import RunningOperator, eventually
 from voicefleet_operator.autoscaler.timer import DELETION_COST
 from voicefleet_operator.crd.generate import build_crd
 from voicefleet_operator.settings import OperatorSettings

@@ -7,8 +7,8 @@ import math
 from dataclasses import replace
 
 import pytest
-from autoscaler_observations import ready_pods, sample, spread
 
+from tests.autoscaler.autoscaler_observations import ready_pods, sample, spread
 from voicefleet_operator.autoscaler.policy import (
     Observation,
     PodState,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
-from autoscaler_observations import ready_pods, spread
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.autoscaler.autoscaler_observations import ready_pods, spread
 from voicefleet_operator.autoscaler.policy import (
     Observation,
     PodPhase,

@@ -6,8 +6,8 @@ import itertools
 from dataclasses import replace
 
 import pytest
-from autoscaler_observations import ready_pods, sample, spread
 
+from tests.autoscaler.autoscaler_observations import ready_pods, sample, spread
 from voicefleet_operator.autoscaler.policy import (
     Observation,
     PodSample,

@@ -10,14 +10,16 @@ import time
 import wave
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 import yaml
 from faster_whisper import decode_audio
-from runtime_fleet import RuntimeProcess, free_port
 
+from tests.autoscaler.runtime_fleet import RuntimeProcess
+from tests.loopback import free_port
 from voicefleet_operator.autoscaler.policy import Observation, PodState, Policy, decide
 from voicefleet_operator.autoscaler.sources.pods import ScrapeTarget, scrape_pods, scrape_target
 from voicefleet_operator.autoscaler.sources.prometheus import PrometheusSource, query_pods
@@ -73,13 +75,13 @@ def long_speech_wav(recording: Path, repeats: int) -> bytes:
 
 
 def test_scrape_target_uses_each_pods_own_port() -> None:
-    pod = {
+    pod: dict[str, Any] = {
         "metadata": {"name": "a", "annotations": {}},
         "spec": {"containers": [{"ports": [{"containerPort": 9123}]}]},
         "status": {"podIP": "10.0.0.7"},
     }
     assert scrape_target(pod) == ScrapeTarget("a", "http://10.0.0.7:9123/metrics")
-    pod["metadata"]["annotations"] = {"prometheus.io/port": "8001"}  # type: ignore[index]
+    pod["metadata"]["annotations"] = {"prometheus.io/port": "8001"}
     assert scrape_target(pod) == ScrapeTarget("a", "http://10.0.0.7:8001/metrics")
     assert scrape_target({"metadata": {"name": "b"}, "status": {}}) is None
 

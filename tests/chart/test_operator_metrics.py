@@ -28,7 +28,7 @@ def settings_from(container: dict[str, Any], monkeypatch: pytest.MonkeyPatch) ->
     for variable in container["env"]:
         if "value" in variable:
             monkeypatch.setenv(variable["name"], variable["value"])
-    return OperatorSettings()  # type: ignore[call-arg]  # every field has a default
+    return OperatorSettings()
 
 
 @pytest.mark.parametrize("port", [8081, 9464])

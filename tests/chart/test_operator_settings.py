@@ -61,7 +61,7 @@ def test_the_operator_reads_the_rendered_environment(
         monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    settings = OperatorSettings()  # type: ignore[call-arg]  # every field has a default
+    settings = OperatorSettings()
     assert settings.peering_name == "speech-fleet"
     assert settings.peering_priority == 10
     assert settings.posting_level == "WARNING"

@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import kmock
 import pytest
+import yaml
 
-# pytest runs with --import-mode=importlib, so a folder next to the tests is not importable by
-# name; register the harness package once under a name no other area can collide with.
-_HARNESS_DIR = Path(__file__).parent / "harness"
-if "voicefleet_test_harness" not in sys.modules:
-    _spec = importlib.util.spec_from_file_location(
-        "voicefleet_test_harness",
-        _HARNESS_DIR / "__init__.py",
-        submodule_search_locations=[str(_HARNESS_DIR)],
-    )
-    assert _spec is not None
-    assert _spec.loader is not None
-    _module = importlib.util.module_from_spec(_spec)
-    sys.modules["voicefleet_test_harness"] = _module
-    _spec.loader.exec_module(_module)
-
-from voicefleet_test_harness import ApiServer  # noqa: E402
+from tests.loopback import free_port
+from tests.operator.harness import ApiServer, ScalePaths, register_cluster_resources
+from tests.operator.harness.crd import CrdSchema
+from tests.operator.harness.running import MovableClock, RunningOperator
+from voicefleet_operator.crd.generate import build_crd
+from voicefleet_operator.settings import OperatorSettings
 
 
 @pytest.fixture
@@ -36,15 +25,6 @@ async def api_server() -> AsyncIterator[ApiServer]:
 
 
 # ----- the operator against a cluster-like API server -------------------------------------------
-
-
-import yaml  # noqa: E402
-from voicefleet_test_harness import ScalePaths, register_cluster_resources  # noqa: E402
-from voicefleet_test_harness.crd import CrdSchema  # noqa: E402
-from voicefleet_test_harness.running import MovableClock, RunningOperator, free_port  # noqa: E402
-
-from voicefleet_operator.crd.generate import build_crd  # noqa: E402
-from voicefleet_operator.settings import OperatorSettings  # noqa: E402
 
 NAMESPACE = "speech"
 TOKEN = "test-token-not-a-secret"

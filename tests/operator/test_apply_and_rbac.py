@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from voicefleet_operator.k8s.apply import contains, is_up_to_date, merge_patch_between, repair_patch
 from voicefleet_operator.rbac import PERMISSIONS, allows, permissions_for
 
 
-def _child(image: str, digest: str) -> dict[str, object]:
+def _child(image: str, digest: str) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -18,7 +20,7 @@ def _child(image: str, digest: str) -> dict[str, object]:
 def test_server_defaults_are_not_drift_but_edits_are() -> None:
     desired = _child("a:1", "h1")
     defaulted = _child("a:1", "h1")
-    defaulted["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"  # type: ignore[index]
+    defaulted["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"
     assert is_up_to_date(desired, defaulted)
     assert not is_up_to_date(desired, _child("b:2", "h1")), "an edited field is drift"
     assert not is_up_to_date(desired, _child("a:1", "h0")), "an old hash needs a write"
@@ -26,8 +28,8 @@ def test_server_defaults_are_not_drift_but_edits_are() -> None:
 
 def test_repair_patch_restores_owned_fields_and_fences_on_resource_version() -> None:
     live = _child("b:2", "h0")
-    live["metadata"]["resourceVersion"] = "7"  # type: ignore[index]
-    live["spec"]["paused"] = True  # type: ignore[index]
+    live["metadata"]["resourceVersion"] = "7"
+    live["spec"]["paused"] = True
     patch = repair_patch(_child("a:1", "h1"), live)
     assert patch["metadata"]["resourceVersion"] == "7"
     assert patch["spec"]["paused"] is None, "fields we no longer set are removed"
@@ -58,7 +60,7 @@ def test_permissions_are_exact_and_mode_dependent() -> None:
     ), "the operator never replaces a VoiceService"
 
 
-def _labelled(name: str, owner_uid: str | None, *, controller: bool = True) -> dict[str, object]:
+def _labelled(name: str, owner_uid: str | None, *, controller: bool = True) -> dict[str, Any]:
     refs = [{"uid": owner_uid, "controller": controller}] if owner_uid else []
     return {"metadata": {"name": name, "uid": f"uid-{name}", "ownerReferences": refs}}
 
@@ -73,7 +75,7 @@ def test_only_owned_unwanted_children_are_pruned() -> None:
         _labelled("stt-orphan", None),
         _labelled("stt-adopted", "vs-uid", controller=False),  # we are not its controller
     ]
-    assert [o["metadata"]["name"] for o in unwanted(listed, "vs-uid", {"stt"})] == ["stt-old"]  # type: ignore[index]
+    assert [o["metadata"]["name"] for o in unwanted(listed, "vs-uid", {"stt"})] == ["stt-old"]
 
 
 def _pod(candidate: int, scheduled: str, reason: str | None = None) -> dict[str, object]:

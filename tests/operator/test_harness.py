@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 import pytest
-from voicefleet_test_harness import ApiServer, Fault, ResourceBehaviour, ScalePaths
+
+from tests.operator.harness import ApiServer, Fault, ResourceBehaviour, ScalePaths
+from tests.operator.harness.running import eventually
 
 WIDGETS = "/apis/example.com/v1/namespaces/ns/widgets"
 DEPLOYMENTS = "/apis/apps/v1/namespaces/ns/deployments"
@@ -120,7 +121,7 @@ async def test_stale_resource_version_conflicts(server: ApiServer) -> None:
     del replaced["metadata"]["resourceVersion"]
     status, _ = await call(server, "PUT", f"{WIDGETS}/w", replaced, "application/json")
     assert status == 422, "an update without resourceVersion is refused"
-    assert server.read("example.com/v1/widgets", "ns", "w")["spec"] == {"size": 2}
+    assert server.alive("example.com/v1/widgets", "ns")["w"]["spec"] == {"size": 2}
 
 
 async def test_json_patch_test_failure_is_422_and_strategic_merge_is_refused(
@@ -141,7 +142,7 @@ async def test_json_patch_test_failure_is_422_and_strategic_merge_is_refused(
         "application/strategic-merge-patch+json",
     )
     assert status == 415
-    assert server.read("example.com/v1/widgets", "ns", "w")["spec"] == {"size": 1}
+    assert server.alive("example.com/v1/widgets", "ns")["w"]["spec"] == {"size": 1}
 
 
 async def test_a_no_op_write_changes_nothing(server: ApiServer) -> None:
@@ -161,7 +162,7 @@ async def test_scale_subresource_reads_and_writes_the_configured_paths(server: A
         1,
     )
     _, _ = await call(server, "PATCH", f"{WIDGETS}/w/scale", {"spec": {"replicas": 4}})
-    widget = server.read("example.com/v1/widgets", "ns", "w")
+    widget = server.alive("example.com/v1/widgets", "ns")["w"]
     assert widget["spec"]["size"] == 4
     assert widget["metadata"]["generation"] == 2
 
@@ -175,7 +176,7 @@ async def test_schema_validation_refuses_invalid_objects(server: ApiServer) -> N
     await create_widget(server)
     status, _ = await call(server, "PATCH", f"{WIDGETS}/w", {"spec": {"size": "big"}})
     assert status == 422
-    assert server.read("example.com/v1/widgets", "ns", "w")["spec"] == {"size": 1}
+    assert server.alive("example.com/v1/widgets", "ns")["w"]["spec"] == {"size": 1}
 
 
 async def test_owner_references_need_a_uid(server: ApiServer) -> None:
@@ -294,12 +295,16 @@ async def test_deployments_report_pods_from_their_spec(server: ApiServer) -> Non
     body = {"metadata": {"name": "d"}, "spec": {"replicas": 2, "template": {"spec": gpu}}}
     server.deployments.unschedulable_gpu_products.add("NVIDIA-L4")
     await call(server, "POST", DEPLOYMENTS, body)
-    await _until(lambda: (server.read("apps/v1/deployments", "ns", "d") or {}).get("status"))
-    pending = server.read("apps/v1/deployments", "ns", "d")["status"]
+    await eventually(
+        lambda: (server.read("apps/v1/deployments", "ns", "d") or {}).get("status"),
+        within=5.0,
+        what="the Deployment controller reports a status",
+    )
+    pending = server.alive("apps/v1/deployments", "ns")["d"]["status"]
     assert (pending["replicas"], pending["readyReplicas"]) == (2, 0)
     server.deployments.unschedulable_gpu_products.clear()
     await server.refresh_deployments()
-    ready = server.read("apps/v1/deployments", "ns", "d")["status"]
+    ready = server.alive("apps/v1/deployments", "ns")["d"]["status"]
     assert (ready["replicas"], ready["readyReplicas"], ready["observedGeneration"]) == (2, 2, 1)
 
 
@@ -316,15 +321,6 @@ async def test_the_journal_records_verbs_and_subresources(server: ApiServer) -> 
         ("patch", "widgets", "status", 200),
         ("delete", "widgets", None, 200),
     ]
-
-
-async def _until(predicate: Any, deadline: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("the condition never became true")
-        await asyncio.sleep(0.01)
 
 
 async def test_a_dependent_of_a_gone_owner_is_collected(server: ApiServer) -> None:

@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from voicefleet_test_harness import ApiServer, Fault
-from voicefleet_test_harness.running import MovableClock, RunningOperator, eventually
 
+from tests.operator.harness import ApiServer, Fault
+from tests.operator.harness.running import MovableClock, RunningOperator, eventually
 from voicefleet_operator.settings import OperatorSettings
 
 NS = "speech"

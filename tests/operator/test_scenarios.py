@@ -7,8 +7,9 @@ import json
 from typing import Any
 
 import pytest
-from voicefleet_test_harness import ApiServer, Fault
-from voicefleet_test_harness.running import RunningOperator, eventually
+
+from tests.operator.harness import ApiServer, Fault
+from tests.operator.harness.running import RunningOperator, eventually
 
 NS = "speech"
 VS_PATH = "voicefleet.io/v1alpha1/voiceservices"
@@ -89,7 +90,7 @@ def operator_writes(cluster: ApiServer, since: int = 0) -> list[Any]:
 
 async def ready_service(cluster: ApiServer, **spec: Any) -> dict[str, Any]:
     await send(cluster, "POST", VS_URL, voiceservice(**spec))
-    return await eventually(lambda: ready_status(cluster), what="the VoiceService turns Ready")  # type: ignore[no-any-return]
+    return await eventually(lambda: ready_status(cluster), what="the VoiceService turns Ready")
 
 
 @pytest.mark.usefixtures("operator")

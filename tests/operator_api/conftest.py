@@ -11,6 +11,7 @@ import celpy
 import kubernetes_validate
 import pytest
 import yaml
+from celpy.adapter import json_to_cel
 
 from voicefleet_operator.crd.generate import render_crd_yaml
 
@@ -95,7 +96,7 @@ class CelChecker:
         broken = set()
         for path, rule, program in self.rules:
             for node in _nodes_at(obj, path):
-                result = program.evaluate({"self": celpy.json_to_cel(node)})
+                result = program.evaluate({"self": json_to_cel(node)})
                 if isinstance(result, Exception):
                     raise AssertionError(f"rule {rule['rule']!r} failed to evaluate: {result}")
                 if not bool(result):

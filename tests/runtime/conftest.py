@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import jiwer
 import pytest
 import uvicorn
 
+from tests.loopback import wait_until_ready
 from voicefleet_runtime.app import create_app
 from voicefleet_runtime.settings import RuntimeSettings
 from voicefleet_runtime.state import RuntimeState
@@ -73,20 +73,6 @@ class RunningServer:
         return httpx.Client(base_url=self.base_url, headers=self.headers, timeout=timeout)
 
 
-def wait_ready(base_url: str, thread: threading.Thread, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not thread.is_alive():
-            raise RuntimeError("the test server stopped before it was ready")
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"the test server was not ready after {timeout} s")
-
-
 def serve_in_thread(settings: RuntimeSettings) -> Iterator[RunningServer]:
     """uvicorn on an ephemeral loopback port in a thread: the real HTTP stack, in process."""
     app = create_app(settings)
@@ -98,7 +84,7 @@ def serve_in_thread(settings: RuntimeSettings) -> Iterator[RunningServer]:
     thread.start()
     base_url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(base_url, thread)
+        wait_until_ready(base_url, thread.is_alive, "the test server")
         key = settings.resolved_api_key()
         headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
         yield RunningServer(base_url, app.state.runtime, headers)

@@ -22,11 +22,11 @@ def seconds(groups: tuple[str, ...]) -> tuple[float, float]:
     return h1 * 3600 + m1 * 60 + s1 + ms1 / 1000, h2 * 3600 + m2 * 60 + s2 + ms2 / 1000
 
 
-def post_audio(
-    client: httpx.Client, path: Path, endpoint: str = "/v1/audio/transcriptions", **fields: object
-) -> httpx.Response:
+def post_audio(client: httpx.Client, path: Path, **fields: object) -> httpx.Response:
     data = {"model": "tiny.en", **fields}
-    return client.post(endpoint, files={"file": (path.name, path.read_bytes())}, data=data)
+    return client.post(
+        "/v1/audio/transcriptions", files={"file": (path.name, path.read_bytes())}, data=data
+    )
 
 
 def test_jfk_json_is_near_perfect(

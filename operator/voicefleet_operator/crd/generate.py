@@ -49,6 +49,7 @@ class _WithFactoryDefaults(GenerateJsonSchema):
         factory = schema.get("default_factory")
         if factory is None or schema.get("default_factory_takes_data"):
             return super().get_default_value(schema)
+        # pydantic-core types the factory as maybe taking the data; not when takes_data is off.
         value = factory()  # type: ignore[call-arg]
         if isinstance(value, BaseModel):
             # Only what differs from the sub-model's own defaults: those are filled per field.

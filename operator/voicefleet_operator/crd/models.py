@@ -751,10 +751,6 @@ class VoiceServiceSpec(ApiModel):
         )
         return self
 
-    @property
-    def uses_gpu(self) -> bool:
-        return self.gpu is not None
-
 
 # --- status ---------------------------------------------------------------------------------
 

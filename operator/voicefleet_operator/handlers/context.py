@@ -57,5 +57,5 @@ class OperatorContext:
     @property
     def client(self) -> KubeApi:
         if self.api is None:
-            raise RuntimeError("the API client is created by the startup handler")
+            raise RuntimeError("no API client: serve() opens it before kopf starts")
         return self.api

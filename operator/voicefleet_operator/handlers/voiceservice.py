@@ -1,11 +1,12 @@
 """kopf handlers: VoiceService changes, child drift, periodic resync. They only read, build, apply.
 
-Errors map to kopf's retry model: conflicts, throttling, 5xx and timeouts are
-`TemporaryError` with exponential backoff; a spec the models reject, or a child the API
-server refuses as invalid (400/422), is a Degraded condition plus `PermanentError`, so kopf
-stops retrying until the spec changes. Every trigger (resync timer, child events, kopf's
+Errors map to kopf's retry model. A spec the models reject, or a child the API server
+refuses as invalid (400/422), is a Degraded condition plus `PermanentError`, so kopf stops
+retrying until the spec changes; every trigger (resync timer, child events, kopf's
 create/update/resume) then skips a VoiceService that failed permanently at its current
 generation, so nothing retries it behind kopf's back (an operator restart tries once more).
+Any other API failure (conflicts, throttling, 5xx, timeouts, missing permissions) is a
+`TemporaryError` with exponential backoff.
 """
 
 from __future__ import annotations

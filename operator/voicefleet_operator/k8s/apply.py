@@ -18,8 +18,9 @@ from voicefleet_operator.k8s.client import KubeApi
 from voicefleet_operator.k8s.resources import resource_of
 
 SPEC_HASH_ANNOTATION = "voicefleet.io/spec-hash"
-OWNED_SECTIONS = ("spec", "data", "endpoints", "selector")
-"""Top-level sections the operator owns entirely (a ServiceMonitor has `spec` too)."""
+OWNED_SECTIONS = ("spec",)
+"""Top-level sections the operator owns entirely: every child it builds keeps its content in
+`spec` (metadata is compared field by field instead, since others add to it)."""
 SERVER_OWNED_SPEC_FIELDS = {
     "Service": ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"),
 }

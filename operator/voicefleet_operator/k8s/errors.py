@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-RETRYABLE_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
-"""Conflicts, throttling and server errors: the same request may succeed a moment later."""
-
 INVALID_STATUSES = frozenset({400, 422})
 """The request itself is wrong: retrying it unchanged can never succeed."""
 
@@ -23,20 +20,12 @@ class ApiError(Exception):
         self.path = path
 
     @property
-    def retryable(self) -> bool:
-        return self.status == 0 or self.status in RETRYABLE_STATUSES
-
-    @property
     def invalid(self) -> bool:
         return self.status in INVALID_STATUSES
 
     @property
     def not_found(self) -> bool:
         return self.status == 404
-
-    @property
-    def conflict(self) -> bool:
-        return self.status == 409
 
 
 def from_status_body(status: int, body: Any, *, method: str, path: str) -> ApiError:

@@ -172,7 +172,7 @@ def _status_body(error: ApiError) -> dict[str, Any]:
 
 
 @attrs.define(kw_only=True)
-class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
+class ApiServer(kmock.KubernetesEmulator):
     behaviours: dict[kmock.resource, ResourceBehaviour] = attrs.field(factory=dict)
     journal: list[RecordedRequest] = attrs.field(factory=list)
     faults: list[Fault] = attrs.field(factory=list)
@@ -310,6 +310,12 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
             status = ApiError(error.status, error.reason, error.message)
             return aiohttp.web.json_response(_status_body(status), status=error.status)
 
+    @staticmethod
+    def _resource(request: rendering.Request) -> kmock.resource:
+        if request.resource is None:
+            raise ApiError(404, "NotFound", "the request names no resource")
+        return request.resource
+
     def _behaviour(self, request: rendering.Request) -> ResourceBehaviour:
         for resource, behaviour in self.behaviours.items():
             if resource == request.resource:
@@ -356,6 +362,7 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
 
     async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
         behaviour = self._behaviour(request)
+        resource = self._resource(request)
         selected = self._select(request)
         async with self._lock:
             items = [
@@ -365,7 +372,7 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
             ]
             version = str(self._last_resource_version)
         return {
-            "apiVersion": f"{request.resource.group}/{request.resource.version}".lstrip("/"),
+            "apiVersion": f"{resource.group}/{resource.version}".lstrip("/"),
             "kind": f"{behaviour.kind}List",
             "metadata": {"resourceVersion": version},
             "items": items,
@@ -376,7 +383,7 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
         selected = self._select(request)
         timeout = float(request.params.get("timeoutSeconds", 0) or 0) or None
         yield b""  # send the headers now, even if nothing happens for a while
-        bus = self._buses[request.resource]
+        bus = self._buses[self._resource(request)]
         async with self._lock:
             mark = await bus.mark()
             initial = [
@@ -482,10 +489,11 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
             self.objects[key].create(new)
         else:
             self.objects[key] = new
-        await self._buses[request.resource].put({"type": "ADDED", "object": copy.deepcopy(new)})
+        resource = self._resource(request)
+        await self._buses[resource].put({"type": "ADDED", "object": copy.deepcopy(new)})
         # An object whose owners are already gone is collected at once, as the GC would.
         await self._collect_garbage()
-        self._after_write(request.resource, key, behaviour)
+        self._after_write(resource, key, behaviour)
         return new
 
     async def _modify(
@@ -527,7 +535,7 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
                     new.pop("status", None)
         else:
             raise ApiError(404, "NotFound", f"no subresource {subresource}")
-        return await self._commit(request.resource, current, new, behaviour)
+        return await self._commit(self._resource(request), current, new, behaviour)
 
     def _written(
         self, request: rendering.Request, verb: str, base: dict[str, Any]
@@ -606,8 +614,8 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
                 return current
             new = copy.deepcopy(current)
             new["metadata"]["deletionTimestamp"] = _now()
-            return await self._commit(request.resource, current, new, behaviour)
-        await self._remove(request.resource, key)
+            return await self._commit(self._resource(request), current, new, behaviour)
+        await self._remove(self._resource(request), key)
         return current
 
     async def _remove(self, resource: kmock.resource, key: Any) -> None:

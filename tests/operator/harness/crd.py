@@ -7,6 +7,8 @@ from typing import Any
 
 import celpy
 import jsonschema
+from celpy.adapter import json_to_cel
+from celpy.evaluation import CELEvalError
 
 
 def apply_defaults(value: Any, schema: dict[str, Any]) -> Any:
@@ -35,8 +37,8 @@ def _cel_violations(value: Any, schema: dict[str, Any], where: str) -> list[str]
     for rule in schema.get("x-kubernetes-validations") or []:
         program = environment.program(environment.compile(rule["rule"]))
         try:
-            holds = bool(program.evaluate({"self": celpy.json_to_cel(value)}))
-        except celpy.CELEvalError:
+            holds = bool(program.evaluate({"self": json_to_cel(value)}))
+        except CELEvalError:
             holds = False
         if not holds:
             violations.append(f"{where}: {rule.get('message') or rule['rule']}")

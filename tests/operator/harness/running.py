@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TypeVar
 
 from voicefleet_operator.handlers.context import Clock
 from voicefleet_operator.main import serve
 from voicefleet_operator.settings import OperatorSettings
+
+T = TypeVar("T")
 
 
 class MovableClock:
@@ -26,14 +27,6 @@ class MovableClock:
 
     def advance(self, seconds: float) -> None:
         self._offset += timedelta(seconds=seconds)
-
-
-def free_port() -> int:
-    """A port nothing listens on right now (another process may take it; unlikely in a test)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class RunningOperator:
@@ -80,7 +73,7 @@ class RunningOperator:
             raise AssertionError("the operator failed") from self._failure
 
 
-async def eventually(check: Callable[[], Any], *, within: float = 20.0, what: str = "") -> Any:
+async def eventually(check: Callable[[], T | None], *, within: float = 20.0, what: str = "") -> T:
     """Poll until `check()` returns something truthy; fail with `what` after the deadline."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within

@@ -1,0 +1,38 @@
+"""Servers the tests start on 127.0.0.1: a port to give them, and waiting for `/readyz`.
+
+Imported as `tests.loopback` (pytest's importlib mode names modules by their path from the
+repository root)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+
+import httpx
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (another process may take it; unlikely in a test)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_until_ready(
+    base_url: str, is_running: Callable[[], bool], what: str, timeout: float = 180
+) -> None:
+    """Poll `/readyz` until it answers 200; fail at once if `what` stops running first, so a
+    server that crashed on start-up is reported as such, not as a timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_running():
+            raise RuntimeError(f"{what} stopped before it was ready")
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass  # not listening yet
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} was not ready after {timeout} s")

@@ -26,6 +26,10 @@ WARMUP_SECONDS = 1.0
 
 
 class RuntimeState:
+    """Everything one app instance owns: settings, the engine once loaded, admission, metrics
+    and the engine thread pool. It lives on `app.state.runtime`, so two apps in one process
+    (as in the tests) share nothing."""
+
     def __init__(self, settings: RuntimeSettings, engine_factory: EngineFactory) -> None:
         self.settings = settings
         self.engine_factory = engine_factory

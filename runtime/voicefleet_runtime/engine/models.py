@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REQUIRED_FILES = ("model.bin", "config.json")
-TOKENIZER_FILES = ("tokenizer.json",)
 
 
 class ModelNotFoundError(LookupError):

@@ -33,12 +33,6 @@ class DecodingVocabulary:
     suppress_ids_begin: tuple[int, ...]
     alignment_heads: tuple[tuple[int, int], ...]
 
-    def timestamp_token(self, seconds: float) -> int:
-        return self.timestamp_begin + round(seconds / SECONDS_PER_TIMESTAMP)
-
-    def is_timestamp(self, token: int) -> bool:
-        return token >= self.timestamp_begin
-
 
 class WhisperTokenizer:
     def __init__(self, tokenizer: Tokenizer, vocabulary: DecodingVocabulary) -> None:
@@ -96,9 +90,6 @@ class WhisperTokenizer:
         """Text of the ordinary tokens; special and timestamp tokens are dropped."""
         text_tokens = [token for token in tokens if token < self.vocabulary.eot]
         return str(self._tokenizer.decode(text_tokens, skip_special_tokens=False))
-
-    def decode_token(self, token: int) -> str:
-        return self.decode([token])
 
     def sot_sequence(self, language: str | None, task: str) -> list[int]:
         vocabulary = self.vocabulary

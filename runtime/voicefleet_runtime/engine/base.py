@@ -89,6 +89,25 @@ class EngineError(Exception):
         """The request parameter at fault (model, language, ...), when there is one."""
 
 
+def refuse_what_the_model_lacks(
+    options: DecodeOptions, *, model_id: str, multilingual: bool, languages: frozenset[str]
+) -> None:
+    """The checks every engine owes its model: no translation on an English-only model, and
+    only languages the model knows. One place, so both engines answer with the same 400."""
+    if options.task == "translate" and not multilingual:
+        raise EngineError(
+            f"model {model_id} is English-only and cannot translate; "
+            "load a multilingual model (for example base) for translations",
+            param="model",
+        )
+    if options.language is not None and options.language not in languages:
+        supported = "ISO 639-1 codes Whisper knows" if multilingual else "en only"
+        raise EngineError(
+            f"language {options.language!r} is not supported by model {model_id} ({supported})",
+            param="language",
+        )
+
+
 class SpeechEngine(Protocol):
     """A loaded model that turns 16 kHz mono audio into segments.
 

@@ -12,10 +12,10 @@ from voicefleet_runtime.engine.base import (
     SAMPLE_RATE,
     DecodeOptions,
     EngineCapabilities,
-    EngineError,
     Segment,
     TranscriptionInfo,
     Word,
+    refuse_what_the_model_lacks,
 )
 from voicefleet_runtime.engine.batching import BatchedMode, BatchingPolicy, batching_policy
 from voicefleet_runtime.engine.models import ResolvedModel
@@ -127,19 +127,12 @@ class FasterWhisperEngine:
         return self.CAPABILITIES
 
     def _check(self, options: DecodeOptions) -> None:
-        if options.task == "translate" and not self.multilingual:
-            raise EngineError(
-                f"model {self.model_id} is English-only and cannot translate; "
-                "load a multilingual model (for example base) for translations",
-                param="model",
-            )
-        if options.language is not None and options.language not in self._languages:
-            supported = "en only" if not self.multilingual else "ISO 639-1 codes Whisper knows"
-            raise EngineError(
-                f"language {options.language!r} is not supported by model {self.model_id} "
-                f"({supported})",
-                param="language",
-            )
+        refuse_what_the_model_lacks(
+            options,
+            model_id=self.model_id,
+            multilingual=self.multilingual,
+            languages=self._languages,
+        )
 
     def transcribe(
         self, audio: NDArray[np.float32], options: DecodeOptions

@@ -17,6 +17,7 @@ from voicefleet_runtime.engine.base import (
     EngineError,
     Segment,
     TranscriptionInfo,
+    refuse_what_the_model_lacks,
 )
 from voicefleet_runtime.engine.models import ResolvedModel
 from voicefleet_runtime.engine.torch_whisper.ct2_weights import load_ct2_model
@@ -139,15 +140,12 @@ class TorchWhisperEngine:
         return tuple(self._tokenizer.vocabulary.language_ids) or ("en",)
 
     def _check(self, options: DecodeOptions) -> None:
-        if options.task == "translate" and not self.multilingual:
-            raise EngineError(
-                f"model {self.model_id} is English-only and cannot translate; "
-                "load a multilingual model (for example base) for translations"
-            )
-        if options.language is not None and options.language not in self.supported_languages:
-            raise EngineError(
-                f"language {options.language!r} is not supported by model {self.model_id}"
-            )
+        refuse_what_the_model_lacks(
+            options,
+            model_id=self.model_id,
+            multilingual=self.multilingual,
+            languages=frozenset(self.supported_languages),
+        )
         if options.word_timestamps:
             raise EngineError("word timestamps need the faster-whisper engine")
         if options.vad_filter:

@@ -49,7 +49,14 @@ def _crd(args: argparse.Namespace) -> int:
 def _render(args: argparse.Namespace) -> int:
     from voicefleet_operator.render import render_file
 
-    sys.stdout.write(render_file(Path(args.file), prometheus_operator=args.with_servicemonitor))
+    try:
+        text = render_file(Path(args.file), prometheus_operator=args.with_servicemonitor)
+    except SystemExit:
+        raise
+    except Exception as error:  # a bug, not the user's input: still one line, no traceback
+        sys.stderr.write(f"voicefleet render: internal error: {type(error).__name__}: {error}\n")
+        return 2
+    sys.stdout.write(text)
     return 0
 
 

@@ -9,10 +9,10 @@ from typing import Any
 import yaml
 
 from voicefleet_operator.builders.children import build_children
+from voicefleet_operator.builders.deployment import initial_replicas
 from voicefleet_operator.crd.models import (
     KIND,
     InvalidVoiceServiceError,
-    VoiceService,
     parse_voiceservice,
 )
 
@@ -52,12 +52,6 @@ def _with_placeholder_uid(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     return {**body, "metadata": metadata}, True
 
 
-def initial_replicas(vs: VoiceService) -> int:
-    """The count a new Deployment starts with: the fixed count, else the floor (at least 1)."""
-    replicas = vs.spec.replicas
-    return replicas.fixed if replicas.fixed is not None else max(replicas.min, 1)
-
-
 def render_file(path: Path, *, prometheus_operator: bool) -> str:
     """Validate every VoiceService in `path` ("-": stdin) and return their children as YAML.
 
@@ -70,12 +64,12 @@ def render_file(path: Path, *, prometheus_operator: bool) -> str:
         body, placeholder = _with_placeholder_uid(body)
         try:
             vs = parse_voiceservice(body)
+            children = build_children(
+                vs, servicemonitor_api=prometheus_operator, replicas=initial_replicas(vs.spec)
+            )
         except InvalidVoiceServiceError as error:
             problems.append(str(error))
             continue
-        children = build_children(
-            vs, servicemonitor_api=prometheus_operator, replicas=initial_replicas(vs)
-        )
         note = (
             f"# ownerReferences carry a placeholder uid ({PLACEHOLDER_UID}): the API server "
             "assigns the VoiceService's real one.\n"

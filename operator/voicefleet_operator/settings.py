@@ -8,8 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_RUNTIME_IMAGE = "ghcr.io/voicefleet/voicefleet:0.1.0"
-"""The image children run when a VoiceService names none (the same image runs the operator)."""
+from voicefleet_operator.crd.models import DEFAULT_RUNTIME_IMAGE
 
 
 class OperatorSettings(BaseSettings):

@@ -8,21 +8,12 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voicefleet_runtime.metrics import RuntimeMetrics
+from voicefleet_runtime.routes import KNOWN_PATHS, OPEN_PATHS
 
 logger = logging.getLogger("voicefleet.access")
 
-KNOWN_ENDPOINTS = frozenset(
-    {
-        "/v1/audio/transcriptions",
-        "/v1/audio/translations",
-        "/transcribe",
-        "/v1/models",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-    }
-)
-QUIET_ENDPOINTS = frozenset({"/healthz", "/readyz", "/metrics"})
+KNOWN_ENDPOINTS = KNOWN_PATHS
+QUIET_ENDPOINTS = OPEN_PATHS
 AUDIO_SECONDS_KEY = "voicefleet_audio_seconds"
 """Where a handler leaves the decoded audio length (in the request's scope state)."""
 

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from voicefleet_runtime.errors import ApiError
+from voicefleet_runtime.errors import ApiError, draining_error
 
 
 @dataclass(frozen=True)
@@ -79,12 +79,7 @@ class AdmissionController:
     def accept(self) -> None:
         """Take a place or raise the refusal (503 draining, 429 full); synchronous, no await."""
         if self._draining:
-            raise ApiError(
-                503,
-                "the server is shutting down and accepts no new requests; retry on another replica",
-                code="draining",
-                headers={"Retry-After": "1"},
-            )
+            raise draining_error()
         if self._accepted >= self.concurrency + self.queue_size:
             retry_after = self.retry_after_seconds()
             raise ApiError(

@@ -10,9 +10,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from voicefleet_runtime.engine.base import DecodeOptions
-from voicefleet_runtime.errors import ApiError, error_response
+from voicefleet_runtime.errors import ApiError, draining_error, error_response
 from voicefleet_runtime.formats import Granularity, ResponseFormat, Transcript, render
 from voicefleet_runtime.language_names import language_code
+from voicefleet_runtime.routes import (
+    HEALTH_PATH,
+    LEGACY_TRANSCRIBE_PATH,
+    METRICS_PATH,
+    MODELS_PATH,
+    READY_PATH,
+    TRANSCRIPTIONS_PATH,
+    TRANSLATIONS_PATH,
+)
 from voicefleet_runtime.state import RuntimeState
 from voicefleet_runtime.transcription import (
     TranscriptionRequest,
@@ -89,7 +98,7 @@ def _respond(
 
 
 @router.post(
-    "/v1/audio/transcriptions",
+    TRANSCRIPTIONS_PATH,
     responses={200: {"content": {"text/plain": {}, "text/event-stream": {}}}, **INFERENCE_ERRORS},
 )
 async def create_transcription(
@@ -126,7 +135,7 @@ async def create_transcription(
 
 
 @router.post(
-    "/v1/audio/translations",
+    TRANSLATIONS_PATH,
     responses={200: {"content": {"text/plain": {}}}, **INFERENCE_ERRORS},
 )
 async def create_translation(
@@ -153,7 +162,7 @@ class LegacyTranscription(BaseModel):
     duration: float
 
 
-@router.post("/transcribe", responses=INFERENCE_ERRORS)
+@router.post(LEGACY_TRANSCRIBE_PATH, responses=INFERENCE_ERRORS)
 async def legacy_transcribe(
     request: Request,
     audio: Annotated[UploadFile, File(description="The audio, in any format FFmpeg decodes.")],
@@ -185,7 +194,7 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-@router.get("/v1/models", responses=_documented(401, 503))
+@router.get(MODELS_PATH, responses=_documented(401, 503))
 async def list_models(request: Request) -> ModelList:
     runtime = runtime_of(request)
     return ModelList(
@@ -193,14 +202,14 @@ async def list_models(request: Request) -> ModelList:
     )
 
 
-@router.get("/v1/models/{model_id}", responses=_documented(401, 404, 503))
+@router.get(MODELS_PATH + "/{model_id}", responses=_documented(401, 404, 503))
 async def retrieve_model(request: Request, model_id: str) -> ModelCard:
     runtime = runtime_of(request)
     engine_for(runtime, model_id)
     return ModelCard(id=model_id, created=runtime.loaded_at)
 
 
-@router.get("/healthz", responses=_documented(503))
+@router.get(HEALTH_PATH, responses=_documented(503))
 async def healthz(request: Request) -> dict[str, str]:
     """Liveness: the process serves HTTP; only a failed model load makes it unhealthy."""
     runtime = runtime_of(request)
@@ -209,18 +218,18 @@ async def healthz(request: Request) -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses=_documented(503))
+@router.get(READY_PATH, responses=_documented(503))
 async def readyz(request: Request) -> Response:
     """Readiness: model loaded and warmed up, and not draining."""
     runtime = runtime_of(request)
     if runtime.admission.draining:
-        return error_response(ApiError(503, "draining: shutting down", code="draining"))
+        return error_response(draining_error())
     if not runtime.ready:
         return error_response(ApiError(503, "the model is still loading", code="model_not_ready"))
     return JSONResponse({"status": "ready", "model": runtime.model_names()[0]})
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get(METRICS_PATH, response_class=PlainTextResponse)
 async def metrics(request: Request) -> Response:
     runtime = runtime_of(request)
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -7,9 +7,8 @@ import secrets
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from voicefleet_runtime.errors import ApiError, error_response
+from voicefleet_runtime.routes import OPEN_PATHS
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-"""Probes and Prometheus: never behind the key, never refused while draining."""
 UNAUTHENTICATED_PATHS = OPEN_PATHS | {"/openapi.json", "/docs"}
 """The API description holds no secrets; clients and fuzzers read it without a key."""
 

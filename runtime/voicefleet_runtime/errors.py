@@ -55,6 +55,16 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
+def draining_error() -> ApiError:
+    """What every request but probes and /metrics gets after SIGTERM: 503, try elsewhere."""
+    return ApiError(
+        503,
+        "the server is shutting down and accepts no new requests; retry on another replica",
+        code="draining",
+        headers={"Retry-After": "1"},
+    )
+
+
 class ApiHttpError(StarletteHTTPException):
     """An ApiError that must travel as an HTTPException: FastAPI re-raises those unchanged
     when they come out of body parsing, where any other exception becomes a generic 400."""

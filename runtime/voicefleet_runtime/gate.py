@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from voicefleet_runtime.auth import OPEN_PATHS
-from voicefleet_runtime.errors import ApiError, error_response
+from voicefleet_runtime.errors import ApiError, draining_error, error_response
+from voicefleet_runtime.routes import INFERENCE_PATHS, OPEN_PATHS
 from voicefleet_runtime.state import RuntimeState
-
-INFERENCE_PATHS = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations", "/transcribe"})
 
 
 class AdmissionGateMiddleware:
@@ -27,7 +25,7 @@ class AdmissionGateMiddleware:
         admission = self.runtime.admission
         if scope["path"] not in INFERENCE_PATHS or scope["method"] != "POST":
             if admission.draining:
-                await error_response(_draining_error())(scope, receive, send)
+                await error_response(draining_error())(scope, receive, send)
                 return
             await self.app(scope, receive, send)
             return
@@ -47,12 +45,3 @@ class AdmissionGateMiddleware:
             await self.app(scope, receive, send)
         finally:
             admission.release()
-
-
-def _draining_error() -> ApiError:
-    return ApiError(
-        503,
-        "the server is shutting down and accepts no new requests; retry on another replica",
-        code="draining",
-        headers={"Retry-After": "1"},
-    )

@@ -7,19 +7,26 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from voicefleet_operator.autoscaler.from_spec import UnsupportedScheduleError, policy_from_spec
+from voicefleet_operator.autoscaler.from_spec import policy_from_spec
 from voicefleet_operator.builders.autoscaling import build_autoscaling_children
 from voicefleet_operator.builders.children import build_children
-from voicefleet_operator.crd.models import VoiceService, parse_voiceservice
+from voicefleet_operator.builders.metrics_queries import fleet_queries
+from voicefleet_operator.crd.models import (
+    InvalidVoiceServiceError,
+    VoiceService,
+    parse_voiceservice,
+)
 
 UID = "0b5a7f5e-6a8e-4d8c-9d4f-3b7e2f1a0c11"
 PROMETHEUS = {"url": "http://prometheus-operated.monitoring:9090"}
 
 
-def make(autoscaling: dict[str, Any], replicas: dict[str, Any] | None = None) -> VoiceService:
+def make(
+    autoscaling: dict[str, Any], replicas: dict[str, Any] | None = None, name: str = "whisper"
+) -> VoiceService:
     return parse_voiceservice(
         {
-            "metadata": {"name": "whisper", "namespace": "speech", "uid": UID, "generation": 1},
+            "metadata": {"name": name, "namespace": "speech", "uid": UID, "generation": 1},
             "spec": {
                 "model": {"name": "tiny.en"},
                 "replicas": replicas or {"min": 1, "max": 8},
@@ -70,25 +77,55 @@ def test_keda_scaled_object_queries_prometheus_with_our_targets() -> None:
                 "source": "prometheus",
                 "prometheus": {
                     **PROMETHEUS,
-                    "gpuUtilizationQuery": "avg(DCGM_FI_DEV_GPU_UTIL{namespace='speech'}) / 100",
+                    "gpuUtilizationQuery": "DCGM_FI_DEV_GPU_UTIL{namespace='speech'} / 100",
                 },
             },
         }
     )
     [scaled] = build_autoscaling_children(vs)
     assert (scaled["apiVersion"], scaled["kind"]) == ("keda.sh/v1alpha1", "ScaledObject")
-    triggers = {t["name"]: t["metadata"] for t in scaled["spec"]["triggers"]}
-    assert triggers["demand"]["serverAddress"] == PROMETHEUS["url"]
-    assert "voicefleet_queue_depth" in triggers["demand"]["query"]
-    assert "voicefleet_requests_in_flight" in triggers["demand"]["query"]
-    assert triggers["demand"]["threshold"] == "2"
-    assert triggers["gpu"]["query"].startswith("avg(DCGM_FI_DEV_GPU_UTIL")
-    # The target travels as a ratio, as the query returns one (default target: 70%).
-    assert triggers["gpu"]["threshold"] == "0.7"
+    triggers = {t["name"]: t for t in scaled["spec"]["triggers"]}
+    demand, gpu = triggers["demand"]["metadata"], triggers["gpu"]["metadata"]
+    assert demand["serverAddress"] == PROMETHEUS["url"]
+    assert "voicefleet_queue_depth" in demand["query"]
+    assert "voicefleet_requests_in_flight" in demand["query"]
+    assert demand["threshold"] == "2"
+    assert triggers["demand"]["metricType"] == "AverageValue"
+    # The custom GPU query, averaged: a utilisation is compared with the target as it is.
+    assert gpu["query"] == "avg(DCGM_FI_DEV_GPU_UTIL{namespace='speech'} / 100)"
+    assert triggers["gpu"]["metricType"] == "Value"
+    assert gpu["threshold"] == "0.7"
     # build_children adopts it: same owner as every other child.
     children = build_children(vs, servicemonitor_api=False, replicas=None)
     [adopted] = [c for c in children if c["kind"] == "ScaledObject"]
     assert adopted["metadata"]["ownerReferences"][0]["uid"] == UID
+
+
+def test_keda_and_builtin_read_the_same_queries_selected_by_label() -> None:
+    """One MetricsSpec -> queries function: the queue-depth query the builtin autoscaler reads
+    is the one KEDA sums, and pods are matched by label, whatever the name's length."""
+    custom = "max by (pod) (my_queue{team='speech'})"
+    prometheus = {"source": "prometheus", "prometheus": {**PROMETHEUS, "queueDepthQuery": custom}}
+    long_name = "w" * 63
+    keda = make({"mode": "keda", "metrics": prometheus}, name=long_name)
+    builtin = make({"mode": "builtin", "metrics": prometheus}, name=long_name)
+    assert fleet_queries(keda) == fleet_queries(builtin)
+    queries = fleet_queries(builtin)
+    assert queries.queued == custom
+    [scaled] = build_autoscaling_children(keda)
+    demand = next(t for t in scaled["spec"]["triggers"] if t["name"] == "demand")
+    assert demand["metadata"]["query"] == queries.demand_total
+    assert demand["metadata"]["query"].startswith(f"sum({custom})")
+    matcher = f'voicefleet_io_voiceservice="{long_name}"'
+    for query in (queries.running, queries.gpu_utilization, queries.concurrency):
+        assert matcher in query
+        assert "pod=~" not in query
+    [monitor] = [
+        c
+        for c in build_children(keda, servicemonitor_api=True, replicas=None)
+        if c["kind"] == "ServiceMonitor"
+    ]
+    assert monitor["spec"]["podTargetLabels"] == ["voicefleet.io/voiceservice"]
 
 
 def test_policy_from_spec_maps_every_field() -> None:
@@ -131,7 +168,6 @@ def test_policy_from_spec_maps_every_field() -> None:
     assert not window.applies_at(4 * 86_400 + 7 * 3600)
 
 
-def test_day_of_month_schedules_are_refused_not_misread() -> None:
-    vs = make({"schedule": [{"start": "0 8 1 * *", "end": "0 18 1 * *", "minReplicas": 2}]})
-    with pytest.raises(UnsupportedScheduleError):
-        policy_from_spec(vs)
+def test_day_of_month_schedules_are_refused_at_admission_not_misread() -> None:
+    with pytest.raises(InvalidVoiceServiceError, match=r"autoscaling\.schedule\.0\.start"):
+        make({"schedule": [{"start": "0 8 1 * *", "end": "0 18 1 * *", "minReplicas": 2}]})

@@ -9,6 +9,7 @@ import subprocess
 import time
 import wave
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,15 @@ from tests.loopback import free_port
 from voicefleet_operator.autoscaler.policy import Observation, PodState, Policy, decide
 from voicefleet_operator.autoscaler.sources.pods import ScrapeTarget, scrape_pods, scrape_target
 from voicefleet_operator.autoscaler.sources.prometheus import PrometheusSource, query_pods
+from voicefleet_operator.builders.metrics_queries import (
+    VOICESERVICE_SERIES_LABEL,
+    default_queries,
+    pod_matchers,
+)
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+LABELLED = default_queries(pod_matchers("speech", "voice"))
+"""The queries the operator sends for VoiceService speech/voice: pods matched by label."""
 
 
 def targets(fleet: list[RuntimeProcess]) -> list[ScrapeTarget]:
@@ -142,7 +150,12 @@ def prometheus(
                 "static_configs": [
                     {
                         "targets": [f"127.0.0.1:{s.port}"],
-                        "labels": {"pod": s.pod, "namespace": "speech"},
+                        # As the ServiceMonitor's podTargetLabels copy the pod label.
+                        "labels": {
+                            "pod": s.pod,
+                            "namespace": "speech",
+                            VOICESERVICE_SERIES_LABEL: "voice",
+                        },
                     }
                     for s in runtime_fleet
                 ],
@@ -192,7 +205,7 @@ async def test_prometheus_source_gives_the_same_decision_as_the_pods_source(
 ) -> None:
     audio = long_speech_wav(shared_audio / "multilingual.mp3", repeats=3)
     names = [s.pod for s in runtime_fleet]
-    source = PrometheusSource(url=prometheus, selector='namespace="speech"')
+    source = PrometheusSource(url=prometheus, queries=LABELLED)
     policy = Policy(min_replicas=1, max_replicas=10, target_queue_depth_per_replica=1.0)
     pods = [PodState(name, "ready", 0.0) for name in names]
     # Keep the first runtime busy with a standing queue, so both sources have load to see.
@@ -226,13 +239,11 @@ async def test_prometheus_source_gives_the_same_decision_as_the_pods_source(
 async def test_prometheus_source_fails_pods_when_the_query_fails(
     prometheus: str, client: httpx.AsyncClient
 ) -> None:
-    broken = PrometheusSource(
-        url=prometheus, selector='namespace="speech"', overrides={"queued": "sum(("}
-    )
+    broken = PrometheusSource(url=prometheus, queries=replace(LABELLED, queued="sum(("))
     samples = await query_pods(client, broken, ["voice-0", "voice-1"])
     assert [s.ok for s in samples] == [False, False]
     assert all("queued query" in (s.error or "") for s in samples)
-    unknown = PrometheusSource(url=prometheus, selector='namespace="speech"')
+    unknown = PrometheusSource(url=prometheus, queries=LABELLED)
     [sample] = await query_pods(client, unknown, ["not-scraped"])
     assert not sample.ok
     assert sample.error == "no series in Prometheus"

@@ -19,6 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.operator.harness.crd import with_strict_fields
 from voicefleet_operator.crd.models import parse_voiceservice
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -27,23 +28,6 @@ MONITORING_SCHEMAS = json.loads(
     (Path(__file__).parent / "schemas" / "monitoring.coreos.com_v1.json").read_text()
 )
 KUBERNETES_VERSIONS = ["1.30.0", "1.35.0"]
-
-
-def with_strict_fields(schema: Any) -> Any:
-    """The schema as kubectl's default strict field validation applies it: unknown fields
-    fail (instead of being pruned) wherever the CRD does not preserve them."""
-    if isinstance(schema, list):
-        return [with_strict_fields(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    strict = {key: with_strict_fields(value) for key, value in schema.items()}
-    if (
-        "properties" in schema
-        and "additionalProperties" not in schema
-        and not schema.get("x-kubernetes-preserve-unknown-fields")
-    ):
-        strict["additionalProperties"] = False
-    return strict
 
 
 @pytest.fixture(scope="module")

@@ -10,243 +10,12 @@ from typing import Any
 import jsonschema
 import pytest
 
+from tests.operator_api.spec_cases import CEL, INVALID, OPERATOR, SCHEMA, VALID, InvalidCase
+from tests.operator_api.spec_cases import voiceservice as vs
 from voicefleet_operator.crd import cel
 from voicefleet_operator.crd.models import InvalidVoiceServiceError, parse_voiceservice
 
 Json = dict[str, Any]
-
-VALID = "valid"
-SCHEMA = "schema"
-"""Rejected by the OpenAPI schema (types, enums, bounds, patterns, unknown fields)."""
-MODEL_ONLY = "model-only"
-"""Accepted by the API server, refused by the pydantic models (the operator reports Degraded):
-checks whose CEL form would blow the API server's cost budget."""
-
-GPU = {"type": "NVIDIA-A100-SXM4-80GB"}
-
-
-def vs(spec: Json, name: str = "whisper") -> Json:
-    return {
-        "apiVersion": "voicefleet.io/v1alpha1",
-        "kind": "VoiceService",
-        "metadata": {"name": name, "namespace": "speech"},
-        "spec": {"model": {"name": "tiny.en"}, **spec},
-    }
-
-
-CASES: list[tuple[str, Json, str | cel.CelRule]] = [
-    ("cpu-minimal", vs({}), VALID),
-    ("gpu-a100-float16", vs({"gpu": GPU, "precision": "float16"}), VALID),
-    (
-        "mig-int8-float16",
-        vs({"gpu": {"resourceName": "nvidia.com/mig-1g.10gb"}, "precision": "int8_float16"}),
-        VALID,
-    ),
-    (
-        "fallbacks-gpu-then-cpu",
-        vs(
-            {
-                "gpu": {
-                    **GPU,
-                    "fallbacks": [{"type": "NVIDIA-L4"}, {"cpu": {"precision": "int8"}}],
-                },
-                "precision": "float16",
-            }
-        ),
-        VALID,
-    ),
-    (
-        "fixed-with-autoscaling-off",
-        vs({"replicas": {"fixed": 3}, "autoscaling": {"mode": "off"}}),
-        VALID,
-    ),
-    (
-        "pvc-source",
-        vs({"model": {"name": "large-v3", "source": "pvc", "pvc": {"claimName": "models"}}}),
-        VALID,
-    ),
-    (
-        "download-source",
-        vs(
-            {
-                "model": {
-                    "name": "distil-large-v3",
-                    "source": "download",
-                    "revision": "c0ffee",
-                    "download": {"cacheSize": "8Gi"},
-                }
-            }
-        ),
-        VALID,
-    ),
-    (
-        "prometheus-metrics",
-        vs(
-            {
-                "autoscaling": {
-                    "metrics": {"source": "prometheus", "prometheus": {"url": "http://prom:9090"}}
-                }
-            }
-        ),
-        VALID,
-    ),
-    (
-        "schedule-window",
-        vs(
-            {
-                "replicas": {"min": 1, "max": 6},
-                "autoscaling": {
-                    "schedule": [{"start": "0 8 * * 1-5", "end": "0 18 * * 1-5", "minReplicas": 6}]
-                },
-            }
-        ),
-        VALID,
-    ),
-    (
-        "resources-and-extra-env",
-        vs(
-            {
-                "runtime": {
-                    "resources": {
-                        "requests": {"cpu": 2, "memory": "8Gi"},
-                        "limits": {"cpu": "2500m"},
-                    },
-                    "env": [{"name": "VOICEFLEET_CPU_THREADS", "value": "2"}],
-                }
-            }
-        ),
-        VALID,
-    ),
-    (
-        "pod-overrides",
-        vs(
-            {
-                "pod": {
-                    "nodeSelector": {"topology.kubernetes.io/zone": "eu-west-1a"},
-                    "tolerations": [
-                        {
-                            "key": "dedicated",
-                            "operator": "Equal",
-                            "value": "stt",
-                            "effect": "NoSchedule",
-                        }
-                    ],
-                    "affinity": {"nodeAffinity": {}},
-                    "labels": {"team": "speech"},
-                    "annotations": {"example.com/owner": "speech"},
-                    "priorityClassName": "high",
-                }
-            }
-        ),
-        VALID,
-    ),
-    ("torch-bfloat16", vs({"engine": "torch", "gpu": GPU, "precision": "bfloat16"}), VALID),
-    ("keda-mode", vs({"autoscaling": {"mode": "keda", "targetGpuUtilization": 70}}), VALID),
-    ("min-equals-max", vs({"replicas": {"min": 2, "max": 2}}), VALID),
-    ("min-above-max", vs({"replicas": {"min": 5, "max": 2}}), cel.MIN_NOT_ABOVE_MAX),
-    ("fixed-while-autoscaling", vs({"replicas": {"fixed": 2}}), cel.FIXED_EXCLUDES_AUTOSCALING),
-    ("float16-without-gpu", vs({"precision": "float16"}), cel.GPU_PRECISION_NEEDS_GPU),
-    ("int8-bfloat16-without-gpu", vs({"precision": "int8_bfloat16"}), cel.GPU_PRECISION_NEEDS_GPU),
-    (
-        "cpu-fallback-float16",
-        vs({"gpu": {**GPU, "fallbacks": [{"cpu": {"precision": "float16"}}]}}),
-        cel.CPU_FALLBACK_PRECISION,
-    ),
-    (
-        "cpu-fallback-not-last",
-        vs({"gpu": {**GPU, "fallbacks": [{"cpu": {}}, {"type": "NVIDIA-L4"}]}}),
-        cel.CPU_FALLBACK_LAST,
-    ),
-    (
-        "fallback-both-gpu-and-cpu",
-        vs({"gpu": {**GPU, "fallbacks": [{"type": "NVIDIA-L4", "cpu": {}}]}}),
-        cel.FALLBACK_GPU_XOR_CPU,
-    ),
-    ("fallback-neither", vs({"gpu": {**GPU, "fallbacks": [{}]}}), cel.FALLBACK_GPU_XOR_CPU),
-    (
-        "pvc-source-without-pvc",
-        vs({"model": {"name": "base", "source": "pvc"}}),
-        cel.PVC_IFF_SOURCE_PVC,
-    ),
-    (
-        "pvc-with-image-source",
-        vs({"model": {"name": "base", "pvc": {"claimName": "models"}}}),
-        cel.PVC_IFF_SOURCE_PVC,
-    ),
-    (
-        "download-settings-with-image-source",
-        vs({"model": {"name": "base", "download": {"cacheSize": "4Gi"}}}),
-        cel.DOWNLOAD_ONLY_WITH_SOURCE_DOWNLOAD,
-    ),
-    (
-        "prometheus-source-without-url",
-        vs({"autoscaling": {"metrics": {"source": "prometheus"}}}),
-        cel.PROMETHEUS_SOURCE_NEEDS_SETTINGS,
-    ),
-    (
-        "env-overrides-precision",
-        vs({"runtime": {"env": [{"name": "VOICEFLEET_PRECISION", "value": "float32"}]}}),
-        cel.ENV_NOT_OPERATOR_OWNED,
-    ),
-    (
-        "env-sets-api-key",
-        vs({"runtime": {"env": [{"name": "VOICEFLEET_API_KEY", "value": "hunter2"}]}}),
-        cel.ENV_NOT_OPERATOR_OWNED,
-    ),
-    (
-        "label-overrides-selector",
-        vs({"pod": {"labels": {"app.kubernetes.io/instance": "other"}}}),
-        cel.LABELS_NOT_RESERVED,
-    ),
-    (
-        "label-in-voicefleet-prefix",
-        vs({"pod": {"labels": {"voicefleet.io/x": "y"}}}),
-        cel.LABELS_NOT_RESERVED,
-    ),
-    (
-        "schedule-above-max",
-        vs(
-            {
-                "replicas": {"max": 3},
-                "autoscaling": {
-                    "schedule": [{"start": "0 8 * * *", "end": "0 9 * * *", "minReplicas": 5}]
-                },
-            }
-        ),
-        cel.SCHEDULE_WITHIN_MAX,
-    ),
-    ("name-too-long", vs({}, name="w" * 64), cel.NAME_FITS_A_LABEL),
-    ("gpu-count-zero", vs({"gpu": {"count": 0}}), SCHEMA),
-    ("unknown-precision", vs({"precision": "fp8"}), SCHEMA),
-    ("bad-quantity", vs({"runtime": {"resources": {"limits": {"memory": "16GB"}}}}), SCHEMA),
-    (
-        "bad-claim-name",
-        vs({"model": {"name": "base", "source": "pvc", "pvc": {"claimName": "Models_Cache"}}}),
-        SCHEMA,
-    ),
-    ("resource-name-without-domain", vs({"gpu": {"resourceName": "gpu"}}), SCHEMA),
-    ("gpu-utilization-above-100", vs({"autoscaling": {"targetGpuUtilization": 150}}), SCHEMA),
-    (
-        "fractional-queue-target-zero",
-        vs({"autoscaling": {"targetQueueDepthPerReplica": 0}}),
-        SCHEMA,
-    ),
-    ("unknown-field", vs({"replica": {"min": 1}}), SCHEMA),
-    (
-        "bad-cron",
-        vs(
-            {
-                "autoscaling": {
-                    "schedule": [{"start": "daily", "end": "0 9 * * *", "minReplicas": 1}]
-                }
-            }
-        ),
-        SCHEMA,
-    ),
-    ("missing-model", {**vs({}), "spec": {}}, SCHEMA),
-    ("node-selector-bad-key", vs({"pod": {"nodeSelector": {"bad key!": "x"}}}), MODEL_ONLY),
-    ("name-not-a-dns-label", vs({}, name="1whisper"), MODEL_ONLY),
-]
 
 
 def unknown_fields(schema: Json, value: Any, path: str = "") -> list[str]:
@@ -271,21 +40,14 @@ def unknown_fields(schema: Json, value: Any, path: str = "") -> list[str]:
 
 
 def test_table_is_large_and_covers_every_cel_rule() -> None:
-    assert len(CASES) >= 20
-    covered = {expected for _, _, expected in CASES if isinstance(expected, cel.CelRule)}
+    assert len(INVALID) >= 60
+    assert len(VALID) >= 15
+    assert len({c.id for c in INVALID} | {c.id for c in VALID}) == len(INVALID) + len(VALID)
+    covered = {c.expect for c in INVALID if c.layer == CEL}
     assert covered == set(cel.ALL_RULES)
 
 
-@pytest.mark.parametrize(
-    ("body", "expected"), [(c[1], c[2]) for c in CASES], ids=[c[0] for c in CASES]
-)
-def test_schema_cel_and_pydantic_agree(
-    body: Json,
-    expected: str | cel.CelRule,
-    openapi_schema: Json,
-    defaulted: Callable[[Json], Json],
-    cel_checker: Any,
-) -> None:
+def _judged(body: Json, openapi_schema: Json, defaulted: Callable[[Json], Json]) -> Any:
     stored = defaulted(body)
     schema_errors = [
         e.message for e in jsonschema.Draft4Validator(openapi_schema).iter_errors(stored)
@@ -296,25 +58,38 @@ def test_schema_cel_and_pydantic_agree(
         model_error = None
     except InvalidVoiceServiceError as error:
         model_error = str(error)
+    return stored, schema_errors, model_error
 
-    if expected == SCHEMA:
+
+@pytest.mark.parametrize("case", INVALID, ids=[c.id for c in INVALID])
+def test_each_invalid_spec_is_refused_by_its_layer(
+    case: InvalidCase,
+    openapi_schema: Json,
+    defaulted: Callable[[Json], Json],
+    cel_checker: Any,
+) -> None:
+    stored, schema_errors, model_error = _judged(case.body, openapi_schema, defaulted)
+    assert model_error is not None, "the pydantic models accepted it"
+    assert case.message in model_error
+    if case.layer == SCHEMA:
         assert schema_errors, "the OpenAPI schema accepted it"
-        assert model_error is not None, "the pydantic model accepted it"
         return
-
     assert schema_errors == []
     broken = cel_checker.broken_messages(stored)
-    if expected == VALID:
-        assert broken == set()
-        assert model_error is None
-    elif expected == MODEL_ONLY:
-        assert broken == set()
-        assert model_error is not None
+    if case.layer == OPERATOR:
+        assert broken == set(), "CEL refused it: move it to the CEL layer"
     else:
-        assert isinstance(expected, cel.CelRule)
-        assert broken == {expected.message}
-        assert model_error is not None
-        assert expected.message in model_error
+        assert broken == {case.message}
+
+
+@pytest.mark.parametrize("case", VALID, ids=[c.id for c in VALID])
+def test_each_valid_spec_passes_every_layer(
+    case: Any, openapi_schema: Json, defaulted: Callable[[Json], Json], cel_checker: Any
+) -> None:
+    stored, schema_errors, model_error = _judged(case.body, openapi_schema, defaulted)
+    assert schema_errors == []
+    assert cel_checker.broken_messages(stored) == set()
+    assert model_error is None
 
 
 def test_model_error_lists_every_independent_problem() -> None:

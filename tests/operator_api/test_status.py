@@ -10,8 +10,15 @@ from typing import Any
 import jsonschema
 
 from voicefleet_operator.builders.deployment import build_deployment
-from voicefleet_operator.crd.models import parse_voiceservice
-from voicefleet_operator.status import derive_status
+from voicefleet_operator.crd.models import FallbackStatus, VoiceServiceStatus, parse_voiceservice
+from voicefleet_operator.handlers.reconcile import serving
+from voicefleet_operator.status import (
+    INVALID_SPEC,
+    Problem,
+    derive_status,
+    previous_status,
+    rollout_of,
+)
 
 Json = dict[str, Any]
 NOW = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
@@ -55,6 +62,29 @@ def deployment(
     return built
 
 
+def derived(
+    source: Json,
+    live: Json | None,
+    *,
+    now: datetime = NOW,
+    fallback: FallbackStatus | None = None,
+) -> Json:
+    """derive_status over the typed inputs the reconcile gives it for `source` and `live`."""
+    vs = parse_voiceservice(source)
+    chosen = fallback or FallbackStatus(
+        index=int(live["metadata"]["annotations"]["voicefleet.io/placement-candidate"])
+        if live is not None
+        else 0
+    )
+    return derive_status(
+        generation=vs.metadata.generation,
+        previous=vs.status or VoiceServiceStatus(),
+        serving=serving(vs, chosen),
+        rollout=rollout_of(live) if live is not None else None,
+        now=now,
+    )
+
+
 def conditions(status: Json) -> dict[str, Json]:
     return {c["type"]: c for c in status["conditions"]}
 
@@ -65,7 +95,7 @@ def status_schema(openapi_schema: Json) -> Json:
 
 
 def test_without_a_deployment_the_service_is_pending(openapi_schema: Json) -> None:
-    status = derive_status(body(), None, now=NOW)
+    status = derived(body(), None, now=NOW)
     jsonschema.Draft4Validator(status_schema(openapi_schema)).validate(status)
     assert status["phase"] == "Progressing"
     assert status["observedGeneration"] == 3
@@ -79,7 +109,7 @@ def test_without_a_deployment_the_service_is_pending(openapi_schema: Json) -> No
 
 
 def test_rolling_out(openapi_schema: Json) -> None:
-    status = derive_status(body(), deployment(desired=2, current=2, updated=1, ready=1), now=NOW)
+    status = derived(body(), deployment(desired=2, current=2, updated=1, ready=1), now=NOW)
     jsonschema.Draft4Validator(status_schema(openapi_schema)).validate(status)
     by_type = conditions(status)
     assert status["phase"] == "Progressing"
@@ -92,7 +122,7 @@ def test_rolling_out(openapi_schema: Json) -> None:
 
 
 def test_ready_reports_what_the_pods_run(openapi_schema: Json) -> None:
-    status = derive_status(body(), deployment(desired=2, current=2, updated=2, ready=2), now=NOW)
+    status = derived(body(), deployment(desired=2, current=2, updated=2, ready=2), now=NOW)
     jsonschema.Draft4Validator(status_schema(openapi_schema)).validate(status)
     assert status["phase"] == "Ready"
     assert conditions(status)["Ready"]["reason"] == "AllReplicasReady"
@@ -107,9 +137,7 @@ def test_ready_reports_what_the_pods_run(openapi_schema: Json) -> None:
 
 
 def test_cpu_fallback_is_reported_as_cpu() -> None:
-    status = derive_status(
-        body(), deployment(desired=1, current=1, updated=1, ready=1, index=1), now=NOW
-    )
+    status = derived(body(), deployment(desired=1, current=1, updated=1, ready=1, index=1), now=NOW)
     assert status["gpu"] == "cpu"
     assert status["precision"] == "int8"
     assert status["fallback"]["index"] == 1
@@ -130,7 +158,7 @@ def test_stalled_rollout_is_degraded() -> None:
             }
         ],
     )
-    status = derive_status(body(), stalled, now=NOW)
+    status = derived(body(), stalled, now=NOW)
     assert status["phase"] == "Degraded"
     degraded = conditions(status)["Degraded"]
     assert degraded["reason"] == "ProgressDeadlineExceeded"
@@ -152,7 +180,7 @@ def test_replica_failure_is_degraded() -> None:
             }
         ],
     )
-    status = derive_status(body(), failing, now=NOW)
+    status = derived(body(), failing, now=NOW)
     assert conditions(status)["Degraded"]["reason"] == "FailedCreate"
 
 
@@ -160,19 +188,25 @@ def test_an_error_is_degraded_even_for_an_invalid_body() -> None:
     invalid = body()
     invalid["spec"] = {**SPEC, "replicas": {"min": 9, "max": 1}}
     status = derive_status(
-        invalid, None, now=NOW, error="replicas.min must not exceed replicas.max"
+        generation=3,
+        previous=previous_status(invalid),
+        serving=None,
+        rollout=None,
+        now=NOW,
+        problem=Problem(INVALID_SPEC, "replicas.min must not exceed replicas.max"),
     )
     assert status["phase"] == "Degraded"
     degraded = conditions(status)["Degraded"]
     assert degraded["status"] == "True"
     assert degraded["message"] == "replicas.min must not exceed replicas.max"
+    assert degraded["reason"] == "InvalidSpec"
     assert "endpoint" not in status
 
 
 def test_transition_time_moves_only_when_status_flips() -> None:
-    first = derive_status(body(), deployment(desired=2, current=2, updated=1, ready=1), now=NOW)
+    first = derived(body(), deployment(desired=2, current=2, updated=1, ready=1), now=NOW)
     later = NOW + timedelta(minutes=5)
-    second = derive_status(
+    second = derived(
         body(status=first), deployment(desired=2, current=2, updated=2, ready=2), now=later
     )
     before, after = conditions(first), conditions(second)
@@ -182,14 +216,19 @@ def test_transition_time_moves_only_when_status_flips() -> None:
     assert after["Progressing"]["lastTransitionTime"] == "2025-03-01T09:35:00Z"
 
 
-def test_autoscaler_subtree_and_fallback_clock_are_kept(defaulted: Callable[[Json], Json]) -> None:
+def test_autoscaler_subtree_is_kept_and_the_fallback_clock_is_the_decisions(
+    defaulted: Callable[[Json], Json],
+) -> None:
     since = "2025-03-01T09:00:00Z"
     old = {
         "autoscaler": {"desiredReplicas": 3, "reason": "queue depth"},
-        "fallback": {"index": 0, "unschedulableSince": since},
+        "fallback": {"index": 0},
     }
-    status = derive_status(
-        body(status=old), deployment(desired=1, current=1, updated=1, ready=0), now=NOW
+    decided = FallbackStatus(index=0, unschedulable_since=datetime(2025, 3, 1, 9, tzinfo=UTC))
+    status = derived(
+        body(status=old),
+        deployment(desired=1, current=1, updated=1, ready=0),
+        fallback=decided,
     )
     assert status["autoscaler"] == old["autoscaler"]
     assert status["fallback"] == {"index": 0, "unschedulableSince": since}

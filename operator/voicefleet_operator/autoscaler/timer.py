@@ -27,7 +27,12 @@ from voicefleet_operator.autoscaler.policy import (
 from voicefleet_operator.autoscaler.sources.pods import scrape_pods, scrape_target
 from voicefleet_operator.autoscaler.sources.prometheus import PrometheusSource, query_pods
 from voicefleet_operator.builders.labels import selector_string
-from voicefleet_operator.crd.models import VoiceService, parse_voiceservice
+from voicefleet_operator.builders.metrics_queries import fleet_queries
+from voicefleet_operator.crd.models import (
+    InvalidVoiceServiceError,
+    VoiceService,
+    parse_voiceservice,
+)
 from voicefleet_operator.handlers.context import OperatorContext
 from voicefleet_operator.k8s.client import KubeApi
 from voicefleet_operator.k8s.resources import DEPLOYMENTS, VOICESERVICES
@@ -63,14 +68,9 @@ async def collect(
     metrics = vs.spec.autoscaling.metrics
     async with httpx.AsyncClient() as client:
         if metrics.source == "prometheus" and metrics.prometheus is not None:
-            selector = f'namespace="{vs.namespace}",pod=~"{vs.name}-.*"'
-            overrides = {}
-            if metrics.prometheus.gpu_utilization_query:
-                overrides["gpu_utilization"] = metrics.prometheus.gpu_utilization_query
             source = PrometheusSource(
                 url=metrics.prometheus.url,
-                selector=selector,
-                overrides=overrides,
+                queries=fleet_queries(vs),
                 timeout_seconds=metrics.prometheus.timeout_seconds,
             )
             return await query_pods(client, source, sorted(ready))
@@ -92,7 +92,10 @@ def autoscaler_status(decision: Decision, last_scale: str | None) -> dict[str, A
 async def run_once(
     api: KubeApi, body: kopf.Body, memo: Any, interval: float, logger: Any
 ) -> Decision | None:
-    vs = parse_voiceservice(body)
+    try:
+        vs = parse_voiceservice(body)
+    except InvalidVoiceServiceError:
+        return None  # the reconcile handler reports it (Degraded); nothing to scale by
     if vs.spec.autoscaling.mode != "builtin":
         return None
     now = time.time()

@@ -10,12 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from voicefleet_operator.builders.labels import child_metadata
+from voicefleet_operator.builders.metrics_queries import fleet_queries
 from voicefleet_operator.crd.models import AutoscalingSpec, ScalingRate, VoiceService
 from voicefleet_runtime import metric_names as names
-
-
-def _selector(vs: VoiceService) -> str:
-    return f'namespace="{vs.namespace}",pod=~"{vs.name}-[a-z0-9]+-[a-z0-9]+"'
 
 
 def _policies(rate: ScalingRate) -> list[dict[str, Any]]:
@@ -41,32 +38,18 @@ def build_behavior(spec: AutoscalingSpec) -> dict[str, Any]:
     }
 
 
-def demand_query(vs: VoiceService) -> str:
-    prometheus = vs.spec.autoscaling.metrics.prometheus
-    if prometheus is not None and prometheus.queue_depth_query:
-        return prometheus.queue_depth_query
-    selector = _selector(vs)
-    return f"sum({names.QUEUE_DEPTH}{{{selector}}}) + sum({names.REQUESTS_IN_FLIGHT}{{{selector}}})"
-
-
-def gpu_query(vs: VoiceService) -> str:
-    prometheus = vs.spec.autoscaling.metrics.prometheus
-    if prometheus is not None and prometheus.gpu_utilization_query:
-        return prometheus.gpu_utilization_query
-    return f"sum({names.GPU_UTILIZATION}{{{_selector(vs)}}})"
-
-
 def build_scaled_object(vs: VoiceService) -> dict[str, Any]:
+    """Assumes a valid spec: mode keda comes with metrics.prometheus (cel.KEDA_NEEDS_PROMETHEUS)."""
     spec = vs.spec.autoscaling
     prometheus = spec.metrics.prometheus
-    if prometheus is None:
-        raise ValueError("autoscaling.mode keda needs autoscaling.metrics.prometheus")
+    assert prometheus is not None, "the models refuse mode keda without metrics.prometheus"
+    queries = fleet_queries(vs)
 
-    def trigger(name: str, query: str, threshold: float) -> dict[str, Any]:
+    def trigger(name: str, query: str, threshold: float, metric_type: str) -> dict[str, Any]:
         return {
             "type": "prometheus",
             "name": name,
-            "metricType": "AverageValue",
+            "metricType": metric_type,
             "metadata": {
                 "serverAddress": prometheus.url,
                 "query": query,
@@ -85,8 +68,15 @@ def build_scaled_object(vs: VoiceService) -> dict[str, Any]:
             "maxReplicaCount": vs.spec.replicas.max,
             "advanced": {"horizontalPodAutoscalerConfig": {"behavior": build_behavior(spec)}},
             "triggers": [
-                trigger("demand", demand_query(vs), spec.target_queue_depth_per_replica),
-                trigger("gpu", gpu_query(vs), spec.target_gpu_utilization / 100),
+                # Requests per replica: the fleet's total, averaged by the HPA over replicas.
+                trigger(
+                    "demand",
+                    queries.demand_total,
+                    spec.target_queue_depth_per_replica,
+                    "AverageValue",
+                ),
+                # A utilisation is already a mean: compared with the target as it is.
+                trigger("gpu", queries.gpu_mean, spec.target_gpu_utilization / 100, "Value"),
             ],
         },
     }
@@ -114,7 +104,7 @@ def build_hpa(vs: VoiceService) -> dict[str, Any]:
         "metadata": child_metadata(vs),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": vs.name},
-            "minReplicas": max(vs.spec.replicas.min, 1),
+            "minReplicas": vs.spec.replicas.min,
             "maxReplicas": vs.spec.replicas.max,
             "metrics": [
                 pods_metric(names.QUEUE_DEPTH, target),

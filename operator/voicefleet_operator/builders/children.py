@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
+from voicefleet_operator.builders.autoscaling import build_autoscaling_children
+from voicefleet_operator.builders.checks import kubernetes_refusals
 from voicefleet_operator.builders.deployment import build_deployment
 from voicefleet_operator.builders.labels import (
+    MissingUidError,
     common_labels,
     owner_reference,
     with_spec_hash,
@@ -15,21 +17,16 @@ from voicefleet_operator.builders.labels import (
 from voicefleet_operator.builders.pdb import build_pdb
 from voicefleet_operator.builders.service import build_service
 from voicefleet_operator.builders.servicemonitor import build_servicemonitor
-from voicefleet_operator.crd.models import VoiceService, parse_voiceservice
+from voicefleet_operator.crd.models import (
+    InvalidVoiceServiceError,
+    VoiceService,
+    parse_voiceservice,
+)
 
-AUTOSCALING_MODULE = "voicefleet_operator.builders.autoscaling"
 
-
-def _autoscaling_children(vs: VoiceService) -> list[dict[str, Any]]:
-    """KEDA ScaledObject / HPA, built by the autoscaling builders when that module is present."""
-    try:
-        module = importlib.import_module(AUTOSCALING_MODULE)
-    except ModuleNotFoundError as error:
-        if error.name != AUTOSCALING_MODULE:
-            raise
-        return []
-    children: list[dict[str, Any]] = list(module.build_autoscaling_children(vs))
-    return children
+class ChildBuildError(InvalidVoiceServiceError):
+    """A spec the models accepted, yet no valid child can be built from it: reported like any
+    other invalid spec (Degraded, reason InvalidSpec) rather than retried."""
 
 
 def _adopted(vs: VoiceService, child: dict[str, Any]) -> dict[str, Any]:
@@ -53,10 +50,33 @@ def build_children(
 
     `replicas=None` leaves the Deployment's count to whoever set it last; `placement_index`
     picks the GPU candidate ([gpu, *gpu.fallbacks]) the operator settled on. Raises
-    `InvalidVoiceServiceError` for a body that breaks the API rules and `MissingUidError` when
-    the VoiceService has no uid yet.
+    `InvalidVoiceServiceError` for a body that breaks the API rules (`ChildBuildError` when
+    only building shows it) and `MissingUidError` when the VoiceService has no uid yet.
     """
     service = vs if isinstance(vs, VoiceService) else parse_voiceservice(vs)
+    try:
+        children = _children(service, servicemonitor_api, replicas, placement_index)
+    except (MissingUidError, InvalidVoiceServiceError):
+        raise
+    except Exception as error:
+        # The builders assume a valid spec: whatever still fails is a spec the models should
+        # have refused. Reported once as InvalidSpec; retrying the same spec cannot help.
+        raise ChildBuildError(
+            f"VoiceService {service.name}: cannot build its children: "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    refusals = [problem for child in children for problem in kubernetes_refusals(child)]
+    if refusals:
+        raise ChildBuildError(
+            f"VoiceService {service.name}: Kubernetes would refuse its children: "
+            + "; ".join(refusals)
+        )
+    return [with_spec_hash(child) for child in children]
+
+
+def _children(
+    service: VoiceService, servicemonitor_api: bool, replicas: int | None, placement_index: int
+) -> list[dict[str, Any]]:
     children = [
         build_deployment(service, replicas=replicas, placement_index=placement_index),
         build_service(service),
@@ -64,5 +84,5 @@ def build_children(
     ]
     if servicemonitor_api:
         children.append(build_servicemonitor(service))
-    children.extend(_adopted(service, child) for child in _autoscaling_children(service))
-    return [with_spec_hash(child) for child in children]
+    children.extend(_adopted(service, child) for child in build_autoscaling_children(service))
+    return children

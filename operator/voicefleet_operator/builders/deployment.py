@@ -6,14 +6,16 @@ import math
 from typing import Any
 
 from voicefleet_operator.builders.labels import (
-    MODEL_REVISION_LABEL,
+    MODEL_REVISION_ANNOTATION,
     PLACEMENT_ANNOTATION,
     child_metadata,
     common_labels,
     selector_labels,
 )
 from voicefleet_operator.builders.placement import Placement, placement_for
-from voicefleet_operator.crd.models import VoiceService, VoiceServiceSpec
+from voicefleet_operator.crd import cel
+from voicefleet_operator.crd.models import DEFAULT_RUNTIME_IMAGE, VoiceService, VoiceServiceSpec
+from voicefleet_runtime.routes import HEALTH_PATH, METRICS_PATH, READY_PATH
 
 CONTAINER_NAME = "runtime"
 PORT_NAME = "http"
@@ -84,14 +86,20 @@ def termination_grace_seconds(spec: VoiceServiceSpec, placement: Placement) -> i
     return PRE_STOP_SECONDS + drain_seconds(spec, placement) + GRACE_MARGIN_SECONDS
 
 
+def runtime_image(spec: VoiceServiceSpec) -> str:
+    """The spec's image; the operator fills in its configured default before building."""
+    return spec.runtime.image or DEFAULT_RUNTIME_IMAGE
+
+
 def download_repository(spec: VoiceServiceSpec) -> str:
     download = spec.model.download
     if download is not None and download.repository:
         return download.repository
     name = spec.model.name
+    owner, prefix = cel.DERIVED_REPOSITORY_OWNER, cel.DERIVED_REPOSITORY_PREFIX
     if name.startswith("distil-"):
-        return f"Systran/faster-distil-whisper-{name.removeprefix('distil-')}"
-    return f"Systran/faster-whisper-{name}"
+        return f"{owner}/faster-distil-whisper-{name.removeprefix('distil-')}"
+    return f"{owner}/{prefix}{name}"
 
 
 def _cpu_threads(spec: VoiceServiceSpec) -> int | None:
@@ -171,19 +179,19 @@ def _probes(spec: VoiceServiceSpec, placement: Placement) -> dict[str, Any]:
     startup_failures = math.ceil(startup_timeout_seconds(spec, placement) / STARTUP_PERIOD_SECONDS)
     return {
         "startupProbe": {
-            "httpGet": {"path": "/readyz", "port": PORT_NAME},
+            "httpGet": {"path": READY_PATH, "port": PORT_NAME},
             "periodSeconds": STARTUP_PERIOD_SECONDS,
             "timeoutSeconds": 5,
             "failureThreshold": startup_failures,
         },
         "readinessProbe": {
-            "httpGet": {"path": "/readyz", "port": PORT_NAME},
+            "httpGet": {"path": READY_PATH, "port": PORT_NAME},
             "periodSeconds": 5,
             "timeoutSeconds": 3,
             "failureThreshold": 2,
         },
         "livenessProbe": {
-            "httpGet": {"path": "/healthz", "port": PORT_NAME},
+            "httpGet": {"path": HEALTH_PATH, "port": PORT_NAME},
             "periodSeconds": 10,
             "timeoutSeconds": 5,
             "failureThreshold": 6,
@@ -251,7 +259,7 @@ def _download_init_container(spec: VoiceServiceSpec) -> dict[str, Any]:
         )
     return {
         "name": "download-model",
-        "image": spec.runtime.image,
+        "image": runtime_image(spec),
         "imagePullPolicy": spec.runtime.image_pull_policy,
         "command": command,
         "env": env,
@@ -282,15 +290,15 @@ def _tolerations(spec: VoiceServiceSpec, placement: Placement) -> list[dict[str,
 def _pod_metadata(vs: VoiceService, placement_index: int) -> dict[str, Any]:
     spec = vs.spec
     labels = {**spec.pod.labels, **common_labels(vs)}
-    if spec.model.revision:
-        labels[MODEL_REVISION_LABEL] = spec.model.revision[:63].strip("-_.")
     annotations = {
         **spec.pod.annotations,
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(spec.runtime.port),
-        "prometheus.io/path": "/metrics",
+        "prometheus.io/path": METRICS_PATH,
         PLACEMENT_ANNOTATION: str(placement_index),
     }
+    if spec.model.revision:
+        annotations[MODEL_REVISION_ANNOTATION] = spec.model.revision
     return {"labels": labels, "annotations": annotations}
 
 
@@ -299,7 +307,7 @@ def build_pod_spec(vs: VoiceService, placement: Placement) -> dict[str, Any]:
     volumes, mounts = _volumes(spec)
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
-        "image": spec.runtime.image,
+        "image": runtime_image(spec),
         "imagePullPolicy": spec.runtime.image_pull_policy,
         "command": ["voicefleet", "serve"],
         "ports": [{"name": PORT_NAME, "containerPort": spec.runtime.port, "protocol": "TCP"}],
@@ -344,6 +352,12 @@ def build_pod_spec(vs: VoiceService, placement: Placement) -> dict[str, Any]:
     if overrides.image_pull_secrets:
         pod["imagePullSecrets"] = [{"name": name} for name in overrides.image_pull_secrets]
     return pod
+
+
+def initial_replicas(spec: VoiceServiceSpec) -> int:
+    """The count a new Deployment starts with (render and the operator alike): the fixed
+    count, else the floor; afterwards the autoscaler (or `kubectl scale`) owns it."""
+    return spec.replicas.fixed if spec.replicas.fixed is not None else spec.replicas.min
 
 
 def build_deployment(

@@ -17,7 +17,9 @@ SPEC_HASH_ANNOTATION = "voicefleet.io/spec-hash"
 PLACEMENT_ANNOTATION = "voicefleet.io/placement-candidate"
 """Index into [spec.gpu, *spec.gpu.fallbacks] the Deployment was built for."""
 VOICESERVICE_LABEL = "voicefleet.io/voiceservice"
-MODEL_REVISION_LABEL = "voicefleet.io/model-revision"
+MODEL_REVISION_ANNOTATION = "voicefleet.io/model-revision"
+"""On the pod template: a revision (refs/pr/3) is no label value, and pods are never selected by
+it."""
 
 
 class MissingUidError(ValueError):

@@ -17,8 +17,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-GPU_ONLY_PRECISIONS = ("float16", "bfloat16", "int8_float16", "int8_bfloat16")
-"""CTranslate2 compute types that need CUDA: on a CPU they are a start-up error."""
+from voicefleet_runtime.engine.support import ENGINE_CAPABILITIES, ENGINE_PRECISIONS
+
+ENGINES = tuple(ENGINE_PRECISIONS)
+GPU_ONLY_PRECISIONS = tuple(
+    p
+    for p in ENGINE_PRECISIONS["faster-whisper"]["cuda"]
+    if all(p not in by_device["cpu"] for by_device in ENGINE_PRECISIONS.values())
+)
+"""Precisions no engine runs on a CPU: float16, bfloat16 and their int8 variants."""
+ENGINES_WITHOUT_VAD = tuple(e for e, can in ENGINE_CAPABILITIES.items() if not can.vad)
+
+HF_REPOSITORY_NAME_MAX = 96
+"""Hugging Face's limit on the name part of owner/name."""
+DERIVED_REPOSITORY_OWNER = "Systran"
+DERIVED_REPOSITORY_PREFIX = "faster-whisper-"
+"""model.name tiny.en downloads Systran/faster-whisper-tiny.en; distil-<rest> downloads
+Systran/faster-distil-whisper-<rest>, which is exactly as long."""
+MAX_DERIVED_REPOSITORY_NAME = HF_REPOSITORY_NAME_MAX - len(DERIVED_REPOSITORY_PREFIX)
 
 
 RESERVED_LABEL_KEYS = (
@@ -78,11 +94,48 @@ FIXED_EXCLUDES_AUTOSCALING = CelRule(
     message="replicas.fixed pins the replica count: set autoscaling.mode to off, "
     "or remove replicas.fixed",
 )
-GPU_PRECISION_NEEDS_GPU = CelRule(
+
+
+def _precisions_by_engine(device: str) -> str:
+    """The precisions of `device` for the spec's engine, as a CEL expression."""
+    *first, last = ENGINES
+    expression = _cel_list(ENGINE_PRECISIONS[last][device])
+    for engine in reversed(first):
+        expression = (
+            f"(self.engine == '{engine}' ? {_cel_list(ENGINE_PRECISIONS[engine][device])} "
+            f": {expression})"
+        )
+    return expression
+
+
+def _precision_table(device: str) -> str:
+    where = "a GPU" if device == "cuda" else "a CPU"
+    return "; ".join(
+        f"{engine} on {where}: {', '.join(by_device[device])}"
+        for engine, by_device in ENGINE_PRECISIONS.items()
+    )
+
+
+PRECISION_RUNS_ON_ENGINE_AND_DEVICE = CelRule(
     path=("spec",),
-    rule=f"has(self.gpu) || !(self.precision in {_cel_list(GPU_ONLY_PRECISIONS)})",
-    message="precision float16, bfloat16, int8_float16 and int8_bfloat16 need a GPU: "
-    "set spec.gpu, or pick auto, float32, int8 or int8_float32",
+    rule=f"has(self.gpu) ? self.precision in {_precisions_by_engine('cuda')} "
+    f": self.precision in {_precisions_by_engine('cpu')}",
+    message="the engine cannot run this precision on this device, and the pods would fail "
+    f"at start-up ({_precision_table('cpu')}; {_precision_table('cuda')}): pick another "
+    "precision or engine, or set spec.gpu",
+)
+CPU_FALLBACK_PRECISION = CelRule(
+    path=("spec",),
+    rule="!has(self.gpu) || self.gpu.fallbacks.all(f, !has(f.cpu) || "
+    f"f.cpu.precision in {_precisions_by_engine('cpu')})",
+    message="a cpu fallback's precision must be one the engine runs on a CPU "
+    f"({_precision_table('cpu')})",
+)
+VAD_NEEDS_AN_ENGINE_WITH_VAD = CelRule(
+    path=("spec",),
+    rule=f"!(self.engine in {_cel_list(ENGINES_WITHOUT_VAD)}) || self.runtime.vad != 'on'",
+    message="runtime.vad on needs the faster-whisper engine: "
+    f"{', '.join(ENGINES_WITHOUT_VAD)} has no voice activity detection (use vad auto or off)",
 )
 SCHEDULE_WITHIN_MAX = CelRule(
     path=("spec",),
@@ -116,11 +169,6 @@ CPU_FALLBACK_LAST = CelRule(
     "has(self.fallbacks[size(self.fallbacks) - 1].cpu))",
     message="gpu.fallbacks may hold one cpu fallback, and it must come last",
 )
-CPU_FALLBACK_PRECISION = CelRule(
-    path=("spec", "gpu", "fallbacks", "[]", "cpu"),
-    rule=f"!(self.precision in {_cel_list(GPU_ONLY_PRECISIONS)})",
-    message="a cpu fallback's precision must run on a CPU: auto, float32, int8 or int8_float32",
-)
 PROMETHEUS_SOURCE_NEEDS_SETTINGS = CelRule(
     path=("spec", "autoscaling", "metrics"),
     rule="self.source != 'prometheus' || has(self.prometheus)",
@@ -140,10 +188,80 @@ LABELS_NOT_RESERVED = CelRule(
     "the operator selects pods by",
 )
 
+MIN_AT_LEAST_ONE = CelRule(
+    path=("spec", "replicas"),
+    rule="self.min >= 1",
+    message="replicas.min must be at least 1: voicefleet cannot scale from zero (with no pod "
+    "left, the pods' own metrics vanish and nothing holds the first requests while a pod "
+    "starts, so they would fail); to pause a service, set autoscaling.mode off and "
+    "replicas.fixed 0",
+)
+KEDA_NEEDS_PROMETHEUS = CelRule(
+    path=("spec", "autoscaling"),
+    rule="self.mode != 'keda' || has(self.metrics.prometheus)",
+    message="autoscaling.mode keda needs autoscaling.metrics.prometheus: "
+    "KEDA reads the load from that Prometheus server",
+)
+HPA_TAKES_NO_QUERIES = CelRule(
+    path=("spec", "autoscaling"),
+    rule="self.mode != 'hpa' || !has(self.metrics.prometheus) || "
+    "(!has(self.metrics.prometheus.queueDepthQuery) && "
+    "!has(self.metrics.prometheus.gpuUtilizationQuery))",
+    message="autoscaling.mode hpa reads the runtime's metrics through a metrics adapter "
+    "(prometheus-adapter) and would ignore metrics.prometheus queries: configure them in "
+    "the adapter's rules, or use mode builtin or keda",
+)
+SCHEDULE_NEEDS_BUILTIN = CelRule(
+    path=("spec", "autoscaling"),
+    rule="size(self.schedule) == 0 || self.mode == 'builtin'",
+    message="autoscaling.schedule is applied by the builtin autoscaler only: "
+    "set autoscaling.mode builtin, or remove the schedule",
+)
+BURST_WITHIN_STABLE = CelRule(
+    path=("spec", "autoscaling"),
+    rule="self.burstWindowSeconds <= self.stableWindowSeconds",
+    message="autoscaling.burstWindowSeconds must not exceed stableWindowSeconds",
+)
+MODEL_PATH_ONLY_FROM_IMAGE = CelRule(
+    path=("spec", "model"),
+    rule="self.source == 'image' || !self.name.startsWith('/')",
+    message="model.name must be a model name, not a path, when model.source is pvc or "
+    "download: the weights are looked up as <cache>/<name>",
+)
+DOWNLOAD_REPOSITORY_FITS = CelRule(
+    path=("spec", "model"),
+    rule="self.source != 'download' || (has(self.download) && has(self.download.repository)) "
+    f"|| size(self.name) <= {MAX_DERIVED_REPOSITORY_NAME}",
+    message="model.name is too long to derive a Hugging Face repository from "
+    "(Systran/faster-whisper-<name> holds at most 96 characters after the owner): "
+    "set model.download.repository",
+)
+TOLERATION_EMPTY_KEY_NEEDS_EXISTS = CelRule(
+    path=("spec", "pod", "tolerations", "[]"),
+    rule="(has(self.key) && self.key != '') || self.operator == 'Exists'",
+    message="a toleration without a key must use operator Exists (it matches every taint)",
+)
+TOLERATION_EXISTS_HAS_NO_VALUE = CelRule(
+    path=("spec", "pod", "tolerations", "[]"),
+    rule="self.operator != 'Exists' || !has(self.value) || self.value == ''",
+    message="a toleration with operator Exists takes no value",
+)
+TOLERATION_SECONDS_ONLY_NO_EXECUTE = CelRule(
+    path=("spec", "pod", "tolerations", "[]"),
+    rule="!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+    message="tolerationSeconds applies only to effect NoExecute",
+)
+ENV_VALUE_XOR_VALUE_FROM = CelRule(
+    path=("spec", "runtime", "env", "[]"),
+    rule="!(has(self.value) && has(self.valueFrom))",
+    message="an env variable takes value or valueFrom, not both",
+)
+
 ALL_RULES: tuple[CelRule, ...] = (
     NAME_FITS_A_LABEL,
     FIXED_EXCLUDES_AUTOSCALING,
-    GPU_PRECISION_NEEDS_GPU,
+    PRECISION_RUNS_ON_ENGINE_AND_DEVICE,
+    VAD_NEEDS_AN_ENGINE_WITH_VAD,
     SCHEDULE_WITHIN_MAX,
     MIN_NOT_ABOVE_MAX,
     PVC_IFF_SOURCE_PVC,
@@ -154,6 +272,17 @@ ALL_RULES: tuple[CelRule, ...] = (
     PROMETHEUS_SOURCE_NEEDS_SETTINGS,
     ENV_NOT_OPERATOR_OWNED,
     LABELS_NOT_RESERVED,
+    MIN_AT_LEAST_ONE,
+    KEDA_NEEDS_PROMETHEUS,
+    HPA_TAKES_NO_QUERIES,
+    SCHEDULE_NEEDS_BUILTIN,
+    BURST_WITHIN_STABLE,
+    MODEL_PATH_ONLY_FROM_IMAGE,
+    DOWNLOAD_REPOSITORY_FITS,
+    TOLERATION_EMPTY_KEY_NEEDS_EXISTS,
+    TOLERATION_EXISTS_HAS_NO_VALUE,
+    TOLERATION_SECONDS_ONLY_NO_EXECUTE,
+    ENV_VALUE_XOR_VALUE_FROM,
 )
 
 

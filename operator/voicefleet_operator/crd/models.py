@@ -8,7 +8,9 @@ the same messages).
 
 from __future__ import annotations
 
+import json
 import re
+import zoneinfo
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -26,32 +28,36 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from voicefleet_operator.crd import cel
-from voicefleet_runtime.settings import Engine, Precision, Task, VadMode
+from voicefleet_operator.crd.cron import DAILY_CRON_PATTERN, parse_daily_cron
+from voicefleet_operator.crd.quantity import QUANTITY_PATTERN, parse_quantity
+from voicefleet_operator.crd.syntax import (
+    ANNOTATIONS_MAX_BYTES,
+    DNS_SUBDOMAIN_PATTERN,
+    ENV_NAME_PATTERN,
+    EXTENDED_RESOURCE_PATTERN,
+    HF_REPOSITORY_PATTERN,
+    LABEL_KEY_PATTERN,
+    LABEL_VALUE_PATTERN,
+    MODEL_NAME_PATTERN,
+    PROMETHEUS_URL_PATTERN,
+    PROMQL_PATTERN,
+    RELATIVE_PATH_PATTERN,
+    REVISION_PATTERN,
+    annotations_size,
+    is_dns_label,
+    is_label_key,
+)
+from voicefleet_runtime.engine.support import ENGINE_CAPABILITIES, runs
+from voicefleet_runtime.settings import Engine, Precision, RuntimeSettings, Task, VadMode
+
+DEFAULT_RUNTIME_IMAGE = "ghcr.io/voicefleet/voicefleet:0.1.0"
+"""The image children run when neither the VoiceService nor the operator's settings name one
+(the same image runs the operator)."""
 
 API_GROUP = "voicefleet.io"
 API_VERSION = "v1alpha1"
 KIND = "VoiceService"
 PLURAL = "voiceservices"
-
-QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-)
-DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
-EXTENDED_RESOURCE_PATTERN = (
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-)
-ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
-CRON_PATTERN = r"^\S+( +\S+){4}$"
-LABEL_KEY_PATTERN = (
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
-)
-DNS_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
-
-_QUANTITY_RE = re.compile(QUANTITY_PATTERN)
 
 
 def _quantity_as_text(value: object) -> object:
@@ -62,8 +68,7 @@ def _quantity_as_text(value: object) -> object:
 
 
 def _check_quantity(value: str) -> str:
-    if not _QUANTITY_RE.fullmatch(value):
-        raise ValueError(f"{value!r} is not a Kubernetes quantity (such as 500m, 2, 16Gi)")
+    parse_quantity(value)
     return value
 
 
@@ -103,19 +108,29 @@ def _raise_broken(rules: list[tuple[cel.CelRule, bool]]) -> None:
         raise ValueError("; ".join(broken))
 
 
-def _label_key_ok(key: str) -> bool:
-    prefix, _, _ = key.rpartition("/")
-    return len(prefix) <= 253 and re.fullmatch(LABEL_KEY_PATTERN, key) is not None
-
-
 def _check_label_keys(field: str, keys: Mapping[str, str]) -> None:
     """Checked here only: a CEL regex over map keys would blow the API server's cost budget."""
-    bad = sorted(key for key in keys if not _label_key_ok(key))
+    bad = sorted(key for key in keys if not is_label_key(key))
     if bad:
         raise ValueError(
             f"{field} keys must be Kubernetes label keys ([dns-prefix/]name, name at most 63 "
             f"characters): {', '.join(repr(key) for key in bad)}"
         )
+
+
+def _check_annotations(field: str, annotations: Mapping[str, str]) -> None:
+    """Checked here only: key syntax and total size are beyond what CEL may afford."""
+    _check_label_keys(field, annotations)
+    size = annotations_size(annotations)
+    if size > ANNOTATIONS_MAX_BYTES - ANNOTATIONS_RESERVED_BYTES:
+        raise ValueError(
+            f"{field} take {size} bytes: Kubernetes allows {ANNOTATIONS_MAX_BYTES} per object, "
+            f"of which the operator keeps {ANNOTATIONS_RESERVED_BYTES} for its own"
+        )
+
+
+ANNOTATIONS_RESERVED_BYTES = 4096
+"""Room for the annotations the operator adds (spec hash, placement, Prometheus, revision)."""
 
 
 class SecretKeyRef(ApiModel):
@@ -142,9 +157,9 @@ class PvcModelSource(ApiModel):
     sub_path: str | None = Field(
         default=None,
         max_length=1024,
-        pattern=r"^[^/].*$",
-        description="Folder inside the volume mounted as the model cache (relative path); "
-        "default: the volume's root.",
+        pattern=RELATIVE_PATH_PATTERN,
+        description="Folder inside the volume mounted as the model cache: a relative path "
+        "without . or .. segments; default: the volume's root.",
     )
 
 
@@ -154,7 +169,7 @@ class DownloadModelSource(ApiModel):
     repository: str | None = Field(
         default=None,
         max_length=200,
-        pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*/[A-Za-z0-9][-A-Za-z0-9_.]*$",
+        pattern=HF_REPOSITORY_PATTERN,
         description="Hugging Face repository of CTranslate2 weights to download (owner/name; "
         "both engines read that format); default: Systran/faster-whisper-<model.name> "
         "(Systran/faster-distil-whisper-<rest> for distil-<rest>).",
@@ -175,9 +190,10 @@ class ModelSpec(ApiModel):
     name: str = Field(
         min_length=1,
         max_length=253,
-        pattern=r"^\S+$",
+        pattern=MODEL_NAME_PATTERN,
         description="Model name (tiny, tiny.en, base, small, medium, large-v3, "
-        "distil-large-v3, ...) or a path inside the container.",
+        "distil-large-v3, ...: letters, digits, _, and single - or . between them) or, with "
+        "source image, an absolute path inside the container.",
     )
     source: Literal["image", "pvc", "download"] = Field(
         default="image",
@@ -188,9 +204,10 @@ class ModelSpec(ApiModel):
     revision: str | None = Field(
         default=None,
         max_length=128,
-        pattern=r"^\S+$",
-        description="Repository revision (branch, tag or commit) to download; pins the weights "
-        "for source download, recorded as a pod label otherwise.",
+        pattern=REVISION_PATTERN,
+        description="Repository revision (branch, tag, commit or a ref such as refs/pr/3) to "
+        "download; pins the weights for source download, recorded as a pod annotation "
+        "otherwise.",
     )
     pvc: PvcModelSource | None = Field(
         default=None, description="The model cache volume; required when source is pvc."
@@ -208,6 +225,16 @@ class ModelSpec(ApiModel):
                     cel.DOWNLOAD_ONLY_WITH_SOURCE_DOWNLOAD,
                     self.download is None or self.source == "download",
                 ),
+                (
+                    cel.MODEL_PATH_ONLY_FROM_IMAGE,
+                    self.source == "image" or not self.name.startswith("/"),
+                ),
+                (
+                    cel.DOWNLOAD_REPOSITORY_FITS,
+                    self.source != "download"
+                    or (self.download is not None and self.download.repository is not None)
+                    or len(self.name) <= cel.MAX_DERIVED_REPOSITORY_NAME,
+                ),
             ]
         )
         return self
@@ -222,14 +249,11 @@ class CpuFallback(ApiModel):
     """Run on CPU nodes when no GPU can be had."""
 
     precision: Precision = Field(
-        default="int8",
-        description="Compute type on the CPU: auto, float32, int8 or int8_float32.",
+        default="auto",
+        description="Compute type on the CPU, one the engine runs there: auto (the engine's "
+        "CPU default), float32, int8 or int8_float32 for faster-whisper; auto, float32 or "
+        "bfloat16 for torch.",
     )
-
-    @model_validator(mode="after")
-    def _check_rules(self) -> CpuFallback:
-        _raise_broken([(cel.CPU_FALLBACK_PRECISION, self.precision not in cel.GPU_ONLY_PRECISIONS)])
-        return self
 
 
 class GpuFallback(ApiModel):
@@ -302,7 +326,12 @@ class GpuSpec(ApiModel):
 class ReplicasSpec(ApiModel):
     """How many pods run."""
 
-    min: int = Field(default=1, ge=0, le=1000, description="Fewest pods (0 allows scale to zero).")
+    min: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="Fewest pods, at least 1: there is no scale from zero (see the README).",
+    )
     max: int = Field(default=4, ge=1, le=1000, description="Most pods the autoscaler may run.")
     fixed: int | None = Field(
         default=None,
@@ -314,7 +343,9 @@ class ReplicasSpec(ApiModel):
 
     @model_validator(mode="after")
     def _check_rules(self) -> ReplicasSpec:
-        _raise_broken([(cel.MIN_NOT_ABOVE_MAX, self.min <= self.max)])
+        _raise_broken(
+            [(cel.MIN_NOT_ABOVE_MAX, self.min <= self.max), (cel.MIN_AT_LEAST_ONE, self.min >= 1)]
+        )
         return self
 
 
@@ -333,21 +364,26 @@ class PrometheusMetrics(ApiModel):
 
     url: str = Field(
         max_length=2048,
-        pattern=r"^https?://\S+$",
+        pattern=PROMETHEUS_URL_PATTERN,
         description="Base URL of the Prometheus HTTP API, such as "
         "http://prometheus-operated.monitoring:9090.",
     )
     queue_depth_query: str | None = Field(
         default=None,
+        min_length=1,
         max_length=4096,
-        description="PromQL giving the total queue depth of this service; default: the sum of "
-        "voicefleet_queue_depth over its pods.",
+        pattern=PROMQL_PATTERN,
+        description="PromQL instant vector of the requests waiting in this service's queues "
+        "(by pod, or one total); default: voicefleet_queue_depth of the pods labelled "
+        "voicefleet.io/voiceservice=<name>. Used by the builtin autoscaler and KEDA alike.",
     )
     gpu_utilization_query: str | None = Field(
         default=None,
+        min_length=1,
         max_length=4096,
-        description="PromQL giving the mean GPU utilisation (0..1) of this service; default: "
-        "the mean of voicefleet_gpu_utilization_ratio over its pods.",
+        pattern=PROMQL_PATTERN,
+        description="PromQL instant vector of the GPU utilisation (0..1) of this service's "
+        "pods (by pod, or one mean); default: voicefleet_gpu_utilization_ratio of its pods.",
     )
     timeout_seconds: int = Field(default=5, ge=1, le=60, description="Timeout of one query.")
 
@@ -386,13 +422,15 @@ class ScheduleWindow(ApiModel):
 
     start: str = Field(
         max_length=100,
-        pattern=CRON_PATTERN,
-        description="Cron expression (5 fields) at which the window opens, such as 0 8 * * 1-5.",
+        pattern=DAILY_CRON_PATTERN,
+        description="When the window opens, as cron `M H * * DOW` (daily windows only: no "
+        "day of month, no month), such as 0 8 * * 1-5.",
     )
     end: str = Field(
         max_length=100,
-        pattern=CRON_PATTERN,
-        description="Cron expression (5 fields) at which the window closes.",
+        pattern=DAILY_CRON_PATTERN,
+        description="When the window closes, as cron `M H * * DOW` with the same days of the "
+        "week as start (a window across midnight ends on the next day).",
     )
     timezone: str = Field(
         default="UTC",
@@ -401,6 +439,26 @@ class ScheduleWindow(ApiModel):
         description="IANA time zone of the cron expressions, such as Europe/Berlin.",
     )
     min_replicas: int = Field(ge=0, le=1000, description="Fewest pods while the window is open.")
+
+    @model_validator(mode="after")
+    def _check_times(self) -> ScheduleWindow:
+        """Checked here only: CEL has no time-zone database and no cron parser."""
+        start, end = parse_daily_cron(self.start), parse_daily_cron(self.end)
+        if start.weekdays != end.weekdays:
+            raise ValueError(
+                "a schedule window's start and end must name the same days of the week "
+                "(the days it opens on)"
+            )
+        if start.second_of_day == end.second_of_day:
+            raise ValueError("a schedule window's start and end are the same time of day")
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(
+                f"timezone {self.timezone!r} is not in the IANA time-zone database "
+                "(such as UTC or Europe/Berlin)"
+            ) from error
+        return self
 
 
 class AutoscalingSpec(ApiModel):
@@ -494,11 +552,45 @@ class AutoscalingSpec(ApiModel):
     schedule: list[ScheduleWindow] = Field(
         default_factory=list,
         max_length=16,
-        description="Recurring windows that raise the replica floor.",
+        description="Recurring windows that raise the replica floor (builtin mode only).",
     )
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> AutoscalingSpec:
+        prometheus = self.metrics.prometheus
+        custom_queries = prometheus is not None and (
+            prometheus.queue_depth_query is not None or prometheus.gpu_utilization_query is not None
+        )
+        _raise_broken(
+            [
+                (cel.KEDA_NEEDS_PROMETHEUS, self.mode != "keda" or prometheus is not None),
+                (cel.HPA_TAKES_NO_QUERIES, self.mode != "hpa" or not custom_queries),
+                (cel.SCHEDULE_NEEDS_BUILTIN, not self.schedule or self.mode == "builtin"),
+                (
+                    cel.BURST_WITHIN_STABLE,
+                    self.burst_window_seconds <= self.stable_window_seconds,
+                ),
+            ]
+        )
+        return self
 
 
 # --- runtime --------------------------------------------------------------------------------
+
+
+STANDARD_RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
+
+
+def _resource_name_ok(name: str) -> bool:
+    if name in STANDARD_RESOURCE_NAMES or name.startswith("hugepages-"):
+        return True
+    return "/" in name and re.fullmatch(EXTENDED_RESOURCE_PATTERN, name) is not None
+
+
+def _needs_equal_limit(name: str) -> bool:
+    """Extended resources and huge pages: Kubernetes wants the limit, equal to any request."""
+    native = name in STANDARD_RESOURCE_NAMES or name.startswith("kubernetes.io/")
+    return not native
 
 
 class ResourceRequirements(ApiModel):
@@ -515,6 +607,32 @@ class ResourceRequirements(ApiModel):
         description="Maximum resources, such as memory: 16Gi.",
     )
 
+    @model_validator(mode="after")
+    def _check_as_kubernetes_does(self) -> ResourceRequirements:
+        """What the API server refuses in a container's resources, checked before sending."""
+        problems = [
+            f"{name!r} is not a resource name (cpu, memory, ephemeral-storage, hugepages-<size> "
+            "or a domain-qualified name such as example.com/device)"
+            for name in sorted({*self.requests, *self.limits})
+            if not _resource_name_ok(name)
+        ]
+        for name, requested in sorted(self.requests.items()):
+            limit = self.limits.get(name)
+            if limit is not None and parse_quantity(requested) > parse_quantity(limit):
+                problems.append(f"requests.{name} ({requested}) exceeds limits.{name} ({limit})")
+            if _needs_equal_limit(name) and (
+                limit is None or parse_quantity(requested) != parse_quantity(limit)
+            ):
+                problems.append(
+                    f"{name} cannot be overcommitted: set limits.{name} equal to the request"
+                )
+        if problems:
+            raise ValueError("runtime.resources: " + "; ".join(problems))
+        return self
+
+
+ENV_VAR_SOURCES = ("secretKeyRef", "configMapKeyRef", "fieldRef", "resourceFieldRef")
+
 
 class EnvVar(ApiModel):
     """An extra environment variable of the runtime container."""
@@ -525,19 +643,63 @@ class EnvVar(ApiModel):
     value: str | None = Field(default=None, max_length=32768, description="Literal value.")
     value_from: dict[str, Any] | None = Field(
         default=None,
-        description="A Kubernetes EnvVarSource (secretKeyRef, configMapKeyRef, fieldRef, ...).",
+        description="A Kubernetes EnvVarSource: exactly one of secretKeyRef, configMapKeyRef, "
+        "fieldRef or resourceFieldRef.",
     )
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> EnvVar:
+        _raise_broken(
+            [(cel.ENV_VALUE_XOR_VALUE_FROM, self.value is None or self.value_from is None)]
+        )
+        if self.value_from is not None and (
+            len(self.value_from) != 1 or not set(self.value_from) <= set(ENV_VAR_SOURCES)
+        ):
+            raise ValueError(
+                f"runtime.env {self.name}: valueFrom takes exactly one of "
+                f"{', '.join(ENV_VAR_SOURCES)}"
+            )
+        return self
+
+
+RUNTIME_ENV_PREFIX = "VOICEFLEET_"
+
+
+def _runtime_setting_problem(variable: EnvVar) -> str | None:
+    """Why the runtime would refuse this VOICEFLEET_* variable at start-up (or ignore it)."""
+    field = variable.name.upper().removeprefix(RUNTIME_ENV_PREFIX).lower()
+    if field not in RuntimeSettings.model_fields:
+        return f"{variable.name} is not a runtime setting (a typo would be ignored silently)"
+    if variable.value is None:
+        return None  # from a Secret or ConfigMap: only the pod can read it
+    try:
+        # model_validate reads no environment: only this one value is checked.
+        RuntimeSettings.model_validate({field: variable.value})
+    except ValidationError as error:
+        if not _valid_as_json(field, variable.value):  # list settings arrive as JSON
+            reason = error.errors()[0]["msg"]
+            return f"{variable.name}={variable.value!r} would stop the runtime: {reason}"
+    return None
+
+
+def _valid_as_json(field: str, text: str) -> bool:
+    try:
+        RuntimeSettings.model_validate({field: json.loads(text)})
+    except ValueError:  # not JSON, or still invalid (ValidationError is a ValueError)
+        return False
+    return True
 
 
 class RuntimeSpec(ApiModel):
     """The inference server in each pod (its VOICEFLEET_* settings)."""
 
-    image: str = Field(
-        default="ghcr.io/voicefleet/voicefleet:0.1.0",
+    image: str | None = Field(
+        default=None,
         min_length=1,
         max_length=512,
         pattern=r"^\S+$",
-        description="Container image running `voicefleet serve`.",
+        description="Container image running `voicefleet serve`; default: the operator's "
+        "default runtime image (the chart's defaultRuntimeImage).",
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         default="IfNotPresent", description="When the kubelet pulls the image."
@@ -598,6 +760,14 @@ class RuntimeSpec(ApiModel):
     def _check_rules(self) -> RuntimeSpec:
         reserved = set(cel.OPERATOR_ENV_NAMES)
         _raise_broken([(cel.ENV_NOT_OPERATOR_OWNED, not any(e.name in reserved for e in self.env))])
+        problems = [
+            problem
+            for variable in self.env
+            if variable.name.upper().startswith(RUNTIME_ENV_PREFIX)
+            and (problem := _runtime_setting_problem(variable)) is not None
+        ]
+        if problems:
+            raise ValueError("runtime.env: " + "; ".join(problems))
         return self
 
 
@@ -617,23 +787,56 @@ class ServiceSpec(ApiModel):
         description="Annotations of the Service (for example for a cloud load balancer).",
     )
 
+    @model_validator(mode="after")
+    def _check_annotations(self) -> ServiceSpec:
+        _check_annotations("service.annotations", self.annotations)
+        return self
+
 
 class Toleration(ApiModel):
     """A Kubernetes toleration."""
 
     key: str | None = Field(
         default=None,
-        max_length=316,
-        description="Taint key; empty with Exists matches every taint.",
+        max_length=317,
+        pattern=LABEL_KEY_PATTERN,
+        description="Taint key (a label key); absent with Exists matches every taint.",
     )
     operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Exists or Equal.")
-    value: str | None = Field(default=None, max_length=63, description="Taint value for Equal.")
+    value: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=LABEL_VALUE_PATTERN,
+        description="Taint value for Equal (a label value).",
+    )
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         default=None, description="Taint effect to tolerate; empty: all effects."
     )
     toleration_seconds: int | None = Field(
         default=None, description="For NoExecute: how long the pod stays bound after the taint."
     )
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Toleration:
+        _raise_broken(
+            [
+                (
+                    cel.TOLERATION_EMPTY_KEY_NEEDS_EXISTS,
+                    bool(self.key) or self.operator == "Exists",
+                ),
+                (
+                    cel.TOLERATION_EXISTS_HAS_NO_VALUE,
+                    self.operator != "Exists" or not self.value,
+                ),
+                (
+                    cel.TOLERATION_SECONDS_ONLY_NO_EXECUTE,
+                    self.toleration_seconds is None or self.effect == "NoExecute",
+                ),
+            ]
+        )
+        if self.key:
+            _check_label_keys("pod.tolerations key", {self.key: ""})
+        return self
 
 
 class PodOverrides(ApiModel):
@@ -689,7 +892,7 @@ class PodOverrides(ApiModel):
         )
         _check_label_keys("pod.nodeSelector", self.node_selector)
         _check_label_keys("pod.labels", self.labels)
-        _check_label_keys("pod.annotations", self.annotations)
+        _check_annotations("pod.annotations", self.annotations)
         return self
 
 
@@ -740,8 +943,21 @@ class VoiceServiceSpec(ApiModel):
                     self.replicas.fixed is None or self.autoscaling.mode == "off",
                 ),
                 (
-                    cel.GPU_PRECISION_NEEDS_GPU,
-                    self.gpu is not None or self.precision not in cel.GPU_ONLY_PRECISIONS,
+                    cel.PRECISION_RUNS_ON_ENGINE_AND_DEVICE,
+                    runs(self.engine, "cpu" if self.gpu is None else "cuda", self.precision),
+                ),
+                (
+                    cel.CPU_FALLBACK_PRECISION,
+                    self.gpu is None
+                    or all(
+                        runs(self.engine, "cpu", f.cpu.precision)
+                        for f in self.gpu.fallbacks
+                        if f.cpu is not None
+                    ),
+                ),
+                (
+                    cel.VAD_NEEDS_AN_ENGINE_WITH_VAD,
+                    ENGINE_CAPABILITIES[self.engine].vad or self.runtime.vad != "on",
                 ),
                 (
                     cel.SCHEDULE_WITHIN_MAX,
@@ -749,7 +965,23 @@ class VoiceServiceSpec(ApiModel):
                 ),
             ]
         )
+        gpu_resources = self._gpu_resource_names()
+        claimed = sorted(
+            gpu_resources & {*self.runtime.resources.requests, *self.runtime.resources.limits}
+        )
+        if claimed:
+            raise ValueError(
+                f"runtime.resources may not name {', '.join(claimed)}: spec.gpu sets the GPU "
+                "resources of each placement"
+            )
         return self
+
+    def _gpu_resource_names(self) -> set[str]:
+        if self.gpu is None:
+            return set()
+        names = {self.gpu.resource_name}
+        names.update(f.resource_name for f in self.gpu.fallbacks if f.resource_name)
+        return names
 
 
 # --- status ---------------------------------------------------------------------------------
@@ -854,7 +1086,7 @@ class VoiceService(ApiModel):
     def _check_rules(self) -> VoiceService:
         name = self.metadata.name
         _raise_broken([(cel.NAME_FITS_A_LABEL, len(name) <= 63)])
-        if re.fullmatch(DNS_LABEL_PATTERN, name) is None:
+        if not is_dns_label(name):
             raise ValueError(
                 f"metadata.name {name!r} must be a DNS label (lowercase letters, digits and '-', "
                 "starting with a letter): the Service takes it"

@@ -9,14 +9,31 @@ from datetime import datetime
 from typing import Any
 
 from voicefleet_operator.builders.children import build_children
+from voicefleet_operator.builders.deployment import initial_replicas
 from voicefleet_operator.builders.labels import PLACEMENT_ANNOTATION, selector_string
-from voicefleet_operator.builders.placement import choose_fallback, placement_candidates
-from voicefleet_operator.crd.models import VoiceService, parse_voiceservice
+from voicefleet_operator.builders.placement import (
+    choose_fallback,
+    placement_candidates,
+    placement_for,
+)
+from voicefleet_operator.builders.service import endpoint_url
+from voicefleet_operator.crd.models import (
+    FallbackStatus,
+    VoiceService,
+    VoiceServiceStatus,
+    parse_voiceservice,
+)
 from voicefleet_operator.k8s.apply import Applied, Outcome, apply_child, merge_patch_between
 from voicefleet_operator.k8s.client import KubeApi
 from voicefleet_operator.k8s.prune import Pruned, prune_children
 from voicefleet_operator.k8s.resources import DEPLOYMENTS, PODS, VOICESERVICES, Resource
-from voicefleet_operator.status import derive_status, format_time
+from voicefleet_operator.status import (
+    Problem,
+    Serving,
+    derive_status,
+    previous_status,
+    rollout_of,
+)
 
 WriteObserver = Callable[[str, str], None]
 """Called with (kind, action) after each child write: action is create, patch or delete."""
@@ -88,28 +105,37 @@ def pods_unschedulable(pods: Sequence[Mapping[str, Any]], candidate: int) -> boo
     )
 
 
-def has_fallback_left(vs: VoiceService, old_status: Mapping[str, Any]) -> bool:
-    current = int((old_status.get("fallback") or {}).get("index", 0) or 0)
-    return vs.spec.gpu is not None and current < len(placement_candidates(vs.spec)) - 1
+def has_fallback_left(vs: VoiceService, previous: FallbackStatus) -> bool:
+    return vs.spec.gpu is not None and previous.index < len(placement_candidates(vs.spec)) - 1
 
 
 def placement_decision(
     vs: VoiceService,
-    old_status: Mapping[str, Any],
+    previous: FallbackStatus,
     pods: Sequence[Mapping[str, Any]],
     now: datetime,
-) -> tuple[int, str | None]:
-    """(candidate index, unschedulable-since) after looking at the pods of the VoiceService."""
-    fallback = old_status.get("fallback") or {}
-    current = int(fallback.get("index", 0) or 0)
-    since_text = fallback.get("unschedulableSince")
-    if not pods_unschedulable(pods, current):
-        return current, None
-    since = datetime.fromisoformat(since_text.replace("Z", "+00:00")) if since_text else now
-    chosen = choose_fallback(vs.spec, current=current, unschedulable_since=since, now=now)
-    if chosen != current:
-        return chosen, None  # a new candidate starts its own wait
-    return current, format_time(since)
+) -> FallbackStatus:
+    """The placement candidate to build, and since when its pods are unschedulable (if so)."""
+    if not pods_unschedulable(pods, previous.index):
+        return FallbackStatus(index=previous.index)
+    since = previous.unschedulable_since or now.replace(microsecond=0)
+    chosen = choose_fallback(vs.spec, current=previous.index, unschedulable_since=since, now=now)
+    if chosen != previous.index:
+        return FallbackStatus(index=chosen)  # a new candidate starts its own wait
+    return FallbackStatus(index=previous.index, unschedulable_since=since)
+
+
+def serving(vs: VoiceService, fallback: FallbackStatus) -> Serving:
+    """What the children built for `fallback` make the pods run."""
+    placement = placement_for(vs.spec, fallback.index)
+    return Serving(
+        selector=selector_string(vs),
+        endpoint=endpoint_url(vs),
+        model=vs.spec.model.name,
+        precision=placement.precision,
+        gpu=placement.label,
+        fallback=fallback,
+    )
 
 
 async def write_status(api: KubeApi, body: Mapping[str, Any], status: dict[str, Any]) -> bool:
@@ -148,16 +174,17 @@ async def reconcile(
     so two autoscalers (a ScaledObject and an HPA) never drive the Deployment at once.
     """
     vs = parse_voiceservice(with_default_image(body, default_image))
-    old_status = dict(body.get("status") or {})
+    previous = vs.status or VoiceServiceStatus()
+    previous_fallback = previous.fallback or FallbackStatus()
     deployment_path = DEPLOYMENTS.path(vs.namespace, vs.name)
     live_deployment = await api.get_or_none(deployment_path)
     before = (live_deployment or {}).get("spec", {}).get("replicas")
     # Pods are read only while a fallback is left to move to.
-    pods = await list_pods(api, vs) if has_fallback_left(vs, old_status) else []
-    index, unschedulable_since = placement_decision(vs, old_status, pods, now)
+    pods = await list_pods(api, vs) if has_fallback_left(vs, previous_fallback) else []
+    fallback = placement_decision(vs, previous_fallback, pods, now)
     replicas = desired_replicas(vs)
     children = build_children(
-        vs, servicemonitor_api=servicemonitor_api, replicas=replicas, placement_index=index
+        vs, servicemonitor_api=servicemonitor_api, replicas=replicas, placement_index=fallback.index
     )
     pruned = await prune_children(
         api,
@@ -174,32 +201,36 @@ async def reconcile(
         if child["kind"] == "Deployment" and replicas is None and live_deployment is None:
             # A new Deployment starts at the lower bound; afterwards the autoscaler owns it.
             child = copy.deepcopy(child)
-            child["spec"]["replicas"] = vs.spec.replicas.min
+            child["spec"]["replicas"] = initial_replicas(vs.spec)
         result = await apply_child(api, child)
         if result.outcome in WRITE_ACTIONS:
             on_write(result.kind, WRITE_ACTIONS[result.outcome])
         applied.append(result)
     deployment = next((a.live for a in applied if a.kind == "Deployment"), None)
-    status = derive_status(body, deployment, now=now)
-    if unschedulable_since is not None:
-        status["fallback"] = {
-            **status.get("fallback", {}),
-            "unschedulableSince": unschedulable_since,
-        }
-    elif "fallback" in status:
-        status["fallback"] = {
-            k: v for k, v in status["fallback"].items() if k != "unschedulableSince"
-        }
+    status = derive_status(
+        generation=vs.metadata.generation,
+        previous=previous,
+        serving=serving(vs, fallback),
+        rollout=rollout_of(deployment) if deployment is not None else None,
+        now=now,
+    )
     written = await write_status(api, body, status)
     after = (deployment or {}).get("spec", {}).get("replicas")
     return Reconciled(tuple(applied), written, before, after, tuple(pruned))
 
 
-async def report_invalid(
-    api: KubeApi, body: Mapping[str, Any], message: str, *, now: datetime
+async def report_problem(
+    api: KubeApi, body: Mapping[str, Any], problem: Problem, *, now: datetime
 ) -> bool:
-    """Degraded=True with a readable message; the children stay as they are."""
-    deployment = await api.get_or_none(
-        DEPLOYMENTS.path(body["metadata"]["namespace"], body["metadata"]["name"])
+    """Degraded=True with the problem's reason and message; the children stay as they are."""
+    meta = body["metadata"]
+    deployment = await api.get_or_none(DEPLOYMENTS.path(meta["namespace"], meta["name"]))
+    status = derive_status(
+        generation=meta.get("generation"),
+        previous=previous_status(body),
+        serving=None,
+        rollout=rollout_of(deployment) if deployment is not None else None,
+        now=now,
+        problem=problem,
     )
-    return await write_status(api, body, derive_status(body, deployment, now=now, error=message))
+    return await write_status(api, body, status)

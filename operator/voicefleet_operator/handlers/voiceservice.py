@@ -21,20 +21,21 @@ from voicefleet_operator.builders.labels import MANAGED_BY
 from voicefleet_operator.crd.models import InvalidVoiceServiceError
 from voicefleet_operator.handlers.context import OperatorContext
 from voicefleet_operator.handlers.metrics import ReconcileResult
-from voicefleet_operator.handlers.reconcile import Reconciled, reconcile, report_invalid
+from voicefleet_operator.handlers.reconcile import Reconciled, reconcile, report_problem
 from voicefleet_operator.k8s.apply import Outcome
 from voicefleet_operator.k8s.discovery import OptionalApis, detect_optional_apis
 from voicefleet_operator.k8s.errors import ApiError, retry_delay
 from voicefleet_operator.k8s.resources import (
     DEPLOYMENTS,
-    HORIZONTALPODAUTOSCALERS,
     PODDISRUPTIONBUDGETS,
+    PRUNABLE_RESOURCES,
     SCALEDOBJECTS,
     SERVICEMONITORS,
     SERVICES,
     VOICESERVICES,
     Resource,
 )
+from voicefleet_operator.status import CHILD_REJECTED, INVALID_SPEC, Problem
 
 CHILD_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
@@ -42,9 +43,7 @@ CHILD_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
 def prunable_resources(apis: OptionalApis) -> tuple[Resource, ...]:
     """Kinds a VoiceService may stop wanting; optional APIs only where the cluster serves them."""
     served = {SERVICEMONITORS: apis.servicemonitors, SCALEDOBJECTS: apis.scaledobjects}
-    return tuple(
-        r for r in (SERVICEMONITORS, SCALEDOBJECTS, HORIZONTALPODAUTOSCALERS) if served.get(r, True)
-    )
+    return tuple(r for r in PRUNABLE_RESOURCES if served.get(r, True))
 
 
 def _summary(result: Reconciled, outcome: Outcome) -> str:
@@ -119,14 +118,14 @@ async def reconcile_with_errors_mapped(
         except InvalidVoiceServiceError as error:
             counted(ReconcileResult.INVALID_SPEC)
             context.mark_failed(namespace, name, version)
-            await _report_permanent(context, body, str(error), reason="InvalidSpec")
+            await _report_permanent(context, body, Problem(INVALID_SPEC, str(error)))
             raise kopf.PermanentError(str(error)) from error
         except ApiError as error:
             if error.invalid:
                 counted(ReconcileResult.REJECTED)
                 context.mark_failed(namespace, name, version)
                 message = f"the API server refused a child: {error.message}"
-                await _report_permanent(context, body, message, reason="ChildRejected")
+                await _report_permanent(context, body, Problem(CHILD_REJECTED, message))
                 raise kopf.PermanentError(message) from error
             counted(ReconcileResult.RETRY)
             delay = retry_delay(retry, backoff=settings.backoff, backoff_max=settings.backoff_max)
@@ -158,15 +157,15 @@ def failed_permanently(context: OperatorContext, body: Mapping[str, Any]) -> boo
 
 
 async def _report_permanent(
-    context: OperatorContext, body: Mapping[str, Any], message: str, *, reason: str
+    context: OperatorContext, body: Mapping[str, Any], problem: Problem
 ) -> None:
     try:
-        newly_degraded = await report_invalid(context.client, body, message, now=context.clock())
+        newly_degraded = await report_problem(context.client, body, problem, now=context.clock())
     except ApiError as error:
         delay = context.settings.backoff
         raise kopf.TemporaryError(f"cannot report Degraded: {error}", delay=delay) from error
     if newly_degraded:  # one Event per new problem, not one per resync
-        kopf.warn(_as_kopf_body(body), reason=reason, message=message)
+        kopf.warn(_as_kopf_body(body), reason=problem.reason, message=problem.message)
 
 
 def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:

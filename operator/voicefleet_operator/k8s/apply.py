@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from voicefleet_operator.builders.labels import SPEC_HASH_ANNOTATION
 from voicefleet_operator.k8s.client import KubeApi
 from voicefleet_operator.k8s.resources import resource_of
 
-SPEC_HASH_ANNOTATION = "voicefleet.io/spec-hash"
 OWNED_SECTIONS = ("spec",)
 """Top-level sections the operator owns entirely: every child it builds keeps its content in
 `spec` (metadata is compared field by field instead, since others add to it)."""

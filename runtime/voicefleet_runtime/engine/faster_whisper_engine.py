@@ -20,6 +20,7 @@ from voicefleet_runtime.engine.base import (
 from voicefleet_runtime.engine.batching import BatchedMode, BatchingPolicy, batching_policy
 from voicefleet_runtime.engine.models import ResolvedModel
 from voicefleet_runtime.engine.precision import resolve_placement
+from voicefleet_runtime.engine.support import ENGINE_CAPABILITIES
 
 
 def _convert_words(words: Iterable[Any] | None) -> tuple[Word, ...]:
@@ -50,7 +51,7 @@ def _convert_segments(segments: Iterable[Any]) -> Iterator[Segment]:
 class FasterWhisperEngine:
     """A loaded WhisperModel; thread-safe, so several requests may decode at once."""
 
-    CAPABILITIES: ClassVar[EngineCapabilities] = EngineCapabilities(vad=True, word_timestamps=True)
+    CAPABILITIES: ClassVar[EngineCapabilities] = ENGINE_CAPABILITIES["faster-whisper"]
 
     def __init__(
         self,

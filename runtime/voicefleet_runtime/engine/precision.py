@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Set
 from dataclasses import dataclass
 
-AUTO_COMPUTE_TYPE = {"cuda": "float16", "cpu": "int8"}
-"""What `precision: auto` means: the usual fastest type without visible accuracy loss."""
+from voicefleet_runtime.engine.support import AUTO_PRECISION
+
+AUTO_COMPUTE_TYPE = AUTO_PRECISION["faster-whisper"]
+"""What `precision: auto` means for CTranslate2, per device."""
 
 
 class UnsupportedPrecisionError(ValueError):

@@ -52,6 +52,23 @@ def _cel_violations(value: Any, schema: dict[str, Any], where: str) -> list[str]
     return violations
 
 
+def with_strict_fields(schema: Any) -> Any:
+    """The schema as kubectl's default strict field validation applies it: unknown fields
+    fail (instead of being pruned) wherever the CRD does not preserve them."""
+    if isinstance(schema, list):
+        return [with_strict_fields(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    strict = {key: with_strict_fields(value) for key, value in schema.items()}
+    if (
+        "properties" in schema
+        and "additionalProperties" not in schema
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        strict["additionalProperties"] = False
+    return strict
+
+
 class CrdSchema:
     """Validation of one CRD version; `cel=False` emulates a CRD installed without its rules."""
 

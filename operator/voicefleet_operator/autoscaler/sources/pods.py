@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from voicefleet_operator.autoscaler.policy import PodSample
 from voicefleet_runtime import metric_names as names
+from voicefleet_runtime.routes import METRICS_PATH
 
 PORT_ANNOTATION = "prometheus.io/port"
 PATH_ANNOTATION = "prometheus.io/path"
@@ -46,7 +47,7 @@ def scrape_target(pod: Mapping[str, Any]) -> ScrapeTarget | None:
                 break
     if port is None:
         return None
-    path = annotations.get(PATH_ANNOTATION, "/metrics")
+    path = annotations.get(PATH_ANNOTATION, METRICS_PATH)
     scheme = annotations.get(SCHEME_ANNOTATION, "http")
     host = f"[{ip}]" if ":" in ip else ip
     return ScrapeTarget(pod=metadata["name"], url=f"{scheme}://{host}:{port}{path}")

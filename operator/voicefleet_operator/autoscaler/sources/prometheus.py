@@ -9,43 +9,21 @@ fails every pod with its reason; a pod missing from the load queries fails alone
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import httpx
 
 from voicefleet_operator.autoscaler.policy import PodSample
-from voicefleet_runtime import metric_names as names
-
-POD_LABEL = "pod"
-
-
-def default_queries(selector: str) -> dict[str, str]:
-    """Per-pod queries on the runtime's series; `selector` is PromQL label matchers."""
-
-    def per_pod(series: str) -> str:
-        return f"max by ({POD_LABEL}) ({series}{{{selector}}})"
-
-    return {
-        "queued": per_pod(names.QUEUE_DEPTH),
-        "running": per_pod(names.REQUESTS_IN_FLIGHT),
-        "concurrency": per_pod(names.CONCURRENCY_LIMIT),
-        "gpu_utilization": per_pod(names.GPU_UTILIZATION),
-        "busy_seconds_total": per_pod(names.ENGINE_BUSY_SECONDS),
-        "jobs_total": per_pod(f"{names.REAL_TIME_FACTOR}_count"),
-    }
+from voicefleet_operator.builders.metrics_queries import POD_LABEL, FleetQueries
 
 
 @dataclass(frozen=True)
 class PrometheusSource:
     url: str
-    selector: str
-    overrides: Mapping[str, str] = field(default_factory=dict)
-    """Replacement queries by field name, such as {"gpu_utilization": "..."}."""
+    queries: FleetQueries
+    """What to ask, from `metrics_queries.fleet_queries` (the same queries KEDA gets)."""
     timeout_seconds: float = 5.0
-
-    def queries(self) -> dict[str, str]:
-        return {**default_queries(self.selector), **self.overrides}
 
 
 class QueryFailedError(Exception):
@@ -78,7 +56,7 @@ async def instant_query(
 async def query_pods(
     client: httpx.AsyncClient, source: PrometheusSource, pods: Sequence[str]
 ) -> tuple[PodSample, ...]:
-    queries = source.queries()
+    queries = source.queries.by_field()
     keys = list(queries)
     results = await asyncio.gather(
         *(instant_query(client, source.url, queries[k], source.timeout_seconds) for k in keys),

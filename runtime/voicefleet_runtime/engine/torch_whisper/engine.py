@@ -20,6 +20,7 @@ from voicefleet_runtime.engine.base import (
     refuse_what_the_model_lacks,
 )
 from voicefleet_runtime.engine.models import ResolvedModel
+from voicefleet_runtime.engine.support import ENGINE_CAPABILITIES
 from voicefleet_runtime.engine.torch_whisper.ct2_weights import load_ct2_model
 from voicefleet_runtime.engine.torch_whisper.decoding import (
     TokenRules,
@@ -70,9 +71,7 @@ class FallbackPolicy:
 class TorchWhisperEngine:
     """A Whisper model in torch; read-only after load, so concurrent requests are safe."""
 
-    CAPABILITIES: ClassVar[EngineCapabilities] = EngineCapabilities(
-        vad=False, word_timestamps=False
-    )
+    CAPABILITIES: ClassVar[EngineCapabilities] = ENGINE_CAPABILITIES["torch"]
 
     def __init__(
         self,

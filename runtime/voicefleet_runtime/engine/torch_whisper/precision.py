@@ -6,9 +6,14 @@ from dataclasses import dataclass
 
 import torch
 
+from voicefleet_runtime.engine.support import AUTO_PRECISION, ENGINE_PRECISIONS
+
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-_SUPPORTED = {"cpu": ("float32", "bfloat16"), "cuda": ("float32", "float16", "bfloat16")}
-_AUTO = {"cpu": "float32", "cuda": "float16"}
+_SUPPORTED = {
+    device: tuple(p for p in precisions if p != "auto")
+    for device, precisions in ENGINE_PRECISIONS["torch"].items()
+}
+_AUTO = AUTO_PRECISION["torch"]
 
 
 @dataclass(frozen=True)

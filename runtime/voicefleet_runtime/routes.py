@@ -1,0 +1,21 @@
+"""The runtime's HTTP paths, named once: the server, its middlewares and the operator's probes,
+scrape annotations and ServiceMonitor all use these."""
+
+from __future__ import annotations
+
+TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
+TRANSLATIONS_PATH = "/v1/audio/translations"
+LEGACY_TRANSCRIBE_PATH = "/transcribe"
+MODELS_PATH = "/v1/models"
+HEALTH_PATH = "/healthz"
+"""Liveness: only a failed model load makes it fail."""
+READY_PATH = "/readyz"
+"""Readiness: loaded, warmed up and not draining."""
+METRICS_PATH = "/metrics"
+
+INFERENCE_PATHS = frozenset({TRANSCRIPTIONS_PATH, TRANSLATIONS_PATH, LEGACY_TRANSCRIBE_PATH})
+"""POSTs that take an admission slot."""
+OPEN_PATHS = frozenset({HEALTH_PATH, READY_PATH, METRICS_PATH})
+"""Probes and Prometheus: never behind the key, never refused while draining."""
+KNOWN_PATHS = INFERENCE_PATHS | OPEN_PATHS | {MODELS_PATH}
+"""Paths with their own metrics label; any other path counts as `other`."""

@@ -1,0 +1,622 @@
+"""Issue 8's benchmark: continuous batching on a GPU against Hugging Face, in one run.
+
+Every row comes from the same process on the same machine, so the goals print as ratios:
+- ours in-process (the engine called from N threads at once) at batch 1, 8, 32, 64, 128;
+- ours over HTTP (a real `voicefleet serve`) at 1, 8, 32, 64, 128 concurrent clients;
+- the anchor, Hugging Face `WhisperForConditionalGeneration` (sdpa, greedy, no timestamps)
+  batched at 8, 32, 64 on the same weights (bench/hf_whisper.py converts them);
+- the baseline for the single-request goal: today's sequential engine, jfk p50.
+Models: tiny.en and base with real weights on real and synthesised speech with references
+(bench/speech_corpus.py), and a large-v3-shaped model with random weights and a forced decode
+length. The bf16 peak is measured first (an 8192^3 matmul) and the encoder's rate is quoted
+as a fraction of it.
+
+On the device (bench/device/run_gpu_batching.sh wraps this):
+
+    python bench/gpu_batching.py --tiny-dir DIR --base-dir DIR --jfk jfk.flac
+
+Locally, to check the logic on CPU in a minute or two:
+
+    python bench/gpu_batching.py --device cpu --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gpu_batching_engines import (
+    EngineFactory,
+    OurEngine,
+    free_cuda_memory,
+    large_shape,
+    tiny_shape,
+)
+from gpu_batching_http import ServedModel
+from gpu_batching_measure import (
+    GpuMemory,
+    bf16_peak_tflops,
+    encoder_flops,
+    time_encoder,
+)
+from hf_whisper import HfAnchor
+from speech_corpus import Clip, load_corpus, word_error_rate
+
+from voicefleet_runtime.engine.base import SAMPLE_RATE, DecodeOptions
+from voicefleet_runtime.engine.models import ResolvedModel, resolve_model
+
+GREEDY = DecodeOptions(beam_size=1)
+WINDOW_SECONDS = 30
+QUICK_CLIPS = 3
+"""--quick decodes JFK and two passages: enough to exercise every row on a loaded CPU."""
+
+
+@dataclass
+class Row:
+    model: str
+    path: str
+    """in-process, HTTP, HF, sequential, ..."""
+    batch: int
+    """Concurrent requests (in-process threads, HTTP clients) or the HF batch size."""
+    audio_s_per_s: float
+    p50_s: float
+    p95_s: float
+    wer: float | None = None
+    step_ms: float | None = None
+    encoder_peak_fraction: float | None = None
+    gpu_gib: float | None = None
+    requests: int = 0
+    note: str = ""
+
+
+@dataclass
+class LoopResult:
+    latencies: list[float]
+    texts: list[tuple[Clip, str]]
+    wall_s: float
+
+    @property
+    def audio_seconds(self) -> float:
+        return sum(clip.seconds for clip, _ in self.texts)
+
+    def row(self, model: str, path: str, batch: int, **extra: object) -> Row:
+        ordered = sorted(self.latencies)
+        p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+        wer = word_error_rate([c.reference for c, _ in self.texts], [t for _, t in self.texts])
+        return Row(
+            model,
+            path,
+            batch,
+            self.audio_seconds / self.wall_s,
+            statistics.median(ordered),
+            p95,
+            wer=wer,
+            requests=len(self.latencies),
+            **extra,  # type: ignore[arg-type]
+        )
+
+
+def closed_loop(
+    call: Callable[[Clip], str],
+    clips: Sequence[Clip],
+    concurrency: int,
+    requests: int,
+    budget_s: float,
+) -> LoopResult:
+    """`concurrency` callers each send the next clip as soon as their last one returns, until
+    `requests` were sent or `budget_s` has passed (then the ones in flight finish)."""
+    lock = threading.Lock()
+    issued = 0
+    latencies: list[float] = []
+    texts: list[tuple[Clip, str]] = []
+    errors: list[BaseException] = []
+    started = time.perf_counter()
+    deadline = started + budget_s
+
+    def worker() -> None:
+        nonlocal issued
+        while True:
+            with lock:
+                if issued >= requests or (issued and time.perf_counter() > deadline) or errors:
+                    return
+                clip = clips[issued % len(clips)]
+                issued += 1
+            begun = time.perf_counter()
+            try:
+                text = call(clip)
+            except BaseException as error:  # surfaced below, after the others stop
+                with lock:
+                    errors.append(error)
+                return
+            with lock:
+                latencies.append(time.perf_counter() - begun)
+                texts.append((clip, text))
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return LoopResult(latencies, texts, time.perf_counter() - started)
+
+
+def transcribe_text(engine: OurEngine, clip: Clip) -> str:
+    _, segments = engine.transcribe(clip.audio, GREEDY)
+    return "".join(segment.text for segment in segments)
+
+
+@dataclass
+class Settings:
+    device: str
+    precision: str
+    batches: list[int]
+    clients: list[int]
+    hf_batches: list[int]
+    row_budget_s: float
+    jfk_repeats: int
+    forced_length: int
+    gpus: int
+    quick: bool
+    server_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def requests_for(self, concurrency: int, clips: int) -> int:
+        return max(2 * concurrency, clips)
+
+
+class Bench:
+    def __init__(self, settings: Settings, factory: EngineFactory, peak_tflops: float) -> None:
+        self.settings = settings
+        self.factory = factory
+        self.peak_tflops = peak_tflops
+        self.rows: list[Row] = []
+        self.facts: dict[str, float] = {}
+        self.memory = GpuMemory(settings.device)
+
+    def add(self, row: Row) -> Row:
+        self.rows.append(row)
+        print(format_row(row), flush=True)
+        return row
+
+    def encoder_fraction(self, seconds_per_window: float, flops_per_window: float) -> float:
+        return flops_per_window / seconds_per_window / 1e12 / self.peak_tflops
+
+    # -- real weights ---------------------------------------------------------------------
+    def real_model(self, name: str, model: ResolvedModel, clips: list[Clip]) -> None:
+        s = self.settings
+        jfk = clips[0]
+        sequential = self.factory.sequential(model)
+        sequential_loop = closed_loop(
+            partial(transcribe_text, sequential), clips, 1, len(clips), 1e9
+        )
+        self.add(sequential_loop.row(name, "sequential (today)", 1, note="each clip once"))
+        self.facts[f"{name}.sequential_wer"] = self.rows[-1].wer or 0.0
+
+        ours = self.factory.batched(model, max(s.batches))
+        warm_up(ours, clips, max(s.batches))
+        # Interleave the single-request figure so drift on a shared host hits both alike.
+        sequential_times: list[float] = []
+        ours_times: list[float] = []
+        for index in range(s.jfk_repeats):
+            for engine, times in ((sequential, sequential_times), (ours, ours_times))[
+                :: 1 if index % 2 else -1
+            ]:
+                begun = time.perf_counter()
+                transcribe_text(engine, jfk)
+                times.append(time.perf_counter() - begun)
+        self.facts[f"{name}.jfk_p50_sequential"] = statistics.median(sequential_times)
+        self.facts[f"{name}.jfk_p50_ours"] = statistics.median(ours_times)
+        sequential.close()
+
+        dims = ours.dimensions
+        for batch in s.batches:
+            self.memory.reset()
+            ours.reset_stats()
+            result = closed_loop(
+                partial(transcribe_text, ours),
+                clips,
+                batch,
+                s.requests_for(batch, len(clips)),
+                s.row_budget_s,
+            )
+            encoder_s = time_encoder(ours.encoder, dims, min(batch, ours.encoder_batch), s.device)
+            row = result.row(
+                name,
+                ours.label,
+                batch,
+                step_ms=ours.step_ms(),
+                encoder_peak_fraction=self.encoder_fraction(encoder_s, encoder_flops(dims)),
+                gpu_gib=self.memory.peak_gib(),
+            )
+            self.add(row)
+        ours.close()
+        del ours
+        free_cuda_memory()
+
+        self.http_rows(name, model, clips, gpus=1, clients=s.clients)
+        if s.gpus > 1 and name == "tiny.en":
+            self.http_rows(name, model, clips, gpus=s.gpus, clients=[max(s.clients)])
+        self.hf_rows(name, model, clips)
+
+    def http_rows(
+        self, name: str, model: ResolvedModel, clips: list[Clip], gpus: int, clients: list[int]
+    ) -> None:
+        s = self.settings
+        with ServedModel(
+            model.path, s.device, s.precision, max(clients), gpus, self.factory.server_env()
+        ) as server:
+            server.transcribe(clips[0])  # first request: lazy kernels, graph capture
+            closed_loop(server.transcribe, clips, max(clients), max(clients), s.row_budget_s)
+            for count in clients:
+                server.reset_peak_memory()
+                result = closed_loop(
+                    server.transcribe,
+                    clips,
+                    count,
+                    s.requests_for(count, len(clips)),
+                    s.row_budget_s,
+                )
+                label = "HTTP" if gpus == 1 else f"HTTP, {gpus} GPUs"
+                self.add(result.row(name, label, count, gpu_gib=server.peak_gib()))
+
+    def hf_rows(self, name: str, model: ResolvedModel, clips: list[Clip]) -> None:
+        s = self.settings
+        anchor = HfAnchor.from_model_folder(model.path, s.device, s.precision)
+        anchor.warm_up([clip.audio for clip in clips[: min(s.hf_batches)]])
+        for batch in s.hf_batches:
+            self.memory.reset()
+            latencies: list[float] = []
+            texts: list[tuple[Clip, str]] = []
+            step_times: list[float] = []
+            started = time.perf_counter()
+            offset = 0
+            while offset < s.requests_for(batch, len(clips)) and (
+                not offset or time.perf_counter() - started < s.row_budget_s
+            ):
+                chosen = [clips[(offset + i) % len(clips)] for i in range(batch)]
+                offset += batch
+                outcome = anchor.transcribe([clip.audio for clip in chosen])
+                latencies += [outcome.seconds] * batch
+                texts += list(zip(chosen, outcome.texts, strict=True))
+                step_times.append(outcome.step_ms)
+            result = LoopResult(latencies, texts, time.perf_counter() - started)
+            encoder_s = time_encoder(anchor.encoder, anchor.dimensions, batch, s.device)
+            self.add(
+                result.row(
+                    name,
+                    "HF transformers",
+                    batch,
+                    step_ms=statistics.median(step_times),
+                    encoder_peak_fraction=self.encoder_fraction(
+                        encoder_s, encoder_flops(anchor.dimensions)
+                    ),
+                    gpu_gib=self.memory.peak_gib(),
+                )
+            )
+        del anchor
+        free_cuda_memory()
+
+    # -- large-v3 shape, random weights, forced length ------------------------------------
+    def large_model(self, tokenizer_model: ResolvedModel, clips: list[Clip]) -> None:
+        s = self.settings
+        dims = tiny_shape() if s.quick else large_shape()
+        name = "large-v3 shape" if not s.quick else "tiny shape"
+        window = [clips_as_window(clips)]
+        anchor = HfAnchor.random(dims, tokenizer_model.path, s.device, s.precision)
+        anchor.warm_up(window, forced_length=s.forced_length)
+        for batch in s.hf_batches:
+            self.memory.reset()
+            rounds = 2 if not s.quick else 1
+            started = time.perf_counter()
+            outcomes = [
+                anchor.transcribe(window * batch, forced_length=s.forced_length)
+                for _ in range(rounds)
+            ]
+            wall = time.perf_counter() - started
+            encoder_s = time_encoder(anchor.encoder, dims, batch, s.device)
+            row = Row(
+                name,
+                "HF transformers",
+                batch,
+                rounds * batch * WINDOW_SECONDS / wall,
+                statistics.median(o.seconds for o in outcomes),
+                max(o.seconds for o in outcomes),
+                step_ms=statistics.median(o.step_ms for o in outcomes),
+                encoder_peak_fraction=self.encoder_fraction(encoder_s, encoder_flops(dims)),
+                gpu_gib=self.memory.peak_gib(),
+                requests=rounds * batch,
+                note=f"{s.forced_length} forced tokens",
+            )
+            self.add(row)
+        del anchor
+        free_cuda_memory()
+
+        for gpus in sorted({1, s.gpus}):
+            batches = s.batches if gpus == 1 else [max(s.batches)]
+            ours = self.factory.random(dims, tokenizer_model, s.forced_length, max(s.batches), gpus)
+            if ours is None:
+                print("   our large-shape rows need the batched engine (forced decode length)")
+                return
+            window_clip = Clip("window", b"", window[0], "")
+            warm_up(ours, [window_clip], max(batches))
+            for batch in batches:
+                if batch < min(s.hf_batches) and gpus == 1 and batch != 1:
+                    continue
+                self.memory.reset()
+                ours.reset_stats()
+                result = closed_loop(
+                    partial(transcribe_text, ours),
+                    [window_clip],
+                    batch,
+                    2 * batch,
+                    s.row_budget_s,
+                )
+                encoder_s = time_encoder(
+                    ours.encoder, dims, min(batch, ours.encoder_batch), s.device
+                )
+                label = ours.label if gpus == 1 else f"{ours.label}, {gpus} GPUs"
+                self.add(
+                    Row(
+                        name,
+                        label,
+                        batch,
+                        result.audio_seconds / result.wall_s,
+                        statistics.median(result.latencies),
+                        sorted(result.latencies)[round(0.95 * (len(result.latencies) - 1))],
+                        step_ms=ours.step_ms(),
+                        encoder_peak_fraction=self.encoder_fraction(encoder_s, encoder_flops(dims)),
+                        gpu_gib=self.memory.peak_gib(),
+                        requests=len(result.latencies),
+                        note=f"{s.forced_length} forced tokens",
+                    )
+                )
+            ours.close()
+            del ours
+            free_cuda_memory()
+
+
+def clips_as_window(clips: Sequence[Clip]) -> NDArray[np.float32]:
+    """30 s of real speech (clips end to end), the input of every forced-length window."""
+    joined = np.concatenate([clip.audio for clip in clips])
+    return np.ascontiguousarray(joined[: WINDOW_SECONDS * SAMPLE_RATE])
+
+
+def warm_up(engine: OurEngine, clips: Sequence[Clip], concurrency: int) -> None:
+    """Kernels, allocator and (batched engine) CUDA graphs of every batch size on the way."""
+    closed_loop(partial(transcribe_text, engine), clips, 1, 1, 1e9)
+    closed_loop(partial(transcribe_text, engine), clips, concurrency, concurrency, 1e9)
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+HEADER = (
+    f"{'model':<15}{'path':<28}{'batch':>6}{'audio s/s':>11}{'p50 s':>8}{'p95 s':>8}"
+    f"{'WER':>7}{'step ms':>9}{'enc/peak':>9}{'GPU GiB':>9}{'reqs':>6}  note"
+)
+
+
+def format_row(row: Row) -> str:
+    return (
+        f"{row.model:<15}{row.path:<28}{row.batch:>6}{row.audio_s_per_s:>11.1f}"
+        f"{row.p50_s:>8.3f}{row.p95_s:>8.3f}{_cell(row.wer, '.3f'):>7}"
+        f"{_cell(row.step_ms, '.2f'):>9}{_cell(row.encoder_peak_fraction, '.0%'):>9}"
+        f"{_cell(row.gpu_gib, '.2f'):>9}{row.requests:>6}  {row.note}"
+    )
+
+
+def find(rows: list[Row], model: str, path: str, batch: int) -> Row | None:
+    for row in rows:
+        if row.model == model and row.path == path and row.batch == batch:
+            return row
+    return None
+
+
+@dataclass(frozen=True)
+class Goal:
+    text: str
+    value: float | None
+    target: float
+    higher_is_better: bool = True
+
+    @property
+    def met(self) -> bool | None:
+        if self.value is None:
+            return None
+        return self.value >= self.target if self.higher_is_better else self.value <= self.target
+
+    def line(self) -> str:
+        verdict = {True: "MET", False: "NOT MET", None: "not measured"}[self.met]
+        value = "-" if self.value is None else f"{self.value:.3f}"
+        comparison = ">=" if self.higher_is_better else "<="
+        return f"{verdict:<13}{self.text}: {value} ({comparison} {self.target:g})"
+
+
+def ratio(a: Row | None, b: Row | None) -> float | None:
+    return None if a is None or b is None else a.audio_s_per_s / b.audio_s_per_s
+
+
+def goals(bench: Bench, label: str) -> list[Goal]:
+    s, rows, facts = bench.settings, bench.rows, bench.facts
+    big = "tiny shape" if s.quick else "large-v3 shape"
+    http_clients = 64 if 64 in s.clients else max(s.clients)
+    hf_batch = 64 if 64 in s.hf_batches else max(s.hf_batches)
+    http_tiny = find(rows, "tiny.en", "HTTP", http_clients)
+    hf_tiny = find(rows, "tiny.en", "HF transformers", hf_batch)
+    big_ours = find(rows, big, label, hf_batch)
+    big_hf = find(rows, big, "HF transformers", hf_batch)
+    wer_gap = (
+        None
+        if http_tiny is None or http_tiny.wer is None
+        else http_tiny.wer - facts.get("tiny.en.sequential_wer", 0.0)
+    )
+    jfk_ratio = (
+        facts["tiny.en.jfk_p50_ours"] / facts["tiny.en.jfk_p50_sequential"]
+        if "tiny.en.jfk_p50_ours" in facts
+        else None
+    )
+    clients_32 = 32 if 32 in s.clients else max(s.clients)
+    return [
+        Goal(
+            f"tiny.en HTTP at {http_clients} clients / HF at batch {hf_batch}",
+            ratio(http_tiny, hf_tiny),
+            2.0,
+        ),
+        Goal(
+            f"tiny.en WER at HTTP {http_clients} clients minus sequential WER",
+            wer_gap,
+            0.01,
+            higher_is_better=False,
+        ),
+        Goal(f"{big} batch {hf_batch}: ours / HF", ratio(big_ours, big_hf), 2.0),
+        Goal(
+            f"{big} batch {hf_batch}: decode step ms",
+            None if big_ours is None else big_ours.step_ms,
+            5.0,
+            higher_is_better=False,
+        ),
+        Goal(
+            f"{big}: encoder share of the bf16 peak (batch {hf_batch})",
+            None if big_ours is None else big_ours.encoder_peak_fraction,
+            0.5,
+        ),
+        Goal(
+            "tiny.en jfk p50 single request: ours / sequential engine",
+            jfk_ratio,
+            1.10,
+            higher_is_better=False,
+        ),
+        Goal(
+            f"tiny.en HTTP throughput at {clients_32} clients / 1 client",
+            ratio(find(rows, "tiny.en", "HTTP", clients_32), find(rows, "tiny.en", "HTTP", 1)),
+            10.0,
+        ),
+    ]
+
+
+@contextmanager
+def section(title: str) -> Iterator[None]:
+    started = time.perf_counter()
+    print(f"\n== {title}", flush=True)
+    yield
+    print(f"   ({time.perf_counter() - started:.0f} s)", flush=True)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cuda", help="cuda (GPU 0 for one-GPU rows) or cpu")
+    parser.add_argument("--precision", default="float16")
+    parser.add_argument("--tiny-dir", type=Path, help="tiny.en folder (default: the package)")
+    parser.add_argument("--base-dir", type=Path, help="base folder (default: the packages)")
+    parser.add_argument("--jfk", type=Path, help="jfk.flac (default: ../shared/audio)")
+    parser.add_argument("--models", nargs="+", default=["tiny.en", "base", "large-v3"])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 64, 128])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 64, 128])
+    parser.add_argument("--hf-batches", type=int, nargs="+", default=[8, 32, 64])
+    parser.add_argument("--row-seconds", type=float, default=8.0, help="time budget per row")
+    parser.add_argument("--jfk-repeats", type=int, default=20)
+    parser.add_argument("--forced-length", type=int, default=100)
+    parser.add_argument("--gpus", type=int, default=2, help="GPUs for the multi-GPU rows")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for a CPU check")
+    parser.add_argument(
+        "--server-env", nargs="*", default=[], metavar="KEY=VALUE", help="extra server settings"
+    )
+    parser.add_argument("--json", type=Path, help="write every row and fact here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batches, args.clients, args.hf_batches = [1, 2], [1, 2], [2]
+        args.row_seconds, args.jfk_repeats, args.forced_length = 3.0, 2, 8
+        args.models = [m for m in args.models if m != "base"]
+        args.gpus = 1
+    return args
+
+
+def run(args: argparse.Namespace) -> Bench:
+    gpus = min(args.gpus, torch.cuda.device_count()) if args.device.startswith("cuda") else 1
+    settings = Settings(
+        args.device,
+        args.precision,
+        args.batches,
+        args.clients,
+        args.hf_batches,
+        args.row_seconds,
+        args.jfk_repeats,
+        args.forced_length,
+        max(gpus, 1),
+        args.quick,
+        dict(item.split("=", 1) for item in args.server_env),
+    )
+    factory = EngineFactory(settings.device, settings.precision, settings.server_env)
+    with section("bf16 peak"):
+        peak = bf16_peak_tflops(settings.device, 1024 if args.quick else 8192)
+        print(f"   {peak:.1f} TFLOP/s (bf16 matmul, measured now)")
+    bench = Bench(settings, factory, peak)
+    bench.facts["bf16_peak_tflops"] = peak
+    clips = load_corpus(args.jfk)
+    if args.quick:
+        clips = clips[:QUICK_CLIPS]
+    print(f"   corpus: {len(clips)} clips, {sum(c.seconds for c in clips):.0f} s of speech")
+    print(f"   our engine: {factory.description}")
+    print(HEADER)
+    models = {
+        "tiny.en": lambda: resolve_model(str(args.tiny_dir) if args.tiny_dir else "tiny.en", None),
+        "base": lambda: resolve_model(str(args.base_dir) if args.base_dir else "base", None),
+    }
+    for name in ("tiny.en", "base"):
+        if name in args.models:
+            with section(name):
+                bench.real_model(name, models[name](), clips)
+    if "large-v3" in args.models:
+        with section("large-v3 shape, random weights" if not args.quick else "tiny shape"):
+            tokenizer_model = models["base"]() if not args.quick else models["tiny.en"]()
+            bench.large_model(tokenizer_model, clips)
+    return bench
+
+
+def report(bench: Bench, json_path: Path | None) -> None:
+    print("\n" + HEADER)
+    for row in bench.rows:
+        print(format_row(row))
+    print()
+    for name, value in bench.facts.items():
+        print(f"{name} = {value:.4f}")
+    print("\nGoals (ratios from this run):")
+    for goal in goals(bench, bench.factory.label):
+        print("  " + goal.line())
+    if json_path is not None:
+        json_path.write_text(
+            json.dumps({"rows": [asdict(r) for r in bench.rows], "facts": bench.facts}, indent=1)
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    bench = run(args)
+    report(bench, args.json)
+
+
+if __name__ == "__main__":
+    main()

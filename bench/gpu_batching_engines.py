@@ -157,6 +157,7 @@ class EngineFactory:
         forced_length: int,
         max_batch: int,
         gpus: int,
+        precision: str,
     ) -> OurEngine | None:
         """Random weights of shape `dims`, `forced_length` tokens a window; None without the
         batched engine (the sequential one cannot force a length)."""
@@ -167,7 +168,7 @@ class EngineFactory:
             dims,
             tokenizer_model=tokenizer_model,
             device=device,
-            precision=self.precision,
+            precision=precision,
             config=self._config(max_batch, forced_length),
             seed=0,
         )

@@ -19,6 +19,9 @@ GIB = 2**30
 READY_TIMEOUT_S = 600
 REQUEST_TIMEOUT_S = 600
 MEMORY_SAMPLE_S = 0.1
+# The batched engine's series (BATCHING_API.md); absent from the sequential engine's /metrics.
+DECODE_STEPS = "voicefleet_decode_steps_total"
+DECODE_STEP_SECONDS = "voicefleet_decode_step_seconds_total"
 
 
 class ProcessGpuMemory:
@@ -137,6 +140,16 @@ class ServedModel:
         )
         response.raise_for_status()
         return str(response.json()["text"])
+
+    def decode_counters(self) -> tuple[float, float]:
+        """(decode steps, decode step seconds) so far, from /metrics (0, 0 when the engine
+        does not count them)."""
+        wanted = {DECODE_STEPS: 0.0, DECODE_STEP_SECONDS: 0.0}
+        for line in self._client.get(f"{self.url}/metrics").text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in wanted:
+                wanted[name] = float(value)
+        return wanted[DECODE_STEPS], wanted[DECODE_STEP_SECONDS]
 
     def reset_peak_memory(self) -> None:
         self._memory.reset()

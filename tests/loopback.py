@@ -36,3 +36,13 @@ def wait_until_ready(
             pass  # not listening yet
         time.sleep(0.1)
     raise RuntimeError(f"{what} was not ready after {timeout} s")
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll `condition` until it is true; fail after `timeout` s, saying what was awaited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -1,9 +1,11 @@
 """Admission control: a bounded queue in front of a fixed number of engine slots.
 
-A request is *accepted* when it enters (a running slot or a waiting place is free) and stays
-accepted until its response is finished, streaming included. Beyond capacity it is refused
-at once with 429 and a Retry-After estimated from recent service times; while draining, new
-requests are refused with 503 and the accepted ones are waited for.
+A request is *accepted* once its body has fully arrived and its audio's metadata passed the
+checks (an upload in progress holds no place: gate.py bounds those), and stays accepted until
+its response is finished, streaming included. Beyond capacity it is refused at once with 429
+and a Retry-After estimated from recent service times; while draining, new requests are
+refused with 503 and the accepted ones are waited for. A client that leaves while queued
+gives its place back at once.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from voicefleet_runtime.errors import ApiError, draining_error
+
+
+class ClientGoneError(Exception):
+    """The client disconnected; whatever was being done for it stops."""
 
 
 @dataclass(frozen=True)
@@ -101,10 +107,13 @@ class AdmissionController:
         self._on_change(self.snapshot())
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[float]:
-        """Wait for an engine slot (an accepted request only); yields the seconds waited."""
-        queued_at = self._clock()
-        async with self._semaphore():
+    async def admitted(self, client_gone: asyncio.Event) -> AsyncIterator[float]:
+        """Accept, then wait for an engine slot unless the client leaves first; yields the
+        seconds waited. ClientGoneError when `client_gone` is set before a slot is free."""
+        self.accept()
+        try:
+            queued_at = self._clock()
+            await self._acquire_unless(client_gone)
             waited = self._clock() - queued_at
             self._running += 1
             self._on_change(self.snapshot())
@@ -114,7 +123,31 @@ class AdmissionController:
             finally:
                 self._service_seconds.append(self._clock() - started)
                 self._running -= 1
+                self._semaphore().release()
                 self._on_change(self.snapshot())
+        finally:
+            self.release()
+
+    async def _acquire_unless(self, client_gone: asyncio.Event) -> None:
+        semaphore = self._semaphore()
+        acquiring = asyncio.ensure_future(semaphore.acquire())
+        leaving = asyncio.ensure_future(client_gone.wait())
+        try:
+            await asyncio.wait({acquiring, leaving}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            # Cancelled while queued: a pending acquire gives a granted permit back itself.
+            if acquiring.done() and not acquiring.cancelled():
+                semaphore.release()
+            acquiring.cancel()
+            raise
+        finally:
+            leaving.cancel()
+        if not acquiring.done():
+            acquiring.cancel()
+            raise ClientGoneError
+        if client_gone.is_set():
+            semaphore.release()
+            raise ClientGoneError
 
     def start_draining(self) -> None:
         self._draining = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
@@ -47,19 +47,43 @@ def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody} for status in statuses}
 
 
-INFERENCE_ERRORS = _documented(400, 401, 404, 413, 415, 429, 503)
+INFERENCE_ERRORS = _documented(400, 401, 404, 408, 413, 415, 429, 503)
+
+MAX_TEXT_CHARS = 4096
+"""Prompt and hotwords: Whisper reads at most 223 tokens of either; longer text is a 400."""
+MAX_NAME_CHARS = 256
+"""Model names and languages: longer than any real one."""
 
 TIMED_FORMATS = frozenset({"srt", "vtt", "verbose_json"})
 """Response formats that show segment times, so long audio must keep Whisper's timing."""
 
 Temperature = Annotated[float, Form(ge=0.0, le=1.0)]
-Language = Annotated[str | None, Form(description="ISO 639-1 code; omit to detect it.")]
-Prompt = Annotated[str | None, Form(description="Text that steers spelling and style.")]
+ModelName = Annotated[
+    str,
+    Form(description="The loaded model's name or an alias (whisper-1).", max_length=MAX_NAME_CHARS),
+]
+Language = Annotated[
+    str | None,
+    Form(description="ISO 639-1 code; omit to detect it.", max_length=MAX_NAME_CHARS),
+]
+Prompt = Annotated[
+    str | None,
+    Form(
+        description="Text that steers spelling and style; read as plain text.",
+        max_length=MAX_TEXT_CHARS,
+    ),
+]
 Hotwords = Annotated[
-    str | None, Form(description="Words to favour (a voicefleet extension, not in OpenAI's API).")
+    str | None,
+    Form(
+        description="Words to favour (a voicefleet extension, not in OpenAI's API); plain text.",
+        max_length=MAX_TEXT_CHARS,
+    ),
 ]
 
-router = APIRouter()
+# An inference form has one file and a dozen short fields; more is refused with 400 while
+# the body is parsed, before anything is kept (Starlette's defaults: 1000 fields of 1 MB).
+router = APIRouter(form_limits={"max_fields": 32, "max_files": 1, "max_part_size": 64 * 1024})
 
 
 def runtime_of(request: Request) -> RuntimeState:
@@ -104,7 +128,7 @@ def _respond(
 async def create_transcription(
     request: Request,
     file: Annotated[UploadFile, File(description="The audio, in any format FFmpeg decodes.")],
-    model: Annotated[str, Form(description="The loaded model's name or an alias (whisper-1).")],
+    model: ModelName,
     language: Language = None,
     prompt: Prompt = None,
     response_format: Annotated[ResponseFormat, Form()] = "json",
@@ -126,10 +150,7 @@ async def create_transcription(
         ),
     )
     if stream:
-        events = await stream_upload(runtime, request, file, spec)
-        return StreamingResponse(
-            events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-        )
+        return await stream_upload(runtime, request, file, spec)
     transcript = await transcribe_upload(runtime, request, file, spec)
     return _respond(transcript, response_format, granularities)
 
@@ -141,7 +162,7 @@ async def create_transcription(
 async def create_translation(
     request: Request,
     file: Annotated[UploadFile, File(description="The audio, in any format FFmpeg decodes.")],
-    model: Annotated[str, Form(description="The loaded model's name or an alias (whisper-1).")],
+    model: ModelName,
     prompt: Prompt = None,
     response_format: Annotated[ResponseFormat, Form()] = "json",
     temperature: Temperature = 0.0,

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from voicefleet_runtime.access_log import AccessLogMiddleware
 from voicefleet_runtime.api import router
 from voicefleet_runtime.auth import ApiKeyMiddleware
+from voicefleet_runtime.connection import EarlyResponseMiddleware
 from voicefleet_runtime.engine.loader import load_engine
 from voicefleet_runtime.errors import install_error_handlers
 from voicefleet_runtime.gate import AdmissionGateMiddleware
@@ -42,11 +43,13 @@ def create_app(settings: RuntimeSettings, engine_factory: EngineFactory = load_e
     app.state.runtime = runtime
     install_error_handlers(app)
     app.include_router(router)
-    # Added innermost first: the request meets the access log, then the key check, then the
-    # admission gate, then the body limit, so refusals happen before any body is read.
+    # Added innermost first: the request meets the early-response guard, the access log, the
+    # key check, the gate (readiness, draining, upload budget), then the body limit, so
+    # refusals happen before any body is read and close the connection.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(AdmissionGateMiddleware, runtime=runtime)
     if runtime.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=runtime.api_key)
     app.add_middleware(AccessLogMiddleware, metrics=runtime.metrics)
+    app.add_middleware(EarlyResponseMiddleware)
     return app

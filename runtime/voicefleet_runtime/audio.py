@@ -6,16 +6,28 @@ With an integer output format FFmpeg normalises its downmix matrix, so stereo be
 average of the channels and stays within [-1, 1]; with a float output it would sum the
 channels at -3 dB each, 1.41 times too loud for identical channels and above 1.0 at peaks.
 
+A hostile file can be tiny and still decode into hours of audio or gigabytes of PCM (a FLAC
+that declares a sample rate of 3 Hz turns 55 bytes into six hours). So what a file costs is
+bounded before and while it is decoded, never after:
+- `probe_audio` opens the container and refuses, before any frame is decoded, sample rates
+  outside 8-192 kHz, more than 8 channels, a declared duration over the limit and a declared
+  duration no real codec fits in the uploaded bytes;
+- `decode_audio` checks every decoded frame *before* it is resampled (frames may change rate
+  or layout mid-stream): its rate and channels, the seconds decoded so far against the limit
+  and against the uploaded bytes, and the samples decoded against a work budget (what the
+  longest allowed 48 kHz stereo file needs), so CPU and memory stop growing at the limit.
+
 Statuses the failures map to (documented in the README):
 - 415: not audio at all (FFmpeg cannot open it, or it has no audio stream);
-- 400: empty, or audio that breaks off or is corrupt while decoding;
-- 413: longer than the configured limit, detected while decoding, so a long file is not
-  decoded to the end just to be refused.
+- 400: empty, corrupt, truncated, or outside the sane bounds above;
+- 413: longer than the configured limit (declared, or found while decoding).
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -23,6 +35,42 @@ from numpy.typing import NDArray
 
 from voicefleet_runtime.engine.base import SAMPLE_RATE
 from voicefleet_runtime.errors import ApiError
+
+MIN_SAMPLE_RATE = 8_000
+MAX_SAMPLE_RATE = 192_000
+MAX_CHANNELS = 8
+DECLARED_DURATION_SLACK = 1.5
+"""Some demuxers estimate a duration from the first frames' bit rate (MP3 without a Xing
+header): a declared duration is refused only this far over the limit; decoding enforces
+the limit exactly."""
+RATIO_FREE_SECONDS = 30.0
+"""Audio this short is never refused for its compression ratio (tiny legitimate files)."""
+WORK_BUDGET_RATE = 48_000 * 2
+"""Source samples per allowed second the decoder may process: a 48 kHz stereo file at the
+limit fits, an 8-channel 192 kHz one is stopped after a sixteenth of it."""
+PCM_SCALE = 1.0 / 32768.0
+"""signed 16-bit to [-1, 1), as faster-whisper's decode_audio scales."""
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    max_seconds: float
+    min_bytes_per_second: float
+    """Compression-ratio bound: fewer uploaded bytes per decoded second is not a real codec."""
+
+    def seconds_for(self, uploaded_bytes: int) -> float:
+        """The most audio `uploaded_bytes` may plausibly hold (never under RATIO_FREE_SECONDS)."""
+        if self.min_bytes_per_second <= 0:
+            return float("inf")
+        return max(RATIO_FREE_SECONDS, uploaded_bytes / self.min_bytes_per_second)
+
+
+@dataclass(frozen=True)
+class AudioProbe:
+    format_name: str
+    sample_rate: int
+    channels: int
+    declared_seconds: float | None
 
 
 def _not_audio(detail: str) -> ApiError:
@@ -38,47 +86,177 @@ def _empty() -> ApiError:
     return ApiError(400, "the audio file is empty", code="empty_audio", param="file")
 
 
-PCM_SCALE = 1.0 / 32768.0
-"""signed 16-bit to [-1, 1), as faster-whisper's decode_audio scales."""
+def _too_long(limit: float, declared: bool = False) -> ApiError:
+    what = "declares a duration" if declared else "is"
+    return ApiError(
+        413,
+        f"the audio {what} longer than the limit of {limit:g} seconds",
+        code="audio_too_long",
+        param="file",
+    )
 
 
-def _samples(frame: av.AudioFrame) -> NDArray[np.int16]:
-    # The resampler outputs s16 already: astype only tells the type checker, it copies nothing.
-    return frame.to_ndarray().reshape(-1).astype(np.int16, copy=False)
+def _out_of_bounds(detail: str) -> ApiError:
+    return ApiError(
+        400,
+        f"the audio is outside what this server decodes: {detail} "
+        f"(sample rates {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz, at most {MAX_CHANNELS} channels)",
+        code="unsupported_audio_format",
+        param="file",
+    )
 
 
-def decode_audio(data: bytes, max_seconds: float) -> NDArray[np.float32]:
-    """Blocking and CPU-bound: call it in a worker thread."""
-    if not data:
+def _implausible(seconds: float, uploaded: int) -> ApiError:
+    return ApiError(
+        400,
+        f"the file decodes to more audio ({seconds:.0f} s) than any real codec stores in "
+        f"{uploaded} bytes",
+        code="implausible_audio",
+        param="file",
+    )
+
+
+def _check_format(sample_rate: int, channels: int) -> None:
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise _out_of_bounds(f"sample rate {sample_rate} Hz")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise _out_of_bounds(f"{channels} channels")
+
+
+AudioSource = bytes | BinaryIO
+"""The upload: bytes, or a seekable file (a spooled upload is read where it lies)."""
+
+
+def _size(source: AudioSource) -> int:
+    if isinstance(source, bytes):
+        return len(source)
+    size = source.seek(0, io.SEEK_END)
+    source.seek(0)
+    return size
+
+
+def _open(source: AudioSource) -> av.container.InputContainer:
+    if not _size(source):
         raise _empty()
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
-        container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
+        return av.open(stream, mode="r", metadata_errors="ignore")
     except av.error.FFmpegError as exc:
         raise _not_audio(type(exc).__name__) from exc
-    max_samples = int(max_seconds * SAMPLE_RATE)
-    chunks: list[NDArray[np.int16]] = []
-    total = 0
-    with container:
-        if not container.streams.audio:
-            raise _not_audio(f"{container.format.name} without an audio stream")
+
+
+def _declared_seconds(container: av.container.InputContainer) -> float | None:
+    stream = container.streams.audio[0]
+    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None and container.duration > 0:
+        return container.duration / av.time_base
+    return None
+
+
+def _probe_open(
+    container: av.container.InputContainer, uploaded: int, limits: DecodeLimits
+) -> AudioProbe:
+    if not container.streams.audio:
+        raise _not_audio(f"{container.format.name} without an audio stream")
+    stream = container.streams.audio[0]
+    probe = AudioProbe(
+        format_name=container.format.name,
+        sample_rate=int(stream.codec_context.sample_rate or 0),
+        channels=int(stream.codec_context.channels or 0),
+        declared_seconds=_declared_seconds(container),
+    )
+    _check_format(probe.sample_rate, probe.channels)
+    declared = probe.declared_seconds
+    if declared is not None:
+        if declared > limits.max_seconds * DECLARED_DURATION_SLACK:
+            raise _too_long(limits.max_seconds, declared=True)
+        if declared > limits.seconds_for(uploaded) * DECLARED_DURATION_SLACK:
+            raise _implausible(declared, uploaded)
+    return probe
+
+
+def probe_audio(
+    source: AudioSource, max_seconds: float, *, min_bytes_per_second: float = 0.0
+) -> AudioProbe:
+    """Container metadata, checked before anything is decoded; cheap (headers only)."""
+    uploaded = _size(source)
+    with _open(source) as container:
+        return _probe_open(container, uploaded, DecodeLimits(max_seconds, min_bytes_per_second))
+
+
+class _Budget:
+    """What decoding one upload may cost, checked per frame before the frame is resampled."""
+
+    def __init__(self, limits: DecodeLimits, uploaded: int) -> None:
+        self.limits = limits
+        self.uploaded = uploaded
+        self.plausible_seconds = limits.seconds_for(uploaded)
+        self.max_work = limits.max_seconds * WORK_BUDGET_RATE
+        self.seconds = 0.0
+        self.work = 0
+
+    def charge(self, frame: av.AudioFrame) -> None:
+        rate = int(frame.sample_rate or 0)
+        channels = len(frame.layout.channels)
+        _check_format(rate, channels)
+        self.seconds += frame.samples / rate
+        self.work += frame.samples * channels
+        if self.seconds > self.limits.max_seconds:
+            raise _too_long(self.limits.max_seconds)
+        if self.seconds > self.plausible_seconds:
+            raise _implausible(self.seconds, self.uploaded)
+        if self.work > self.max_work:
+            raise ApiError(
+                413,
+                f"the audio needs more decoding than the limit allows ({channels} channels at "
+                f"{rate} Hz); downmix or resample it, or send less than "
+                f"{self.limits.max_seconds:g} seconds",
+                code="audio_too_long",
+                param="file",
+            )
+
+
+class _PcmBuffer:
+    """float32 output written in place: untouched pages of the reservation cost no memory, so
+    the peak is the decoded audio itself (4 bytes a sample), not chunks plus copies."""
+
+    def __init__(self, max_seconds: float) -> None:
+        # +1 s: the resampler's flush may add a few samples past the last frame.
+        self._pcm = np.empty(int((max_seconds + 1) * SAMPLE_RATE), dtype=np.float32)
+        self.length = 0
+
+    def append(self, frame: av.AudioFrame) -> None:
+        samples = frame.to_ndarray().reshape(-1)
+        end = min(self.length + samples.shape[0], self._pcm.shape[0])
+        np.multiply(samples[: end - self.length], PCM_SCALE, out=self._pcm[self.length : end])
+        self.length = end
+
+    def audio(self) -> NDArray[np.float32]:
+        return self._pcm[: self.length]
+
+
+def decode_audio(
+    source: AudioSource, max_seconds: float, *, min_bytes_per_second: float = 0.0
+) -> NDArray[np.float32]:
+    """Blocking and CPU-bound: call it in a worker thread. `min_bytes_per_second` 0: no
+    compression-ratio bound (trusted input, as in benchmarks)."""
+    limits = DecodeLimits(max_seconds, min_bytes_per_second)
+    uploaded = _size(source)
+    with _open(source) as container:
+        _probe_open(container, uploaded, limits)
+        budget = _Budget(limits, uploaded)
+        pcm = _PcmBuffer(limits.max_seconds)
         # Stereo and other layouts are mixed down here; every engine gets mono. s16, not flt:
         # see the module docstring for why the format decides the downmix level.
         resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
         try:
             for frame in container.decode(audio=0):
+                budget.charge(frame)
                 for resampled in resampler.resample(frame):
-                    samples = _samples(resampled)
-                    total += samples.shape[0]
-                    if total > max_samples:
-                        raise ApiError(
-                            413,
-                            f"the audio is longer than the limit of {max_seconds:g} seconds",
-                            code="audio_too_long",
-                            param="file",
-                        )
-                    chunks.append(samples)
+                    pcm.append(resampled)
             for resampled in resampler.resample(None):
-                chunks.append(_samples(resampled))
+                pcm.append(resampled)
         except av.error.FFmpegError as exc:
             raise ApiError(
                 400,
@@ -86,11 +264,6 @@ def decode_audio(data: bytes, max_seconds: float) -> NDArray[np.float32]:
                 code="invalid_audio",
                 param="file",
             ) from exc
-    if not chunks:
+    if pcm.length == 0:
         raise _empty()
-    pcm = np.concatenate(chunks)
-    if pcm.shape[0] == 0:
-        raise _empty()
-    audio = pcm.astype(np.float32)
-    audio *= PCM_SCALE
-    return audio
+    return pcm.audio()

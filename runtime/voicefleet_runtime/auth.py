@@ -1,4 +1,14 @@
-"""Optional bearer-token check in front of the API; probes and /metrics stay open."""
+"""Optional bearer-token check in front of the API, with one access policy for every route.
+
+The policy (README, "Authentication"), when VOICEFLEET_API_KEY(_FILE) is set:
+- probes (/healthz, /readyz) are open: the kubelet sends no key;
+- /metrics is open: Prometheus scrapes pods without one; it holds counts, the model's name and
+  device, never a request's content, a header or a key;
+- the API description (/openapi.json, /docs, /docs/oauth2-redirect, /redoc) is open: it
+  describes the public API and holds no secret; clients generate code and fuzzers read it;
+- everything else needs the key, unknown paths included (401 before 404, so a scan without
+  the key learns nothing about which routes exist).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +17,9 @@ import secrets
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from voicefleet_runtime.errors import ApiError, error_response
-from voicefleet_runtime.routes import OPEN_PATHS
+from voicefleet_runtime.routes import API_DESCRIPTION_PATHS, OPEN_PATHS
 
-UNAUTHENTICATED_PATHS = OPEN_PATHS | {"/openapi.json", "/docs"}
-"""The API description holds no secrets; clients and fuzzers read it without a key."""
+UNAUTHENTICATED_PATHS = OPEN_PATHS | API_DESCRIPTION_PATHS
 
 
 def bearer_token(scope: Scope) -> str | None:

@@ -33,6 +33,18 @@ _DEFAULT_CODES = {
 }
 
 
+QUOTED_INPUT_CHARS = 32
+"""Error messages quote at most this much of what a client sent: enough to recognise a typo,
+never an echo of an attacker's 100 KB field."""
+
+
+def quote_input(value: str) -> str:
+    """A short, repr-quoted prefix of client input for an error message."""
+    if len(value) <= QUOTED_INPUT_CHARS:
+        return repr(value)
+    return f"{value[:QUOTED_INPUT_CHARS]!r}... ({len(value)} characters)"
+
+
 class ApiError(Exception):
     """An error the client should see, with the status and OpenAI fields it maps to."""
 

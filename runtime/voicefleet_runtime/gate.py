@@ -1,7 +1,9 @@
-"""The door of the inference API: not ready or draining -> 503, full -> 429, else accepted.
+"""The door of the inference API: not ready or draining -> 503, too many uploads -> 429.
 
-Runs before the body is read, so refusing costs the server nothing, and holds the request's
-place until the response is completely sent (a stream included): that is what a drain waits on.
+Runs before the body is read, so refusing costs the server nothing. An inference request
+that passes gets an upload place and a budgeted `receive` (uploads.py); it is *admitted*
+(takes a place in the engine queue) only later, by the handler, once its body is complete
+and its audio's metadata has been checked.
 """
 
 from __future__ import annotations
@@ -22,26 +24,27 @@ class AdmissionGateMiddleware:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        admission = self.runtime.admission
+        if self.runtime.admission.draining:
+            await error_response(draining_error())(scope, receive, send)
+            return
         if scope["path"] not in INFERENCE_PATHS or scope["method"] != "POST":
-            if admission.draining:
-                await error_response(draining_error())(scope, receive, send)
-                return
             await self.app(scope, receive, send)
             return
-        if self.runtime.engine is None and not admission.draining:
+        if self.runtime.engine is None:
             message = "the model is still loading; retry shortly"
             if self.runtime.load_error is not None:
                 message = "the model failed to load; see the server log"
             error = ApiError(503, message, code="model_not_ready", headers={"Retry-After": "5"})
             await error_response(error)(scope, receive, send)
             return
+        uploads = self.runtime.uploads
         try:
-            admission.accept()
+            uploads.enter()
         except ApiError as refusal:
             await error_response(refusal)(scope, receive, send)
             return
+        upload_receive = uploads.receive(receive)
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, upload_receive, send)
         finally:
-            admission.release()
+            upload_receive.finish()

@@ -57,6 +57,7 @@ class RuntimeMetrics:
         self.engine_busy = Counter(
             names.ENGINE_BUSY_SECONDS, "Slot-seconds spent inferring.", registry=r
         )
+        self._add_protection_series(r)
         self.model_load_seconds = Gauge(names.MODEL_LOAD_SECONDS, "Model load time.", registry=r)
         self.model_info = Gauge(
             names.MODEL_INFO,
@@ -69,6 +70,22 @@ class RuntimeMetrics:
         self.concurrency_limit.set(concurrency)
         self.queue_capacity.set(queue_size)
         self.gpu_available = register_gpu_collector(r) if gpu else False
+
+    def _add_protection_series(self, r: CollectorRegistry) -> None:
+        """What hostile or vanished clients cost: uploads in progress, refusals, disconnects."""
+        self.uploads_in_progress = Gauge(
+            names.UPLOADS_IN_PROGRESS, "Request bodies being received.", registry=r
+        )
+        self.upload_capacity = Gauge(names.UPLOAD_CAPACITY, "Upload places.", registry=r)
+        self.refusals = Counter(
+            names.REFUSALS_TOTAL, "Requests refused to protect the server.", ["reason"], registry=r
+        )
+        self.client_disconnects = Counter(
+            names.CLIENT_DISCONNECTS_TOTAL,
+            "Accepted requests whose client left before the answer.",
+            ["stage"],
+            registry=r,
+        )
 
     def observe_admission(self, snapshot: AdmissionSnapshot) -> None:
         self.queue_depth.set(snapshot.waiting)

@@ -14,8 +14,10 @@ READY_PATH = "/readyz"
 METRICS_PATH = "/metrics"
 
 INFERENCE_PATHS = frozenset({TRANSCRIPTIONS_PATH, TRANSLATIONS_PATH, LEGACY_TRANSCRIBE_PATH})
-"""POSTs that take an admission slot."""
+"""POSTs that take an upload place, then (body complete, metadata checked) an admission slot."""
 OPEN_PATHS = frozenset({HEALTH_PATH, READY_PATH, METRICS_PATH})
 """Probes and Prometheus: never behind the key, never refused while draining."""
+API_DESCRIPTION_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+"""FastAPI's description of the API, in all its forms: open, all alike (auth.py)."""
 KNOWN_PATHS = INFERENCE_PATHS | OPEN_PATHS | {MODELS_PATH}
 """Paths with their own metrics label; any other path counts as `other`."""

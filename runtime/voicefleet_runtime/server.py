@@ -12,13 +12,16 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Generator
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from pydantic import ValidationError
 
 from voicefleet_runtime.app import create_app
+from voicefleet_runtime.connection import header_timeout_protocol
 from voicefleet_runtime.settings import RuntimeSettings
 from voicefleet_runtime.state import RuntimeState
 
@@ -27,6 +30,7 @@ logger = logging.getLogger("voicefleet.runtime")
 EXIT_OK = 0
 EXIT_LOAD_FAILED = 1
 EXIT_DRAIN_TIMEOUT = 2
+EXIT_BAD_SETTINGS = 3
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -113,18 +117,35 @@ def serve(host: str | None = None, port: int | None = None, model: str | None = 
         for key, value in {"host": host, "port": port, "model": model}.items()
         if value is not None
     }
-    settings = RuntimeSettings(**overrides)
+    try:
+        settings = RuntimeSettings(**overrides)
+    except ValidationError as exc:
+        # One line per problem, field and reason only: the values (an API key) never appear.
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False)
+        )
+        print(f"voicefleet serve: invalid settings: {problems}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
     configure_logging(settings.log_level)
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,  # the runtime logs one line per request itself
-        lifespan="on",
+    return asyncio.run(run_until_stopped(app, uvicorn_config(app, settings)))
+
+
+def uvicorn_config(app: FastAPI, settings: RuntimeSettings, **overrides: Any) -> uvicorn.Config:
+    """uvicorn as the runtime runs it: connection timeouts from the settings."""
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": False,  # the runtime logs one line per request itself
+        "lifespan": "on",
         # Requests are already drained when uvicorn stops; this only bounds idle keep-alives.
-        timeout_graceful_shutdown=5,
-        server_header=False,
-    )
-    return asyncio.run(run_until_stopped(app, config))
+        "timeout_graceful_shutdown": 5,
+        "server_header": False,
+        "http": header_timeout_protocol(
+            settings.header_timeout_seconds, app.state.runtime.count_refusal
+        ),
+        "timeout_keep_alive": settings.keep_alive_timeout_seconds,
+    }
+    return uvicorn.Config(app, **{**options, **overrides})

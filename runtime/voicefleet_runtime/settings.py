@@ -31,7 +31,10 @@ Task = Literal["transcribe", "translate"]
 
 
 class RuntimeSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VOICEFLEET_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a start-up validation error must never echo a value (the API key).
+    model_config = SettingsConfigDict(
+        env_prefix="VOICEFLEET_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     host: str = Field("0.0.0.0", description="Address the HTTP server binds.")  # noqa: S104
     port: int = Field(8000, ge=1, le=65535, description="Port the HTTP server binds.")
@@ -94,6 +97,37 @@ class RuntimeSettings(BaseSettings):
     )
     max_audio_seconds: float = Field(
         1800.0, gt=0, description="Longest audio accepted after decoding; beyond it: 413."
+    )
+    # What one client may cost before its request is accepted (README: "Hostile clients").
+    upload_timeout_seconds: float = Field(
+        300.0, gt=0, description="The whole request body must arrive within this; beyond it: 408."
+    )
+    upload_min_bytes_per_second: int = Field(
+        4096,
+        ge=0,
+        description="Slowest average upload rate accepted once upload_rate_grace_seconds have "
+        "passed (32 kbit/s: a poor mobile link still meets it); slower: 408. 0 turns it off.",
+    )
+    upload_rate_grace_seconds: float = Field(
+        10.0, ge=0, description="Time an upload gets before its average rate is enforced."
+    )
+    max_uploads_in_progress: int = Field(
+        128,
+        ge=1,
+        description="Request bodies being received at once; beyond it: 429. They hold no "
+        "engine place: a request is admitted only once its body is complete.",
+    )
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="A connection must send a request's headers within this."
+    )
+    keep_alive_timeout_seconds: int = Field(
+        5, ge=1, description="An idle keep-alive connection is closed after this."
+    )
+    min_upload_bytes_per_audio_second: float = Field(
+        16.0,
+        ge=0,
+        description="Refuse audio that decodes to more seconds than one per this many uploaded "
+        "bytes (beyond 30 s): no real speech codec stores a second in fewer than ~50 bytes.",
     )
     warmup: bool = Field(True, description="Run one inference before /readyz turns ready.")
     shutdown_grace_seconds: float = Field(

@@ -17,6 +17,7 @@ from voicefleet_runtime.admission import AdmissionController
 from voicefleet_runtime.engine.base import SAMPLE_RATE, DecodeOptions, SpeechEngine
 from voicefleet_runtime.metrics import RuntimeMetrics
 from voicefleet_runtime.settings import RuntimeSettings
+from voicefleet_runtime.uploads import UploadLimits, Uploads
 
 logger = logging.getLogger("voicefleet.runtime")
 
@@ -37,6 +38,13 @@ class RuntimeState:
         self.admission = AdmissionController(
             settings.concurrency, settings.queue_size, on_change=self.metrics.observe_admission
         )
+        self.uploads = Uploads(
+            UploadLimits.from_settings(settings),
+            settings.max_uploads_in_progress,
+            on_change=self.metrics.uploads_in_progress.set,
+            on_refusal=self.count_refusal,
+        )
+        self.metrics.upload_capacity.set(settings.max_uploads_in_progress)
         # One thread per engine slot: the admission semaphore never lets more in.
         self.executor = ThreadPoolExecutor(
             max_workers=settings.concurrency, thread_name_prefix="voicefleet-engine"
@@ -105,7 +113,12 @@ class RuntimeState:
         self.metrics.ready.set(0 if self.admission.draining else 1)
         logger.info("ready")
 
+    def count_refusal(self, reason: str) -> None:
+        self.metrics.refusals.labels(reason=reason).inc()
+
     def start_draining(self) -> None:
+        """Accepted requests run on; uploads still in progress are cut off (503)."""
         self.admission.start_draining()
+        self.uploads.cut_off()
         self.metrics.ready.set(0)
         self.metrics.draining.set(1)

@@ -18,6 +18,7 @@ import uvicorn
 
 from tests.loopback import wait_until_ready
 from voicefleet_runtime.app import create_app
+from voicefleet_runtime.server import uvicorn_config
 from voicefleet_runtime.settings import RuntimeSettings
 from voicefleet_runtime.state import RuntimeState
 
@@ -79,7 +80,7 @@ def serve_in_thread(settings: RuntimeSettings) -> Iterator[RunningServer]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn_config(app, settings, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     base_url = f"http://127.0.0.1:{port}"

@@ -73,13 +73,16 @@ def test_admission_gauges_are_back_to_idle(samples: Samples) -> None:
     assert value(samples, metric_names.REQUESTS_IN_FLIGHT) == 0
     assert value(samples, metric_names.CONCURRENCY_LIMIT) == 2
     assert value(samples, metric_names.QUEUE_CAPACITY) == 3
+    assert value(samples, metric_names.UPLOADS_IN_PROGRESS) == 0
     assert value(samples, metric_names.READY) == 1
     assert value(samples, metric_names.DRAINING) == 0
 
 
 def test_inference_series_count_real_audio(samples: Samples) -> None:
     assert value(samples, metric_names.AUDIO_SECONDS) == pytest.approx(22.0, abs=0.1)
-    assert value(samples, metric_names.QUEUE_WAIT + "_count") == 3  # the 415 waited too
+    # The 415 was refused from its container probe, before it took a place in the queue.
+    assert value(samples, metric_names.QUEUE_WAIT + "_count") == 2
+    assert value(samples, metric_names.REFUSALS_TOTAL, reason="unsupported_audio") == 1
     assert value(samples, metric_names.REAL_TIME_FACTOR + "_count") == 2
     assert 0 < value(samples, metric_names.REAL_TIME_FACTOR + "_sum") < 2
     assert value(samples, metric_names.BATCH_SIZE + "_sum") == 2  # short files: unbatched

@@ -73,3 +73,13 @@ def test_vad_on_with_torch_engine_is_refused_before_loading(
 ) -> None:
     with pytest.raises(ValueError, match="faster-whisper"):
         load_engine(make_tiny_settings(engine="torch", vad="on"))
+
+
+def test_control_tokens_in_a_prompt_stay_text_on_torch_engine(
+    torch_client: httpx.Client, shared_audio: Path, wer: Callable[[str, str], float]
+) -> None:
+    prompt = "<|endoftext|><|startoftranscript|><|notimestamps|>" * 20
+    response = post_jfk(torch_client, shared_audio, prompt=prompt, hotwords=prompt)
+
+    assert response.status_code == 200, response.text
+    assert wer(JFK_REFERENCE, response.json()["text"]) <= 0.15

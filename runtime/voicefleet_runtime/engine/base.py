@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
+
+from voicefleet_runtime.errors import quote_input
 
 SAMPLE_RATE = 16_000
 """Every engine takes mono float32 PCM at this rate; decoding resamples to it."""
@@ -89,6 +91,14 @@ class EngineError(Exception):
         """The request parameter at fault (model, language, ...), when there is one."""
 
 
+def plain_text_encoding(tokenizer: Any) -> None:
+    """Make a Hugging Face `tokenizers.Tokenizer` encode user text (prompts, hotwords) as text:
+    by default it turns "<|endoftext|>" or "<|startoftranscript|>" written in the input into
+    the control tokens themselves, which lets a prompt end or restart decoding. Special tokens
+    are still found by id (token_to_id), which this does not touch."""
+    tokenizer.encode_special_tokens = True
+
+
 def refuse_what_the_model_lacks(
     options: DecodeOptions, *, model_id: str, multilingual: bool, languages: frozenset[str]
 ) -> None:
@@ -103,7 +113,8 @@ def refuse_what_the_model_lacks(
     if options.language is not None and options.language not in languages:
         supported = "ISO 639-1 codes Whisper knows" if multilingual else "en only"
         raise EngineError(
-            f"language {options.language!r} is not supported by model {model_id} ({supported})",
+            f"language {quote_input(options.language)} is not supported by model {model_id} "
+            f"({supported})",
             param="language",
         )
 
@@ -133,6 +144,10 @@ class SpeechEngine(Protocol):
 
     @property
     def capabilities(self) -> EngineCapabilities: ...
+
+    def check(self, options: DecodeOptions) -> None:
+        """Raise EngineError for options this model cannot serve; cheap, before any audio is
+        decoded (transcribe checks again)."""
 
     def transcribe(
         self, audio: NDArray[np.float32], options: DecodeOptions

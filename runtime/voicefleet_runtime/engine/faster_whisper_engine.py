@@ -15,6 +15,7 @@ from voicefleet_runtime.engine.base import (
     Segment,
     TranscriptionInfo,
     Word,
+    plain_text_encoding,
     refuse_what_the_model_lacks,
 )
 from voicefleet_runtime.engine.batching import BatchedMode, BatchingPolicy, batching_policy
@@ -31,21 +32,27 @@ def _convert_words(words: Iterable[Any] | None) -> tuple[Word, ...]:
     )
 
 
-def _convert_segments(segments: Iterable[Any]) -> Iterator[Segment]:
-    """Renumber from 0: the batched pipeline numbers per chunk, clients expect a sequence."""
-    for index, segment in enumerate(segments):
-        yield Segment(
-            id=index,
-            start=float(segment.start),
-            end=float(segment.end),
-            text=segment.text,
-            tokens=tuple(segment.tokens or ()),
-            avg_logprob=float(segment.avg_logprob),
-            compression_ratio=float(segment.compression_ratio),
-            no_speech_prob=float(segment.no_speech_prob),
-            temperature=float(segment.temperature or 0.0),
-            words=_convert_words(segment.words),
-        )
+def _convert_segments(segments: Iterator[Any]) -> Iterator[Segment]:
+    """Renumber from 0: the batched pipeline numbers per chunk, clients expect a sequence.
+    Closing this generator closes faster-whisper's, which stops decoding windows."""
+    try:
+        for index, segment in enumerate(segments):
+            yield Segment(
+                id=index,
+                start=float(segment.start),
+                end=float(segment.end),
+                text=segment.text,
+                tokens=tuple(segment.tokens or ()),
+                avg_logprob=float(segment.avg_logprob),
+                compression_ratio=float(segment.compression_ratio),
+                no_speech_prob=float(segment.no_speech_prob),
+                temperature=float(segment.temperature or 0.0),
+                words=_convert_words(segment.words),
+            )
+    finally:
+        close = getattr(segments, "close", None)
+        if close is not None:
+            close()
 
 
 class FasterWhisperEngine:
@@ -63,6 +70,9 @@ class FasterWhisperEngine:
     ) -> None:
         from faster_whisper import BatchedInferencePipeline
 
+        # faster-whisper encodes prompt and hotwords itself with this tokenizer: make it read
+        # "<|endoftext|>" in user text as text, never as the control token.
+        plain_text_encoding(model.hf_tokenizer)
         self._model = model
         self._batched = BatchedInferencePipeline(model=model)
         self._resolved = resolved
@@ -127,7 +137,7 @@ class FasterWhisperEngine:
     def capabilities(self) -> EngineCapabilities:
         return self.CAPABILITIES
 
-    def _check(self, options: DecodeOptions) -> None:
+    def check(self, options: DecodeOptions) -> None:
         refuse_what_the_model_lacks(
             options,
             model_id=self.model_id,
@@ -138,7 +148,7 @@ class FasterWhisperEngine:
     def transcribe(
         self, audio: NDArray[np.float32], options: DecodeOptions
     ) -> tuple[TranscriptionInfo, Iterator[Segment]]:
-        self._check(options)
+        self.check(options)
         duration = audio.shape[0] / SAMPLE_RATE
         common: dict[str, Any] = {
             "language": options.language,

@@ -138,7 +138,7 @@ class TorchWhisperEngine:
     def supported_languages(self) -> tuple[str, ...]:
         return tuple(self._tokenizer.vocabulary.language_ids) or ("en",)
 
-    def _check(self, options: DecodeOptions) -> None:
+    def check(self, options: DecodeOptions) -> None:
         refuse_what_the_model_lacks(
             options,
             model_id=self.model_id,
@@ -172,7 +172,7 @@ class TorchWhisperEngine:
     def transcribe(
         self, audio: NDArray[np.float32], options: DecodeOptions
     ) -> tuple[TranscriptionInfo, Iterator[Segment]]:
-        self._check(options)
+        self.check(options)
         duration = audio.shape[0] / SAMPLE_RATE
         features = self._features(np.ascontiguousarray(audio, dtype=np.float32))
         # The extractor adds one frame for the trailing partial hop; it holds no speech.
@@ -209,6 +209,8 @@ class TorchWhisperEngine:
         sot_sequence = self._tokenizer.sot_sequence(language, options.task)
         prompt_room = self._model.dims.n_text_ctx // 2 - 1
         hotwords, history = self._prompt_tokens(options)
+        # As faster-whisper does: hotwords take at most the prompt's room, history the rest.
+        hotwords = hotwords[:prompt_room]
         generator = torch.Generator(device=self._placement.torch_device).manual_seed(0)
         audio_features: torch.Tensor | None = first_window
         seek = 0
@@ -219,7 +221,9 @@ class TorchWhisperEngine:
             if audio_features is None:
                 audio_features = self._encode(features, seek, frames)
             previous = (
-                hotwords + history[-max(prompt_room - len(hotwords), 0) :] if history else hotwords
+                hotwords + history[len(history) - (prompt_room - len(hotwords)) :]
+                if history and len(hotwords) < prompt_room
+                else hotwords
             )
             prefix = [vocabulary.sot_prev, *previous] if previous else []
             result = self._decode_with_fallback(
@@ -273,5 +277,5 @@ class TorchWhisperEngine:
             )
             if not self._policy.needs_fallback(result, self._tokenizer.decode(result.tokens)):
                 break
-        assert result is not None  # _check guarantees at least one temperature
+        assert result is not None  # check() guarantees at least one temperature
         return result

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from voicefleet_runtime.engine.base import plain_text_encoding
+
 SECONDS_PER_TIMESTAMP = 0.02
 
 
@@ -47,6 +49,7 @@ class WhisperTokenizer:
             if not required.is_file():
                 raise ModelFolderError(f"the torch engine needs {required}, which is missing")
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        plain_text_encoding(tokenizer)
         config = json.loads(config_path.read_text())
 
         def token_id(*candidates: str) -> int:

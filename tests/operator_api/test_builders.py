@@ -326,7 +326,8 @@ def test_gpu_pods_request_gpus_on_the_right_nodes(name: str) -> None:
 def test_mig_slice_asks_for_the_mig_resource_only() -> None:
     spec, _ = SCENARIOS["mig-slice"]
     limits = runtime_container(build_deployment(make(spec), replicas=1))["resources"]["limits"]
-    assert limits == {"nvidia.com/mig-1g.10gb": "1"}
+    gpus = {name: value for name, value in limits.items() if name != "memory"}
+    assert gpus == {"nvidia.com/mig-1g.10gb": "1"}
 
 
 @pytest.mark.parametrize("name", ["cpu", "fallback-cpu", "cpu-with-cpu-limit"])
@@ -446,6 +447,29 @@ def test_grace_period_drains_the_longest_allowed_request() -> None:
         drain = drain_seconds(vs.spec, placement)
         assert drain >= 3600 * (0.25 if gpu else 1.0)
         assert pod["terminationGracePeriodSeconds"] >= PRE_STOP_SECONDS + drain
+
+
+def test_default_memory_follows_the_runtime_budget_and_never_overrides_the_user() -> None:
+    def memory(spec: Json) -> Json:
+        resources: Json = runtime_container(build_deployment(make(spec), replicas=1))["resources"]
+        return resources
+
+    def mebibytes(spec: Json) -> int:
+        quantity = memory(spec)["limits"]["memory"]
+        assert memory(spec)["requests"]["memory"] == quantity
+        return int(quantity.removesuffix("Mi"))
+
+    tiny_cpu = mebibytes({"model": {"name": "tiny.en"}})
+    assert 512 <= tiny_cpu <= 2048
+    assert tiny_cpu < mebibytes({"model": {"name": "large-v3"}})
+    assert tiny_cpu < mebibytes({"model": {"name": "tiny.en"}, "runtime": {"concurrency": 4}})
+    assert tiny_cpu < mebibytes({"model": {"name": "tiny.en"}, "engine": "torch"})
+    assert (
+        mebibytes({"model": {"name": "tiny.en"}, "runtime": {"maxAudioSeconds": 600}}) <= tiny_cpu
+    )
+    # A memory request or limit of the user's own: nothing added, nothing changed.
+    own = {"model": {"name": "tiny.en"}, "runtime": {"resources": {"limits": {"memory": "3Gi"}}}}
+    assert memory(own) == {"limits": {"memory": "3Gi"}}
 
 
 def test_replicas_none_leaves_the_count_to_the_live_object() -> None:

@@ -15,7 +15,9 @@ from voicefleet_operator.builders.labels import (
 from voicefleet_operator.builders.placement import Placement, placement_for
 from voicefleet_operator.crd import cel
 from voicefleet_operator.crd.models import DEFAULT_RUNTIME_IMAGE, VoiceService, VoiceServiceSpec
+from voicefleet_runtime.memory_budget import memory_budget
 from voicefleet_runtime.routes import HEALTH_PATH, METRICS_PATH, READY_PATH
+from voicefleet_runtime.settings import RuntimeSettings
 
 CONTAINER_NAME = "runtime"
 PORT_NAME = "http"
@@ -161,9 +163,33 @@ def restricted_security_context() -> dict[str, Any]:
     }
 
 
+def default_memory_mib(spec: VoiceServiceSpec, placement: Placement) -> int:
+    """The runtime's own memory budget for this spec (voicefleet_runtime.memory_budget):
+    runtime, model, per-request peaks and spooled uploads. Settings a spec cannot change
+    (upload places, the batching threshold) take the runtime's defaults."""
+    defaults = RuntimeSettings.model_fields
+    batched_from = defaults["batched_min_audio_seconds"].default
+    budget = memory_budget(
+        engine=spec.engine,
+        gpu=placement.gpu,
+        model_weights_mib=model_size_gb(spec.model.name) * 1024,
+        concurrency=spec.runtime.concurrency,
+        queue_size=spec.runtime.queue_size,
+        max_uploads_in_progress=defaults["max_uploads_in_progress"].default,
+        max_audio_seconds=spec.runtime.max_audio_seconds,
+        batched_min_audio_seconds=None if spec.engine == "torch" else batched_from,
+    )
+    return budget.total_mib
+
+
 def _resources(spec: VoiceServiceSpec, placement: Placement) -> dict[str, Any]:
     requests = dict(spec.runtime.resources.requests)
     limits = dict(spec.runtime.resources.limits)
+    if "memory" not in requests and "memory" not in limits:
+        # Request what the budget says the process can reach: no OOM kill, no overcommit.
+        memory = f"{default_memory_mib(spec, placement)}Mi"
+        requests["memory"] = memory
+        limits["memory"] = memory
     if placement.gpu and placement.resource_name is not None:
         # Extended resources cannot be overcommitted: the limit is also the request.
         limits[placement.resource_name] = str(placement.count)

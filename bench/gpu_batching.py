@@ -64,6 +64,8 @@ from voicefleet_runtime.engine.models import ResolvedModel, resolve_model
 GREEDY = DecodeOptions(beam_size=1)
 WINDOW_SECONDS = 30
 QUICK_CLIPS = 3
+QUICK_DEADLINE_S = 3600.0
+"""A shared 2-core CPU takes minutes per model; --quick is for checking, not for timing."""
 """--quick decodes JFK and two passages: enough to exercise every row on a loaded CPU."""
 
 
@@ -628,6 +630,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.base_clients = [2]
         args.row_seconds, args.jfk_repeats, args.forced_length = 3.0, 2, 8
         args.large_precision = args.precision
+        args.deadline = max(args.deadline, QUICK_DEADLINE_S)
         args.models = [m for m in args.models if m != "base"]
         args.gpus = 1
     return args

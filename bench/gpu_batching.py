@@ -246,6 +246,8 @@ class Bench:
         self.facts[f"{name}.jfk_p50_sequential"] = statistics.median(sequential_times)
         self.facts[f"{name}.jfk_p50_ours"] = statistics.median(ours_times)
         sequential.close()
+        del sequential  # its weights out of the memory column of the rows below
+        free_cuda_memory()
 
         dims = ours.dimensions
         for batch in s.batches:

@@ -67,13 +67,17 @@ def jfk_mel(shared_audio: Path) -> torch.Tensor:
 def hf_greedy(
     hf: WhisperForConditionalGeneration, audio: torch.Tensor, prompt: list[int], eot: int
 ) -> list[int]:
+    """HF's own forward with its key/value cache, one token at a time, no token rules."""
     tokens = list(prompt)
+    new, cache = torch.tensor([prompt]), None
     for _ in range(MAX_TOKENS):
-        logits = hf(encoder_outputs=(audio,), decoder_input_ids=torch.tensor([tokens])).logits
-        token = int(logits[0, -1].argmax())
+        output = hf(encoder_outputs=(audio,), decoder_input_ids=new, cache=cache, use_cache=True)
+        cache = output.cache
+        token = int(output.logits[0, -1].argmax())
         if token == eot:
             break
         tokens.append(token)
+        new = torch.tensor([[token]])
     return tokens[len(prompt) :]
 
 

@@ -176,7 +176,9 @@ class EngineFactory:
 
     def server_env(self) -> dict[str, str]:
         """Settings of `voicefleet serve` for the HTTP rows (BATCHING_API.md's names)."""
-        env = {"VOICEFLEET_BEAM_SIZE": "1"}
+        # VAD off: every clip is one window anyway, and faster-whisper's VAD needs
+        # ctranslate2, which the device image cannot load.
+        env = {"VOICEFLEET_BEAM_SIZE": "1", "VOICEFLEET_VAD": "off"}
         if self._batched is not None:
             env |= {
                 "VOICEFLEET_CONTINUOUS_BATCHING": "on",

@@ -11,7 +11,7 @@ import jsonschema
 
 from voicefleet_operator.builders.deployment import build_deployment
 from voicefleet_operator.crd.models import FallbackStatus, VoiceServiceStatus, parse_voiceservice
-from voicefleet_operator.handlers.reconcile import serving
+from voicefleet_operator.handlers.reconcile import placement_decision, serving
 from voicefleet_operator.status import (
     INVALID_SPEC,
     Problem,
@@ -234,3 +234,30 @@ def test_autoscaler_subtree_is_kept_and_the_fallback_clock_is_the_decisions(
     assert status["fallback"] == {"index": 0, "unschedulableSince": since}
     stored = defaulted({**body(), "status": status})
     assert stored["status"]["autoscaler"] == old["autoscaler"]
+
+
+def unschedulable_pod(candidate: int) -> Json:
+    return {
+        "metadata": {
+            "name": f"whisper-abc-{candidate}",
+            "annotations": {"voicefleet.io/placement-candidate": str(candidate)},
+        },
+        "status": {
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}],
+        },
+    }
+
+
+def test_the_placement_decision_is_a_typed_fallback_status() -> None:
+    vs = parse_voiceservice(body())
+    fresh = placement_decision(vs, FallbackStatus(), [unschedulable_pod(0)], NOW)
+    assert fresh == FallbackStatus(index=0, unschedulable_since=NOW)
+    waited = NOW + timedelta(seconds=vs.spec.gpu.fallback_after_seconds if vs.spec.gpu else 0)
+    moved = placement_decision(vs, fresh, [unschedulable_pod(0)], waited)
+    assert moved == FallbackStatus(index=1)  # the CPU fallback starts its own wait
+    assert placement_decision(vs, fresh, [], waited) == FallbackStatus(index=0)
+    shortened = parse_voiceservice(body() | {"spec": {**SPEC, "gpu": {"type": "NVIDIA-L4"}}})
+    assert placement_decision(shortened, FallbackStatus(index=1), [], NOW).index == 0
+    status = derived(body(), None, fallback=moved)
+    assert (status["gpu"], status["precision"], status["fallback"]) == ("cpu", "int8", {"index": 1})

@@ -15,6 +15,7 @@ from voicefleet_operator.builders.labels import (
 from voicefleet_operator.builders.placement import Placement, placement_for
 from voicefleet_operator.crd import cel
 from voicefleet_operator.crd.models import DEFAULT_RUNTIME_IMAGE, VoiceService, VoiceServiceSpec
+from voicefleet_operator.crd.quantity import parse_quantity
 from voicefleet_runtime.memory_budget import memory_budget
 from voicefleet_runtime.routes import HEALTH_PATH, METRICS_PATH, READY_PATH
 from voicefleet_runtime.settings import RuntimeSettings
@@ -110,11 +111,7 @@ def _cpu_threads(spec: VoiceServiceSpec) -> int | None:
     quantity = resources.limits.get("cpu") or resources.requests.get("cpu")
     if quantity is None:
         return None
-    try:
-        cores = float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
-    except ValueError:
-        return None
-    return max(1, math.floor(cores))
+    return max(1, math.floor(parse_quantity(quantity)))
 
 
 def runtime_env(spec: VoiceServiceSpec, placement: Placement) -> list[dict[str, Any]]:

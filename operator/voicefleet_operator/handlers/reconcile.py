@@ -115,14 +115,17 @@ def placement_decision(
     pods: Sequence[Mapping[str, Any]],
     now: datetime,
 ) -> FallbackStatus:
-    """The placement candidate to build, and since when its pods are unschedulable (if so)."""
-    if not pods_unschedulable(pods, previous.index):
-        return FallbackStatus(index=previous.index)
+    """The placement candidate to build, and since when its pods are unschedulable (if so).
+
+    A candidate beyond a shortened fallback list becomes the last one there is."""
+    current = min(previous.index, len(placement_candidates(vs.spec)) - 1)
+    if not pods_unschedulable(pods, current):
+        return FallbackStatus(index=current)
     since = previous.unschedulable_since or now.replace(microsecond=0)
-    chosen = choose_fallback(vs.spec, current=previous.index, unschedulable_since=since, now=now)
-    if chosen != previous.index:
+    chosen = choose_fallback(vs.spec, current=current, unschedulable_since=since, now=now)
+    if chosen != current:
         return FallbackStatus(index=chosen)  # a new candidate starts its own wait
-    return FallbackStatus(index=previous.index, unschedulable_since=since)
+    return FallbackStatus(index=current, unschedulable_since=since)
 
 
 def serving(vs: VoiceService, fallback: FallbackStatus) -> Serving:

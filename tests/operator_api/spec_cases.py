@@ -363,6 +363,12 @@ INVALID: list[InvalidCase] = [
         cel.VAD_NEEDS_AN_ENGINE_WITH_VAD,
     ),
     _invalid(
+        "translate-with-english-only-model",
+        {"task": "translate", "model": {"name": "small.en"}},
+        CEL,
+        cel.TRANSLATE_NEEDS_MULTILINGUAL,
+    ),
+    _invalid(
         "pvc-source-without-pvc",
         {"model": {"name": "base", "source": "pvc"}},
         CEL,

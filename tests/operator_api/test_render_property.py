@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -197,6 +198,9 @@ def test_any_spec_the_models_accept_builds_valid_children(body: Json) -> None:
             placement_index=index,
         )
         assert {c["kind"] for c in children} >= {"Deployment", "Service", "PodDisruptionBudget"}
+        assert (
+            list(yaml.safe_load_all(yaml.safe_dump_all(children))) == children
+        )  # as render prints
     policy = policy_from_spec(vs)
     for window in policy.schedule:
         window.applies_at(0.0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from voicefleet_runtime.engine.models import ENGLISH_ONLY_SUFFIX
 from voicefleet_runtime.engine.support import ENGINE_CAPABILITIES, ENGINE_PRECISIONS
 
 ENGINES = tuple(ENGINE_PRECISIONS)
@@ -188,6 +189,12 @@ LABELS_NOT_RESERVED = CelRule(
     "the operator selects pods by",
 )
 
+TRANSLATE_NEEDS_MULTILINGUAL = CelRule(
+    path=("spec",),
+    rule=f"self.task != 'translate' || !self.model.name.endsWith('{ENGLISH_ONLY_SUFFIX}')",
+    message=f"task translate needs a multilingual model: a *{ENGLISH_ONLY_SUFFIX} model is "
+    "English-only, and every /transcribe request would fail (pick base, small, large-v3, ...)",
+)
 MIN_AT_LEAST_ONE = CelRule(
     path=("spec", "replicas"),
     rule="self.min >= 1",
@@ -272,6 +279,7 @@ ALL_RULES: tuple[CelRule, ...] = (
     PROMETHEUS_SOURCE_NEEDS_SETTINGS,
     ENV_NOT_OPERATOR_OWNED,
     LABELS_NOT_RESERVED,
+    TRANSLATE_NEEDS_MULTILINGUAL,
     MIN_AT_LEAST_ONE,
     KEDA_NEEDS_PROMETHEUS,
     HPA_TAKES_NO_QUERIES,

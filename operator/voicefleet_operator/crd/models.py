@@ -47,6 +47,7 @@ from voicefleet_operator.crd.syntax import (
     is_dns_label,
     is_label_key,
 )
+from voicefleet_runtime.engine.models import ENGLISH_ONLY_SUFFIX
 from voicefleet_runtime.engine.support import ENGINE_CAPABILITIES, runs
 from voicefleet_runtime.settings import Engine, Precision, RuntimeSettings, Task, VadMode
 
@@ -954,6 +955,10 @@ class VoiceServiceSpec(ApiModel):
                         for f in self.gpu.fallbacks
                         if f.cpu is not None
                     ),
+                ),
+                (
+                    cel.TRANSLATE_NEEDS_MULTILINGUAL,
+                    self.task != "translate" or not self.model.name.endswith(ENGLISH_ONLY_SUFFIX),
                 ),
                 (
                     cel.VAD_NEEDS_AN_ENGINE_WITH_VAD,

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REQUIRED_FILES = ("model.bin", "config.json")
+ENGLISH_ONLY_SUFFIX = ".en"
+"""Whisper's English-only models are named <size>.en: they transcribe, never translate."""
 
 
 class ModelNotFoundError(LookupError):
@@ -50,7 +52,7 @@ def is_multilingual(path: Path, name: str) -> bool:
         end_of_text = None
     if isinstance(end_of_text, int):
         return end_of_text > ENGLISH_ONLY_END_OF_TEXT
-    return not name.endswith(".en")
+    return not name.endswith(ENGLISH_ONLY_SUFFIX)
 
 
 def cache_root() -> Path:

@@ -1112,13 +1112,16 @@ class InvalidVoiceServiceError(ValueError):
 
 
 def describe_errors(error: ValidationError) -> str:
-    """One line per problem, with its camelCase YAML path: readable by people, not only code."""
+    """Each problem with its camelCase YAML path, readable by people: one problem on the same
+    line, several as a list with one line each."""
     lines = []
     for problem in error.errors():
         where = ".".join(str(part) for part in problem["loc"]) or "(object)"
         message = problem["msg"].removeprefix("Value error, ")
-        lines.append(f"- {where}: {message}")
-    return "\n".join(lines)
+        lines.append(f"{where}: {message}")
+    if len(lines) == 1:
+        return f" {lines[0]}"
+    return "".join(f"\n- {line}" for line in lines)
 
 
 def parse_voiceservice(body: Mapping[str, Any]) -> VoiceService:
@@ -1128,5 +1131,5 @@ def parse_voiceservice(body: Mapping[str, Any]) -> VoiceService:
     except ValidationError as error:
         name = body.get("metadata", {}).get("name", "?") if isinstance(body, Mapping) else "?"
         raise InvalidVoiceServiceError(
-            f"VoiceService {name} is invalid:\n{describe_errors(error)}"
+            f"VoiceService {name} is invalid:{describe_errors(error)}"
         ) from error

@@ -55,6 +55,7 @@ OPERATOR_ENV_NAMES = (
     "VOICEFLEET_DEVICE",
     "VOICEFLEET_PRECISION",
     "VOICEFLEET_TASK",
+    "VOICEFLEET_HOST",
     "VOICEFLEET_PORT",
     "VOICEFLEET_BEAM_SIZE",
     "VOICEFLEET_VAD",
@@ -68,7 +69,9 @@ OPERATOR_ENV_NAMES = (
 )
 """Runtime settings the operator derives from the spec; `runtime.env` may not override them.
 
-VOICEFLEET_API_KEY is here too: the key is only ever mounted as a file from a Secret.
+VOICEFLEET_API_KEY is here too: the key is only ever mounted as a file from a Secret. And
+VOICEFLEET_HOST: the probes and the Service reach the pod's IP, so the server binds all
+addresses.
 """
 
 

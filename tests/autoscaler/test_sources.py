@@ -24,11 +24,13 @@ from tests.loopback import free_port
 from voicefleet_operator.autoscaler.policy import Observation, PodState, Policy, decide
 from voicefleet_operator.autoscaler.sources.pods import ScrapeTarget, scrape_pods, scrape_target
 from voicefleet_operator.autoscaler.sources.prometheus import PrometheusSource, query_pods
+from voicefleet_operator.autoscaler.timer import prometheus_source
 from voicefleet_operator.builders.metrics_queries import (
     VOICESERVICE_SERIES_LABEL,
     default_queries,
     pod_matchers,
 )
+from voicefleet_operator.crd.models import parse_voiceservice
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 LABELLED = default_queries(pod_matchers("speech", "voice"))
@@ -247,3 +249,38 @@ async def test_prometheus_source_fails_pods_when_the_query_fails(
     [sample] = await query_pods(client, unknown, ["not-scraped"])
     assert not sample.ok
     assert sample.error == "no series in Prometheus"
+
+
+async def test_the_builtin_autoscaler_reads_the_specs_queue_depth_query(
+    runtime_fleet: list[RuntimeProcess], prometheus: str, client: httpx.AsyncClient
+) -> None:
+    """metrics.prometheus.queueDepthQuery reaches the builtin autoscaler's source (7 more
+    waiting requests per pod than the runtimes report: only the spec's query says so)."""
+    custom = (
+        "max by (pod) (voicefleet_queue_depth"
+        f'{{namespace="speech",{VOICESERVICE_SERIES_LABEL}="voice"}}) + 7'
+    )
+    vs = parse_voiceservice(
+        {
+            "metadata": {"name": "voice", "namespace": "speech"},
+            "spec": {
+                "model": {"name": "tiny.en"},
+                "autoscaling": {
+                    "metrics": {
+                        "source": "prometheus",
+                        "prometheus": {"url": prometheus, "queueDepthQuery": custom},
+                    }
+                },
+            },
+        }
+    )
+    source = prometheus_source(vs)
+    assert source is not None
+    samples = await query_pods(client, source, [s.pod for s in runtime_fleet])
+    assert [s.ok for s in samples] == [True] * len(runtime_fleet)
+    assert all(s.queued is not None and s.queued >= 7 for s in samples)
+    [idle] = await query_pods(
+        client, PrometheusSource(url=prometheus, queries=LABELLED), ["voice-0"]
+    )
+    assert idle.queued is not None
+    assert idle.queued < 7

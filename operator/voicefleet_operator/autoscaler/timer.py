@@ -61,18 +61,26 @@ def pod_state(pod: dict[str, Any], now: float) -> PodState:
     return PodState(metadata["name"], "unready" if started else "starting", since)
 
 
+def prometheus_source(vs: VoiceService) -> PrometheusSource | None:
+    """Where and what to ask when metrics.source is prometheus: the spec's server, and the
+    queries KEDA gets too (its queueDepthQuery and gpuUtilizationQuery included)."""
+    metrics = vs.spec.autoscaling.metrics
+    if metrics.source != "prometheus" or metrics.prometheus is None:
+        return None
+    return PrometheusSource(
+        url=metrics.prometheus.url,
+        queries=fleet_queries(vs),
+        timeout_seconds=metrics.prometheus.timeout_seconds,
+    )
+
+
 async def collect(
     vs: VoiceService, pods: Sequence[dict[str, Any]], states: Sequence[PodState]
 ) -> tuple[PodSample, ...]:
     ready = {s.name for s in states if s.phase == "ready"}
-    metrics = vs.spec.autoscaling.metrics
+    source = prometheus_source(vs)
     async with httpx.AsyncClient() as client:
-        if metrics.source == "prometheus" and metrics.prometheus is not None:
-            source = PrometheusSource(
-                url=metrics.prometheus.url,
-                queries=fleet_queries(vs),
-                timeout_seconds=metrics.prometheus.timeout_seconds,
-            )
+        if source is not None:
             return await query_pods(client, source, sorted(ready))
         found = [scrape_target(p) for p in pods if p["metadata"]["name"] in ready]
         targets = [t for t in found if t is not None]

@@ -700,7 +700,7 @@ class RuntimeSpec(ApiModel):
         max_length=512,
         pattern=r"^\S+$",
         description="Container image running `voicefleet serve`; default: the operator's "
-        "default runtime image (the chart's defaultRuntimeImage).",
+        "default runtime image (the chart's operator.defaultRuntimeImage).",
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         default="IfNotPresent", description="When the kubelet pulls the image."

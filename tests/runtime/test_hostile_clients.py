@@ -58,7 +58,7 @@ def attacked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess
         max_audio_seconds="150",
         upload_timeout_seconds="8",
         upload_min_bytes_per_second="2000",
-        upload_rate_grace_seconds="2",
+        upload_rate_grace_seconds="3",
         max_uploads_in_progress=str(UPLOAD_CAP),
         header_timeout_seconds="2",
         keep_alive_timeout_seconds="2",

@@ -21,7 +21,14 @@ Built for a noisy, shared machine:
 
 Goal (issue 2): at concurrency 1, throughput ratio >= 0.95 and p50 overhead <= 30 ms.
 
+Under attack (issue 12): the row "server c=N +S slow" runs the same honest clients as
+"server c=N" while S raw connections upload bodies slowly beside them, half of them below the
+server's minimum upload rate (cut off with 408 after the grace period, then reconnecting), half
+above it (holding upload places for minutes). Its reference is the clean "server c=N" of the
+same round. Goal: honest throughput >= 0.9x the clean run.
+
     .venv/bin/python bench/runtime_throughput.py [--rounds 4] [--requests 8] [--concurrency 1 4 8]
+        [--slow-uploads 50] [--slow-beside 4]
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -60,8 +68,18 @@ BASELINE_BLOCK = "baseline block"
 """Back to back, like the concurrent phases (caches stay warm): their reference."""
 
 
+SLOW_BODY_BYTES = 4 * 1024 * 1024
+SLOW_TICK_SECONDS = 0.1
+SLOW_RATES = (100, 8192)
+"""Bytes per second of the slow uploads: below and above the server's default minimum (4096)."""
+
+
 def reference_of(label: str) -> str:
-    return BASELINE if label in (BASELINE, server_label(1)) else BASELINE_BLOCK
+    if label in (BASELINE, server_label(1)):
+        return BASELINE
+    if " +" in label:
+        return label.split(" +", 1)[0]  # the clean run at the same concurrency
+    return BASELINE_BLOCK
 
 
 @dataclass(frozen=True)
@@ -303,6 +321,75 @@ def server_label(concurrency: int) -> str:
     return f"server c={concurrency}"
 
 
+def attacked_label(concurrency: int, slow_uploads: int) -> str:
+    return f"{server_label(concurrency)} +{slow_uploads} slow"
+
+
+class SlowUploads:
+    """`count` connections uploading a multipart body slowly, from one thread; a connection the
+    server cuts off (408) is opened again, as a persistent attacker would."""
+
+    def __init__(self, base_url: str, count: int) -> None:
+        host, port = base_url.removeprefix("http://").split(":")
+        self._address = (host, int(port))
+        self._rates = [SLOW_RATES[index % len(SLOW_RATES)] for index in range(count)]
+        self._sockets: list[socket.socket] = []
+        self._sent = [0] * count
+        """Body bytes sent on each connection (the head counts as none)."""
+        self.reconnects = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> SlowUploads:
+        self._sockets = [self._open() for _ in self._rates]
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        for sock in self._sockets:
+            sock.close()
+
+    def _open(self) -> socket.socket:
+        sock = socket.create_connection(self._address, timeout=5)
+        sock.setblocking(False)
+        head = (
+            "POST /v1/audio/transcriptions HTTP/1.1\r\n"
+            f"Host: {self._address[0]}\r\n"
+            "Content-Type: multipart/form-data; boundary=slowslowslow\r\n"
+            f"Content-Length: {SLOW_BODY_BYTES}\r\n\r\n"
+            "--slowslowslow\r\n"
+            'Content-Disposition: form-data; name="file"; filename="slow.mp3"\r\n\r\n'
+        ).encode()
+        sock.send(head)
+        return sock
+
+    def _run(self) -> None:
+        while not self._stop.wait(SLOW_TICK_SECONDS):
+            for index, sock in enumerate(self._sockets):
+                piece = int(self._rates[index] * SLOW_TICK_SECONDS)
+                try:
+                    sock.recv(65536)  # an answer (408) or b"" means cut off
+                    cut_off = True
+                except BlockingIOError:
+                    cut_off = False
+                except OSError:
+                    cut_off = True
+                if not cut_off and self._sent[index] + piece < SLOW_BODY_BYTES:
+                    try:
+                        self._sent[index] += sock.send(b"\0" * piece)
+                        continue
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        pass
+                sock.close()
+                self.reconnects += 1
+                self._sockets[index] = self._open()
+                self._sent[index] = 0
+
+
 Phase = Callable[[], dict[str, Sample]]
 
 
@@ -328,9 +415,18 @@ def round_phases(
     def block() -> dict[str, Sample]:
         return {BASELINE_BLOCK: baseline_block(baseline, plan)}
 
+    def attacked() -> dict[str, Sample]:
+        with SlowUploads(server.base_url, args.slow_uploads):
+            time.sleep(1.0)  # every slow connection open and sending before honest traffic
+            sample = concurrent_phase(server, clients, plan, args.slow_beside)
+        return {attacked_label(args.slow_beside, args.slow_uploads): sample}
+
     phases = [single if c == 1 else concurrent(c) for c in args.concurrency]
     if max(args.concurrency) > 1:
         phases.insert(1, block)
+    if args.slow_uploads:
+        # Right after its clean twin, so drift between the two is as small as it gets.
+        phases.insert(args.concurrency.index(args.slow_beside) + 2, attacked)
     return phases[::-1] if round_index % 2 else phases
 
 
@@ -368,7 +464,7 @@ def run_rounds(args: argparse.Namespace, plan: Sequence[Clip]) -> list[dict[str,
 def report(rounds: Sequence[dict[str, Sample]], labels: Sequence[str]) -> tuple[float, float]:
     """Print the table; return (throughput ratio, p50 overhead ms) at concurrency 1."""
     header = (
-        f"{'run':<14}{'audio s/s':>10}{'p50 ms':>9}{'p95 ms':>9}"
+        f"{'run':<21}{'audio s/s':>10}{'p50 ms':>9}{'p95 ms':>9}"
         f"{'x base':>8}{'(min..max)':>14}{'p50 +ms':>9}{'CPU s/audio s':>15}"
     )
     print(header)
@@ -388,7 +484,7 @@ def report(rounds: Sequence[dict[str, Sample]], labels: Sequence[str]) -> tuple[
         ratio, overhead = statistics.median(ratios), statistics.median(deltas) * 1000
         summary[label] = (ratio, overhead)
         print(
-            f"{label:<14}{statistics.median(s.throughput for s in samples):>10.2f}"
+            f"{label:<21}{statistics.median(s.throughput for s in samples):>10.2f}"
             f"{percentile(latencies, 0.5) * 1000:>9.0f}{percentile(latencies, 0.95) * 1000:>9.0f}"
             f"{ratio:>8.3f}{f'({min(ratios):.2f}..{max(ratios):.2f})':>14}{overhead:>+9.0f}"
             f"{statistics.median(s.cpu_per_audio_second for s in samples):>15.3f}"
@@ -396,7 +492,9 @@ def report(rounds: Sequence[dict[str, Sample]], labels: Sequence[str]) -> tuple[
     print(
         "\naudio s/s: median over rounds. p50/p95: over all requests. x base: median over rounds "
         "of the\nthroughput ratio to the same round's reference: 'baseline' (interleaved request "
-        "by request)\nfor server c=1, 'baseline block' (back to back) for the concurrent rows. "
+        "by request)\nfor server c=1, 'baseline block' (back to back) for the concurrent rows, "
+        "and for a\n'+N slow' row the clean server row at its concurrency (the honest clients' "
+        "throughput\nbeside N slow uploads against theirs alone). "
         "p50 +ms: median\nof the latency differences to that reference for the same clip in the "
         "same round (at\nconcurrency > 1 it includes queueing). CPU s/audio s: median over "
         "rounds; the server's\ncounts its process and the client."
@@ -417,6 +515,12 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--server-log-level", default="warning")
     parser.add_argument(
+        "--slow-uploads", type=int, default=50, help="slow-upload connections (0: no attacked row)"
+    )
+    parser.add_argument(
+        "--slow-beside", type=int, default=4, help="the honest concurrency they run beside"
+    )
+    parser.add_argument(
         "--baseline-decoder",
         choices=["runtime", "faster-whisper"],
         default="runtime",
@@ -427,6 +531,8 @@ def main() -> int:
         parser.error("--concurrency must include 1: it is measured against the baseline")
     if args.requests < max(args.concurrency):
         parser.error("--requests must be at least the largest --concurrency")
+    if args.slow_uploads and args.slow_beside not in args.concurrency:
+        parser.error("--slow-beside must be one of --concurrency (its clean reference)")
 
     clips = load_clips()
     plan = request_plan(clips, args.requests)
@@ -442,6 +548,8 @@ def main() -> int:
     labels = [BASELINE, server_label(1)]
     if max(args.concurrency) > 1:
         labels += [BASELINE_BLOCK, *(server_label(c) for c in args.concurrency if c > 1)]
+    if args.slow_uploads:
+        labels.append(attacked_label(args.slow_beside, args.slow_uploads))
     print()
     ratio, overhead_ms = report(rounds, labels)
     verdict = "met" if ratio >= 0.95 and overhead_ms <= 30 else "NOT met"
@@ -449,6 +557,16 @@ def main() -> int:
         f"\nconcurrency 1: throughput ratio {ratio:.3f} (goal >= 0.95), "
         f"p50 overhead {overhead_ms:+.0f} ms (goal <= +30): goal {verdict}"
     )
+    if args.slow_uploads:
+        label = attacked_label(args.slow_beside, args.slow_uploads)
+        attacked_ratio = statistics.median(
+            r[label].throughput / r[server_label(args.slow_beside)].throughput for r in rounds
+        )
+        verdict = "met" if attacked_ratio >= 0.9 else "NOT met"
+        print(
+            f"beside {args.slow_uploads} slow uploads: honest throughput {attacked_ratio:.3f}x "
+            f"the clean run at concurrency {args.slow_beside} (goal >= 0.9): goal {verdict}"
+        )
     return 0
 
 

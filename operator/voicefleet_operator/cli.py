@@ -15,7 +15,7 @@ from pathlib import Path
 def _serve(args: argparse.Namespace) -> int:
     from voicefleet_runtime.server import serve
 
-    return serve(host=args.host, port=args.port, model=args.model)
+    return serve(host=args.host, port=args.port, model=args.model, tts_model=args.tts_model)
 
 
 def _operator(args: argparse.Namespace) -> int:
@@ -65,11 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser(
-        "serve", help="run the speech-to-text runtime (other settings from VOICEFLEET_* env)"
+        "serve", help="run the speech runtime (other settings from VOICEFLEET_* env)"
     )
     serve.add_argument("--host", default=None, help="address to bind (default 0.0.0.0)")
     serve.add_argument("--port", type=int, default=None, help="port to bind (default 8000)")
     serve.add_argument("--model", default=None, help="model name (tiny.en, base, ...) or path")
+    serve.add_argument(
+        "--tts-model",
+        default=None,
+        choices=["kokoro"],
+        help="serve text-to-speech on /v1/audio/speech; alone: TTS only, with --model: both",
+    )
     serve.set_defaults(handler=_serve)
 
     op = commands.add_parser("operator", help="run the operator against the current kubeconfig")

@@ -219,14 +219,15 @@ class ModelList(BaseModel):
 async def list_models(request: Request) -> ModelList:
     runtime = runtime_of(request)
     return ModelList(
-        data=[ModelCard(id=name, created=runtime.loaded_at) for name in runtime.model_names()]
+        data=[ModelCard(id=name, created=runtime.loaded_at) for name in runtime.all_model_names()]
     )
 
 
 @router.get(MODELS_PATH + "/{model_id}", responses=_documented(401, 404, 503))
 async def retrieve_model(request: Request, model_id: str) -> ModelCard:
     runtime = runtime_of(request)
-    engine_for(runtime, model_id)
+    if model_id not in runtime.tts_model_names():
+        engine_for(runtime, model_id)
     return ModelCard(id=model_id, created=runtime.loaded_at)
 
 
@@ -247,7 +248,7 @@ async def readyz(request: Request) -> Response:
         return error_response(draining_error())
     if not runtime.ready:
         return error_response(ApiError(503, "the model is still loading", code="model_not_ready"))
-    return JSONResponse({"status": "ready", "model": runtime.model_names()[0]})
+    return JSONResponse({"status": "ready", "model": runtime.all_model_names()[0]})
 
 
 @router.get(METRICS_PATH, response_class=PlainTextResponse)

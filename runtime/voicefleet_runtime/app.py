@@ -17,11 +17,21 @@ from voicefleet_runtime.errors import install_error_handlers
 from voicefleet_runtime.gate import AdmissionGateMiddleware
 from voicefleet_runtime.limits import BodySizeLimitMiddleware
 from voicefleet_runtime.settings import RuntimeSettings
-from voicefleet_runtime.state import EngineFactory, RuntimeState
+from voicefleet_runtime.speech_api import router as speech_router
+from voicefleet_runtime.state import (
+    EngineFactory,
+    RuntimeState,
+    TtsEngineFactory,
+    load_tts_engine,
+)
 
 
-def create_app(settings: RuntimeSettings, engine_factory: EngineFactory = load_engine) -> FastAPI:
-    runtime = RuntimeState(settings, engine_factory)
+def create_app(
+    settings: RuntimeSettings,
+    engine_factory: EngineFactory = load_engine,
+    tts_engine_factory: TtsEngineFactory = load_tts_engine,
+) -> FastAPI:
+    runtime = RuntimeState(settings, engine_factory, tts_engine_factory)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -36,13 +46,14 @@ def create_app(settings: RuntimeSettings, engine_factory: EngineFactory = load_e
 
     app = FastAPI(
         title="voicefleet runtime",
-        summary="OpenAI-compatible speech-to-text",
+        summary="OpenAI-compatible speech-to-text and text-to-speech",
         version="0.1.0",
         lifespan=lifespan,
     )
     app.state.runtime = runtime
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(speech_router)
     # Added innermost first: the request meets the early-response guard, the access log, the
     # key check, the gate (readiness, draining, upload budget), then the body limit, so
     # refusals happen before any body is read and close the connection.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from voicefleet_runtime.errors import ApiError, draining_error, error_response
-from voicefleet_runtime.routes import INFERENCE_PATHS, OPEN_PATHS
+from voicefleet_runtime.routes import INFERENCE_PATHS, OPEN_PATHS, SPEECH_PATH
 from voicefleet_runtime.state import RuntimeState
 
 
@@ -30,12 +30,9 @@ class AdmissionGateMiddleware:
         if scope["path"] not in INFERENCE_PATHS or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        if self.runtime.engine is None:
-            message = "the model is still loading; retry shortly"
-            if self.runtime.load_error is not None:
-                message = "the model failed to load; see the server log"
-            error = ApiError(503, message, code="model_not_ready", headers={"Retry-After": "5"})
-            await error_response(error)(scope, receive, send)
+        unavailable = _unavailable(self.runtime, scope["path"])
+        if unavailable is not None:
+            await error_response(unavailable)(scope, receive, send)
             return
         uploads = self.runtime.uploads
         try:
@@ -48,3 +45,19 @@ class AdmissionGateMiddleware:
             await self.app(scope, upload_receive, send)
         finally:
             upload_receive.finish()
+
+
+def _unavailable(runtime: RuntimeState, path: str) -> ApiError | None:
+    """404 when this server does not serve the path's direction, 503 while it loads."""
+    speech = path == SPEECH_PATH
+    configured = runtime.settings.tts_model is not None if speech else runtime.settings.stt_enabled
+    if not configured:
+        direction = "text-to-speech" if speech else "speech-to-text"
+        return ApiError(404, f"this server does not serve {direction}", code="model_not_found")
+    loaded = runtime.tts if speech else runtime.engine
+    if loaded is not None:
+        return None
+    message = "the model is still loading; retry shortly"
+    if runtime.load_error is not None:
+        message = "the model failed to load; see the server log"
+    return ApiError(503, message, code="model_not_ready", headers={"Retry-After": "5"})

@@ -12,6 +12,7 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 QUEUE_WAIT_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+FIRST_AUDIO_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30)
 
 
 class RuntimeMetrics:
@@ -67,6 +68,40 @@ class RuntimeMetrics:
         )
         self.ready = Gauge(names.READY, "1 when loaded, warmed up and not draining.", registry=r)
         self.draining = Gauge(names.DRAINING, "1 after SIGTERM.", registry=r)
+        self.tts_characters = Counter(
+            names.TTS_CHARACTERS, "Characters of text accepted for speech.", registry=r
+        )
+        self.tts_audio_seconds = Counter(
+            names.TTS_AUDIO_SECONDS, "Seconds of speech synthesised.", registry=r
+        )
+        self.tts_time_to_first_audio = Histogram(
+            names.TTS_TIME_TO_FIRST_AUDIO,
+            "From a speech request's admission to its first audio bytes.",
+            buckets=FIRST_AUDIO_BUCKETS,
+            registry=r,
+        )
+        self.tts_real_time_factor = Histogram(
+            names.TTS_REAL_TIME_FACTOR,
+            "Synthesis seconds per second of speech.",
+            buckets=RTF_BUCKETS,
+            registry=r,
+        )
+        self.cache_requests = Counter(
+            names.CACHE_REQUESTS,
+            "Result-cache look-ups.",
+            ["direction", "result"],
+            registry=r,
+        )
+        self.cache_evictions = Counter(
+            names.CACHE_EVICTIONS, "Cache entries dropped.", ["reason"], registry=r
+        )
+        self.cache_bytes = Gauge(names.CACHE_BYTES, "Bytes held by the result cache.", registry=r)
+        self.cache_backend_errors = Counter(
+            names.CACHE_BACKEND_ERRORS,
+            "Shared-cache calls that failed and were skipped.",
+            ["backend"],
+            registry=r,
+        )
         self.concurrency_limit.set(concurrency)
         self.queue_capacity.set(queue_size)
         self.gpu_available = register_gpu_collector(r) if gpu else False
@@ -99,3 +134,12 @@ class RuntimeMetrics:
         self.batch_size.observe(batch_size)
         if audio_seconds > 0:
             self.real_time_factor.observe(processing_seconds / audio_seconds)
+
+    def observe_speech(
+        self, characters: int, audio_seconds: float, processing_seconds: float
+    ) -> None:
+        self.tts_characters.inc(characters)
+        self.tts_audio_seconds.inc(audio_seconds)
+        self.engine_busy.inc(processing_seconds)
+        if audio_seconds > 0:
+            self.tts_real_time_factor.observe(processing_seconds / audio_seconds)

@@ -110,13 +110,28 @@ async def _drain(runtime: RuntimeState, server: uvicorn.Server) -> int:
     return EXIT_DRAIN_TIMEOUT
 
 
-def serve(host: str | None = None, port: int | None = None, model: str | None = None) -> int:
-    """Run until SIGTERM/SIGINT; arguments left None come from VOICEFLEET_* env."""
+def serve(
+    host: str | None = None,
+    port: int | None = None,
+    model: str | None = None,
+    tts_model: str | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT; arguments left None come from VOICEFLEET_* env.
+
+    `tts_model` alone serves text-to-speech only; with `model` too, one process serves both.
+    """
     overrides: dict[str, Any] = {
         key: value
-        for key, value in {"host": host, "port": port, "model": model}.items()
+        for key, value in {
+            "host": host,
+            "port": port,
+            "model": model,
+            "tts_model": tts_model,
+        }.items()
         if value is not None
     }
+    if tts_model is not None:
+        overrides["stt_enabled"] = model is not None
     try:
         settings = RuntimeSettings(**overrides)
     except ValidationError as exc:

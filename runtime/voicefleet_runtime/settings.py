@@ -13,6 +13,8 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from voicefleet_runtime.engine.batching import BatchedMode
+from voicefleet_runtime.tts.assets import DEFAULT_ASSETS_DIR
+from voicefleet_runtime.tts.encode import SpeechFormat
 
 Engine = Literal["faster-whisper", "torch"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -28,6 +30,7 @@ Precision = Literal[
 ]
 VadMode = Literal["auto", "on", "off"]
 Task = Literal["transcribe", "translate"]
+TtsModel = Literal["kokoro"]
 
 
 class RuntimeSettings(BaseSettings):
@@ -88,6 +91,45 @@ class RuntimeSettings(BaseSettings):
     )
     task: Task = Field("transcribe", description="What the legacy POST /transcribe endpoint does.")
 
+    stt_enabled: bool = Field(
+        True, description="Serve speech-to-text (`model`); false with tts_model set: TTS only."
+    )
+    tts_model: TtsModel | None = Field(
+        None, description="Text-to-speech model to serve on /v1/audio/speech; none: no TTS."
+    )
+    tts_served_model_names: tuple[str, ...] = Field(
+        ("tts-1", "tts-1-hd", "gpt-4o-mini-tts"),
+        description="Names clients may send as `model` for the TTS model (OpenAI's).",
+    )
+    tts_assets_dir: Path = Field(
+        DEFAULT_ASSETS_DIR,
+        description="Folder with Kokoro's voices/ and vocab.json "
+        "(scripts/install_kokoro_assets.py fills it).",
+    )
+    tts_voices: tuple[str, ...] = Field(
+        (), description="Kokoro voice ids to load and offer; empty: every installed voice."
+    )
+    tts_default_format: SpeechFormat = Field(
+        "mp3", description="response_format when a speech request leaves it out."
+    )
+    tts_threads: int = Field(
+        1, ge=1, description="onnxruntime threads per TTS inference (spinning is off)."
+    )
+
+    cache_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="Byte budget of the in-process result cache (both directions); 0: no cache.",
+    )
+    cache_ttl_seconds: float = Field(
+        3600.0, gt=0, description="How long a cached result stays valid."
+    )
+    cache_redis_url: SecretStr | None = Field(
+        None,
+        description="redis:// URL of a cache shared by the service's pods; unset: in-process "
+        "only. Redis being down never fails a request.",
+    )
+
     concurrency: int = Field(1, ge=1, description="Requests the engine runs at once.")
     queue_size: int = Field(
         16, ge=0, description="Accepted requests that may wait for the engine; beyond it: 429."
@@ -147,6 +189,12 @@ class RuntimeSettings(BaseSettings):
     def _one_key_source(self) -> RuntimeSettings:
         if self.api_key is not None and self.api_key_file is not None:
             raise ValueError("set VOICEFLEET_API_KEY or VOICEFLEET_API_KEY_FILE, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _serves_something(self) -> RuntimeSettings:
+        if not self.stt_enabled and self.tts_model is None:
+            raise ValueError("VOICEFLEET_STT_ENABLED=false needs VOICEFLEET_TTS_MODEL")
         return self
 
     def resolved_api_key(self) -> SecretStr | None:

@@ -17,13 +17,21 @@ from voicefleet_runtime.admission import AdmissionController
 from voicefleet_runtime.engine.base import SAMPLE_RATE, DecodeOptions, SpeechEngine
 from voicefleet_runtime.metrics import RuntimeMetrics
 from voicefleet_runtime.settings import RuntimeSettings
+from voicefleet_runtime.tts.engine import SpeechEngine as TtsEngine
+from voicefleet_runtime.tts.engine import load_speech_engine
 from voicefleet_runtime.uploads import UploadLimits, Uploads
 
 logger = logging.getLogger("voicefleet.runtime")
 
 EngineFactory = Callable[[RuntimeSettings], SpeechEngine]
+TtsEngineFactory = Callable[[RuntimeSettings], TtsEngine]
 
 WARMUP_SECONDS = 1.0
+WARMUP_SPEECH = "Ready."
+
+
+def load_tts_engine(settings: RuntimeSettings) -> TtsEngine:
+    return load_speech_engine(settings.tts_assets_dir, settings.tts_voices, settings.tts_threads)
 
 
 class RuntimeState:
@@ -31,9 +39,15 @@ class RuntimeState:
     and the engine thread pool. It lives on `app.state.runtime`, so two apps in one process
     (as in the tests) share nothing."""
 
-    def __init__(self, settings: RuntimeSettings, engine_factory: EngineFactory) -> None:
+    def __init__(
+        self,
+        settings: RuntimeSettings,
+        engine_factory: EngineFactory,
+        tts_engine_factory: TtsEngineFactory = load_tts_engine,
+    ) -> None:
         self.settings = settings
         self.engine_factory = engine_factory
+        self.tts_engine_factory = tts_engine_factory
         self.metrics = RuntimeMetrics(settings.concurrency, settings.queue_size)
         self.admission = AdmissionController(
             settings.concurrency, settings.queue_size, on_change=self.metrics.observe_admission
@@ -52,6 +66,9 @@ class RuntimeState:
         api_key = settings.resolved_api_key()
         self.api_key: str | None = api_key.get_secret_value() if api_key is not None else None
         self.engine: SpeechEngine | None = None
+        """Speech-to-text, once loaded (never, with stt_enabled false)."""
+        self.tts: TtsEngine | None = None
+        """Text-to-speech, once loaded (never without tts_model)."""
         self.loaded_at: int = 0
         self.load_error: str | None = None
         self.load_failed = asyncio.Event()
@@ -59,16 +76,42 @@ class RuntimeState:
 
     @property
     def ready(self) -> bool:
-        return self.engine is not None and self._warmed_up and not self.admission.draining
+        return self._warmed_up and not self.admission.draining
 
     def model_names(self) -> tuple[str, ...]:
-        """Names a request may use for the loaded model; the first one is its id."""
+        """Names a request may use for the loaded STT model; the first one is its id."""
         if self.engine is None:
             return ()
         names = [self.engine.model_id, self.settings.model, *self.settings.served_model_names]
         return tuple(dict.fromkeys(names))
 
-    def _load_and_warm_up(self) -> SpeechEngine:
+    def tts_model_names(self) -> tuple[str, ...]:
+        """Names a speech request may use for the loaded TTS model; the first one is its id."""
+        if self.tts is None:
+            return ()
+        return tuple(dict.fromkeys([self.tts.model_id, *self.settings.tts_served_model_names]))
+
+    def all_model_names(self) -> tuple[str, ...]:
+        return (*self.model_names(), *self.tts_model_names())
+
+    def _load_and_warm_up(self) -> tuple[SpeechEngine | None, TtsEngine | None]:
+        engine = self._load_stt() if self.settings.stt_enabled else None
+        tts = self._load_tts() if self.settings.tts_model is not None else None
+        return engine, tts
+
+    def _load_tts(self) -> TtsEngine:
+        started = time.monotonic()
+        tts = self.tts_engine_factory(self.settings)
+        self.metrics.model_info.labels(
+            model=tts.model_id, backend="onnxruntime", device="cpu", compute_type="int8"
+        ).set(1)
+        if self.settings.warmup:
+            voice = next(iter(tts.voices.voices.values()))
+            tts.speak(WARMUP_SPEECH, voice, 1.0)
+        logger.info("text-to-speech ready in %.2f s", time.monotonic() - started)
+        return tts
+
+    def _load_stt(self) -> SpeechEngine:
         started = time.monotonic()
         engine = self.engine_factory(self.settings)
         load_seconds = time.monotonic() - started
@@ -95,21 +138,23 @@ class RuntimeState:
         """Load in a thread so /healthz answers during a long load; record a failure."""
         loop = asyncio.get_running_loop()
         try:
-            engine = await loop.run_in_executor(self.executor, self._load_and_warm_up)
+            engine, tts = await loop.run_in_executor(self.executor, self._load_and_warm_up)
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
             logger.error("the model could not be loaded: %s", self.load_error)
             self.load_failed.set()
             return
         self.engine = engine
+        self.tts = tts
         self.loaded_at = int(time.time())
         self._warmed_up = True
-        self.metrics.model_info.labels(
-            model=engine.model_id,
-            backend=engine.backend,
-            device=engine.device,
-            compute_type=engine.compute_type,
-        ).set(1)
+        if engine is not None:
+            self.metrics.model_info.labels(
+                model=engine.model_id,
+                backend=engine.backend,
+                device=engine.device,
+                compute_type=engine.compute_type,
+            ).set(1)
         self.metrics.ready.set(0 if self.admission.draining else 1)
         logger.info("ready")
 

@@ -20,7 +20,7 @@ from tests.loopback import wait_until_ready
 from voicefleet_runtime.app import create_app
 from voicefleet_runtime.server import uvicorn_config
 from voicefleet_runtime.settings import RuntimeSettings
-from voicefleet_runtime.state import RuntimeState
+from voicefleet_runtime.state import RuntimeState, TtsEngineFactory, load_tts_engine
 
 # container format, codec, sample rate, channel layout: a spread of what clients upload
 VARIANTS: dict[str, tuple[str, str, int, str]] = {
@@ -74,9 +74,11 @@ class RunningServer:
         return httpx.Client(base_url=self.base_url, headers=self.headers, timeout=timeout)
 
 
-def serve_in_thread(settings: RuntimeSettings) -> Iterator[RunningServer]:
+def serve_in_thread(
+    settings: RuntimeSettings, tts_engine_factory: TtsEngineFactory = load_tts_engine
+) -> Iterator[RunningServer]:
     """uvicorn on an ephemeral loopback port in a thread: the real HTTP stack, in process."""
-    app = create_app(settings)
+    app = create_app(settings, tts_engine_factory=tts_engine_factory)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

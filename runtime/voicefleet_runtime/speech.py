@@ -1,0 +1,214 @@
+"""Run one speech request: admission slot, one engine-thread job, audio out as it is made.
+
+The job synthesises chunk after chunk in an engine thread and hands each chunk's encoded
+bytes to the event loop at once, so the client hears the first sentence while the rest is
+synthesised. The handler waits for the first chunk before it answers: a failure there is
+still a proper HTTP error, and the response's first bytes are audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Literal
+
+from starlette.types import Receive
+
+from voicefleet_runtime.admission import ClientGoneError
+from voicefleet_runtime.errors import ApiError
+from voicefleet_runtime.state import RuntimeState
+from voicefleet_runtime.transcription import _gone, watching
+from voicefleet_runtime.tts.encode import SpeechEncoder, SpeechFormat
+from voicefleet_runtime.tts.engine import SpeechEngine
+from voicefleet_runtime.tts.normalize import normalize_text
+from voicefleet_runtime.tts.voices import Voice
+
+StreamFormat = Literal["audio", "sse"]
+
+
+@dataclass(frozen=True)
+class SpeechSpec:
+    """A validated speech request."""
+
+    text: str
+    """Normalised: what is spoken, and what the cache keys on."""
+    characters: int
+    voice: Voice
+    speed: float
+    response_format: SpeechFormat
+    stream_format: StreamFormat
+
+
+@dataclass(frozen=True)
+class Piece:
+    data: bytes
+    audio_seconds: float
+    phoneme_tokens: int
+
+
+@dataclass(frozen=True)
+class Done:
+    engine_seconds: float
+
+
+Emitted = Piece | Done | BaseException
+
+
+def tts_engine_for(runtime: RuntimeState, model: str) -> SpeechEngine:
+    engine = runtime.tts
+    if engine is None:
+        raise ApiError(
+            503, "the speech model is still loading; retry shortly", code="model_not_ready"
+        )
+    if model not in runtime.tts_model_names():
+        raise ApiError(
+            404,
+            f"the model {model!r} does not exist here; for speech this server serves "
+            f"{', '.join(runtime.tts_model_names())}",
+            code="model_not_found",
+            param="model",
+        )
+    return engine
+
+
+def speech_spec(
+    engine: SpeechEngine,
+    text: str,
+    voice_name: str,
+    speed: float,
+    response_format: SpeechFormat,
+    stream_format: StreamFormat,
+) -> SpeechSpec:
+    """Check what the pydantic body cannot: the voice, and that there is something to say."""
+    voice = engine.voices.resolve(voice_name)
+    if voice is None:
+        raise ApiError(
+            400,
+            f"unknown voice {voice_name!r}; this server offers {', '.join(engine.voices.names())}",
+            code="invalid_value",
+            param="voice",
+        )
+    normalized = normalize_text(text)
+    if not any(character.isalpha() for character in normalized):
+        raise ApiError(
+            400,
+            "the input has no words to speak (English text is supported)",
+            code="empty_input",
+            param="input",
+        )
+    return SpeechSpec(normalized, len(text), voice, speed, response_format, stream_format)
+
+
+def _synthesize(
+    engine: SpeechEngine,
+    spec: SpeechSpec,
+    emit: Callable[[Emitted], None],
+    cancelled: threading.Event,
+) -> None:
+    """The engine-thread job: every chunk, encoded, handed over as soon as it exists."""
+    started = time.monotonic()
+    try:
+        encoder = SpeechEncoder(spec.response_format)
+        for chunk in engine.chunks(spec.text):
+            if cancelled.is_set():
+                return
+            rendered = engine.render(chunk, spec.voice, spec.speed)
+            emit(Piece(encoder.encode(rendered.audio), rendered.seconds, rendered.phoneme_tokens))
+        emit(Piece(encoder.finish(), 0.0, 0))
+        emit(Done(time.monotonic() - started))
+    except Exception as exc:
+        emit(exc)
+
+
+def _sse(event: dict[str, object]) -> bytes:
+    return f"data: {json.dumps(event)}\n\n".encode()
+
+
+def _synthesis_failed(exc: BaseException) -> ApiError:
+    return ApiError(500, f"speech synthesis failed ({type(exc).__name__})", code="synthesis_failed")
+
+
+async def start_speech(
+    runtime: RuntimeState, engine: SpeechEngine, spec: SpeechSpec, receive: Receive
+) -> AsyncIterator[bytes]:
+    """Take an admission place, start the job, wait for its first piece, and return the body's
+    stream. A client that leaves while queued or before the first piece gives the place back."""
+    loop = asyncio.get_running_loop()
+    arrived = time.monotonic()
+    admission = AsyncExitStack()
+    queue: asyncio.Queue[Emitted] = asyncio.Queue()
+    cancelled = threading.Event()
+
+    def emit(item: Emitted) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    async with watching(receive) as watch:
+        try:
+            waited = await admission.enter_async_context(runtime.admission.admitted(watch.left))
+        except ClientGoneError:
+            raise _gone(runtime, "queued") from None
+        runtime.metrics.queue_wait.observe(waited)
+        job = loop.run_in_executor(runtime.executor, _synthesize, engine, spec, emit, cancelled)
+        getting = asyncio.ensure_future(queue.get())
+        leaving = asyncio.ensure_future(watch.left.wait())
+        await asyncio.wait({getting, leaving}, return_when=asyncio.FIRST_COMPLETED)
+        leaving.cancel()
+        if not getting.done():
+            getting.cancel()
+            cancelled.set()
+            await job
+            await admission.aclose()
+            raise _gone(runtime, "running")
+    first = getting.result()
+    if isinstance(first, BaseException):
+        await job
+        await admission.aclose()
+        raise _synthesis_failed(first) from first
+    runtime.metrics.tts_time_to_first_audio.observe(time.monotonic() - arrived)
+    return _body(runtime, spec, admission, queue, first, cancelled)
+
+
+async def _body(
+    runtime: RuntimeState,
+    spec: SpeechSpec,
+    stack: AsyncExitStack,
+    queue: asyncio.Queue[Emitted],
+    first: Emitted,
+    cancelled: threading.Event,
+) -> AsyncIterator[bytes]:
+    sse = spec.stream_format == "sse"
+    audio_seconds = 0.0
+    tokens = 0
+    item = first
+    try:
+        async with stack:
+            while not isinstance(item, Done):
+                if isinstance(item, BaseException):
+                    # Headers are gone: all that is left is to cut the stream short.
+                    raise _synthesis_failed(item) from item
+                audio_seconds += item.audio_seconds
+                tokens += item.phoneme_tokens
+                if item.data:
+                    yield (
+                        _sse(
+                            {
+                                "type": "speech.audio.delta",
+                                "audio": base64.b64encode(item.data).decode(),
+                            }
+                        )
+                        if sse
+                        else item.data
+                    )
+                item = await queue.get()
+            runtime.metrics.observe_speech(spec.characters, audio_seconds, item.engine_seconds)
+            if sse:
+                usage = {"input_tokens": tokens, "output_tokens": 0, "total_tokens": tokens}
+                yield _sse({"type": "speech.audio.done", "usage": usage})
+    finally:
+        cancelled.set()

@@ -1,0 +1,93 @@
+"""The speech engine: normalised text -> chunks -> phonemes -> Kokoro -> audio, per chunk."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from voicefleet_runtime.tts.assets import load_vocab, model_bytes, voice_files
+from voicefleet_runtime.tts.chunking import Chunk, plan_chunks
+from voicefleet_runtime.tts.g2p import EnglishG2P
+from voicefleet_runtime.tts.model import SAMPLE_RATE, KokoroOnnx
+from voicefleet_runtime.tts.speed import split_speed, time_stretch
+from voicefleet_runtime.tts.vocab import token_ids
+from voicefleet_runtime.tts.voices import Voice, VoiceCatalog, load_voice
+
+logger = logging.getLogger("voicefleet.runtime")
+
+MODEL_ID = "kokoro"
+"""The one TTS model the runtime serves: `--tts-model kokoro`."""
+
+
+@dataclass(frozen=True)
+class RenderedChunk:
+    chunk: Chunk
+    audio: NDArray[np.float32]
+    phoneme_tokens: int
+
+    @property
+    def seconds(self) -> float:
+        return float(self.audio.shape[0]) / SAMPLE_RATE
+
+
+class SpeechEngine:
+    model_id = MODEL_ID
+    sample_rate = SAMPLE_RATE
+
+    def __init__(
+        self,
+        model: KokoroOnnx,
+        voices: VoiceCatalog,
+        vocab: Mapping[str, int],
+        g2p: EnglishG2P,
+    ) -> None:
+        self.model = model
+        self.voices = voices
+        self.vocab = vocab
+        self.g2p = g2p
+
+    def chunks(self, normalized_text: str) -> Iterator[Chunk]:
+        return plan_chunks(normalized_text, self.g2p.phonemes)
+
+    def render(self, chunk: Chunk, voice: Voice, speed: float) -> RenderedChunk:
+        ids = token_ids(chunk.phonemes, self.vocab)
+        phoneme_count = len(ids) - 2
+        model_speed, tempo = split_speed(speed)
+        audio = self.model.synthesize(ids, voice.style_for(phoneme_count), model_speed)
+        return RenderedChunk(chunk, time_stretch(audio, tempo), phoneme_count)
+
+    def speak(self, normalized_text: str, voice: Voice, speed: float) -> NDArray[np.float32]:
+        """The whole text at once (warm-up, benchmarks); requests stream chunk by chunk."""
+        pieces = [self.render(chunk, voice, speed).audio for chunk in self.chunks(normalized_text)]
+        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+
+
+def load_speech_engine(assets_dir: Path, voice_ids: tuple[str, ...], threads: int) -> SpeechEngine:
+    """Assemble and check the model, load the voices (all installed ones when none are named)."""
+    started = time.monotonic()
+    installed = voice_files(assets_dir)
+    wanted = voice_ids or tuple(installed)
+    missing = [voice_id for voice_id in wanted if voice_id not in installed]
+    if missing:
+        raise ValueError(
+            f"voices {', '.join(missing)} are not installed in {assets_dir}; "
+            f"installed: {', '.join(installed)}"
+        )
+    catalog = VoiceCatalog(load_voice(voice_id, installed[voice_id]) for voice_id in wanted)
+    engine = SpeechEngine(
+        KokoroOnnx(model_bytes(), threads), catalog, load_vocab(assets_dir), EnglishG2P()
+    )
+    logger.info(
+        "loaded %s with %d voice(s), %d onnx thread(s), in %.2f s",
+        MODEL_ID,
+        len(catalog.voices),
+        threads,
+        time.monotonic() - started,
+    )
+    return engine

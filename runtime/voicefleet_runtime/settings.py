@@ -117,9 +117,10 @@ class RuntimeSettings(BaseSettings):
     )
 
     cache_max_bytes: int = Field(
-        64 * 1024 * 1024,
+        0,
         ge=0,
-        description="Byte budget of the in-process result cache (both directions); 0: no cache.",
+        description="Byte budget of the in-process result cache (both directions); 0: no "
+        "cache. Off by default: it keeps users' audio and transcripts in memory.",
     )
     cache_ttl_seconds: float = Field(
         3600.0, gt=0, description="How long a cached result stays valid."

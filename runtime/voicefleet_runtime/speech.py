@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +22,7 @@ from typing import Literal
 from starlette.types import Receive
 
 from voicefleet_runtime.admission import ClientGoneError
+from voicefleet_runtime.cache.keys import speech_key
 from voicefleet_runtime.errors import ApiError
 from voicefleet_runtime.state import RuntimeState
 from voicefleet_runtime.transcription import _gone, watching
@@ -30,6 +32,9 @@ from voicefleet_runtime.tts.normalize import normalize_text
 from voicefleet_runtime.tts.voices import Voice
 
 StreamFormat = Literal["audio", "sse"]
+
+CACHED_HEADER = struct.Struct("!Id")
+"""A cached answer: phoneme tokens and audio seconds, then the encoded audio."""
 
 
 @dataclass(frozen=True)
@@ -134,8 +139,33 @@ def _synthesis_failed(exc: BaseException) -> ApiError:
     return ApiError(500, f"speech synthesis failed ({type(exc).__name__})", code="synthesis_failed")
 
 
+def speech_cache_key(engine: SpeechEngine, spec: SpeechSpec) -> str:
+    return speech_key(engine.model_id, spec.voice.id, spec.speed, spec.response_format, spec.text)
+
+
+async def cached_speech(
+    runtime: RuntimeState, spec: SpeechSpec, cached: bytes
+) -> AsyncIterator[bytes]:
+    """A cache hit: the stored audio in one piece, counted like a synthesised answer."""
+    tokens, audio_seconds = CACHED_HEADER.unpack_from(cached)
+    audio = cached[CACHED_HEADER.size :]
+    runtime.metrics.tts_time_to_first_audio.observe(0.0)
+    runtime.metrics.tts_characters.inc(spec.characters)
+    runtime.metrics.tts_audio_seconds.inc(audio_seconds)
+    if spec.stream_format == "sse":
+        yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(audio).decode()})
+        usage = {"input_tokens": tokens, "output_tokens": 0, "total_tokens": tokens}
+        yield _sse({"type": "speech.audio.done", "usage": usage})
+    else:
+        yield audio
+
+
 async def start_speech(
-    runtime: RuntimeState, engine: SpeechEngine, spec: SpeechSpec, receive: Receive
+    runtime: RuntimeState,
+    engine: SpeechEngine,
+    spec: SpeechSpec,
+    receive: Receive,
+    cache_key: str | None,
 ) -> AsyncIterator[bytes]:
     """Take an admission place, start the job, wait for its first piece, and return the body's
     stream. A client that leaves while queued or before the first piece gives the place back."""
@@ -171,7 +201,7 @@ async def start_speech(
         await admission.aclose()
         raise _synthesis_failed(first) from first
     runtime.metrics.tts_time_to_first_audio.observe(time.monotonic() - arrived)
-    return _body(runtime, spec, admission, queue, first, cancelled)
+    return _body(runtime, spec, admission, queue, first, cancelled, cache_key)
 
 
 async def _body(
@@ -181,8 +211,10 @@ async def _body(
     queue: asyncio.Queue[Emitted],
     first: Emitted,
     cancelled: threading.Event,
+    cache_key: str | None,
 ) -> AsyncIterator[bytes]:
     sse = spec.stream_format == "sse"
+    encoded: list[bytes] = []
     audio_seconds = 0.0
     tokens = 0
     item = first
@@ -194,6 +226,8 @@ async def _body(
                     raise _synthesis_failed(item) from item
                 audio_seconds += item.audio_seconds
                 tokens += item.phoneme_tokens
+                if cache_key is not None:
+                    encoded.append(item.data)
                 if item.data:
                     yield (
                         _sse(
@@ -207,6 +241,9 @@ async def _body(
                     )
                 item = await queue.get()
             runtime.metrics.observe_speech(spec.characters, audio_seconds, item.engine_seconds)
+            if cache_key is not None:
+                header = CACHED_HEADER.pack(tokens, audio_seconds)
+                await runtime.cache.store(cache_key, header + b"".join(encoded))
             if sse:
                 usage = {"input_tokens": tokens, "output_tokens": 0, "total_tokens": tokens}
                 yield _sse({"type": "speech.audio.done", "usage": usage})

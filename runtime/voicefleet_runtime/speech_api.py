@@ -11,7 +11,14 @@ from pydantic import BaseModel, Field
 from voicefleet_runtime.api import INFERENCE_ERRORS, ErrorBody, runtime_of
 from voicefleet_runtime.errors import ApiError
 from voicefleet_runtime.routes import SPEECH_PATH, VOICES_PATH
-from voicefleet_runtime.speech import StreamFormat, speech_spec, start_speech, tts_engine_for
+from voicefleet_runtime.speech import (
+    StreamFormat,
+    cached_speech,
+    speech_cache_key,
+    speech_spec,
+    start_speech,
+    tts_engine_for,
+)
 from voicefleet_runtime.tts.encode import MEDIA_TYPES, SpeechFormat
 
 MAX_INPUT_CHARACTERS = 4096
@@ -49,7 +56,12 @@ async def create_speech(request: Request, body: SpeechBody) -> StreamingResponse
     spec = speech_spec(
         engine, body.input, body.voice, body.speed, response_format, body.stream_format
     )
-    stream = await start_speech(runtime, engine, spec, request.receive)
+    key = speech_cache_key(engine, spec) if runtime.cache.enabled else None
+    cached = await runtime.cache.lookup("tts", key) if key is not None else None
+    if cached is not None:
+        stream = cached_speech(runtime, spec, cached)
+    else:
+        stream = await start_speech(runtime, engine, spec, request.receive, key)
     if spec.stream_format == "sse":
         return StreamingResponse(
             stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}

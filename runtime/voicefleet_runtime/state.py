@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from voicefleet_runtime.admission import AdmissionController
+from voicefleet_runtime.cache.results import ResultCache
 from voicefleet_runtime.engine.base import SAMPLE_RATE, DecodeOptions, SpeechEngine
 from voicefleet_runtime.metrics import RuntimeMetrics
 from voicefleet_runtime.settings import RuntimeSettings
@@ -63,6 +64,7 @@ class RuntimeState:
         self.executor = ThreadPoolExecutor(
             max_workers=settings.concurrency, thread_name_prefix="voicefleet-engine"
         )
+        self.cache = ResultCache(settings, self.metrics)
         api_key = settings.resolved_api_key()
         self.api_key: str | None = api_key.get_secret_value() if api_key is not None else None
         self.engine: SpeechEngine | None = None

@@ -31,6 +31,11 @@ from starlette.types import Receive, Scope, Send
 from voicefleet_runtime.access_log import AUDIO_SECONDS_KEY
 from voicefleet_runtime.admission import ClientGoneError
 from voicefleet_runtime.audio import decode_audio, probe_audio
+from voicefleet_runtime.cache.stt import (
+    cached_transcript,
+    remember_transcript,
+    transcription_cache_key,
+)
 from voicefleet_runtime.engine.base import (
     SAMPLE_RATE,
     DecodeOptions,
@@ -244,6 +249,9 @@ async def transcribe_upload(
     engine = engine_for(runtime, spec.model)
     check_supported(engine, spec.options)
     await _probe(runtime, upload)
+    cache_key = await transcription_cache_key(runtime, engine, upload, spec.options)
+    if (cached := await cached_transcript(runtime, cache_key)) is not None:
+        return cached
     async with watching(request.receive) as watch:
         job = EngineJob(runtime, request.state, upload.file, engine, spec.options, watch.gone)
         try:
@@ -253,7 +261,9 @@ async def transcribe_upload(
                 runtime.metrics.observe_inference(info.duration, engine_seconds, info.batch_size)
         except ClientGoneError:
             raise _gone(runtime, "queued") from None
-    return Transcript(task=spec.options.task, info=info, segments=segments)
+    transcript = Transcript(task=spec.options.task, info=info, segments=segments)
+    await remember_transcript(runtime, cache_key, transcript)
+    return transcript
 
 
 def _sse(event: dict[str, str]) -> bytes:

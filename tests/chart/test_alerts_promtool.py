@@ -60,7 +60,7 @@ def test_promtool_checks_the_rules(promtool: str, rules_file: Path) -> None:
         [promtool, "check", "rules", str(rules_file)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 7 rules found" in result.stdout
+    assert "SUCCESS: 8 rules found" in result.stdout
 
 
 def test_the_alerts_fire_on_the_conditions_they_name(
@@ -301,6 +301,36 @@ def test_the_alerts_fire_on_the_conditions_they_name(
                             "VoiceServiceSlowerThanRealTime",
                             {**speech, "service": "cpu", "severity": "warning"},
                             "speech/cpu: p90 real-time factor 1.90",
+                        )
+                    ],
+                }
+            ],
+        },
+        {
+            "interval": "1m",
+            "input_series": [
+                # Every first audio takes 2 to 3 s: all observations land in the le=3 bucket.
+                *[
+                    series(
+                        "voicefleet_tts_time_to_first_audio_seconds_bucket",
+                        f"0+{count}x30",
+                        namespace="speech",
+                        service="kokoro",
+                        pod="k-1",
+                        le=le,
+                    )
+                    for le, count in (("1", 0), ("2", 0), ("3", 6), ("+Inf", 6))
+                ],
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "25m",
+                    "alertname": "VoiceServiceSlowFirstAudio",
+                    "exp_alerts": [
+                        alert(
+                            "VoiceServiceSlowFirstAudio",
+                            {**speech, "service": "kokoro", "severity": "warning"},
+                            "speech/kokoro: p95 time to first audio 2.95 s",
                         )
                     ],
                 }

@@ -73,6 +73,16 @@ def _invalid(
 INVALID: list[InvalidCase] = [
     # --- the OpenAPI schema: types, enums, bounds, patterns, unknown fields ------------------
     _invalid("missing-model", {"model": None}, SCHEMA, "model"),
+    InvalidCase(
+        "neither-stt-nor-tts",
+        {**voiceservice({}), "spec": {"replicas": {"max": 2}}},
+        CEL,
+        cel.SERVES_A_DIRECTION,
+    ),
+    _invalid("tts-unknown-voice", {"tts": {"voices": ["af_bob"]}}, SCHEMA, "af_bob"),
+    _invalid("tts-unknown-model", {"tts": {"model": "piper"}}, SCHEMA, "model"),
+    _invalid("tts-unknown-format", {"tts": {"defaultFormat": "ogg"}}, SCHEMA, "defaultFormat"),
+    _invalid("tts-zero-threads", {"tts": {"threads": 0}}, SCHEMA, "threads"),
     _invalid("unknown-field", {"replica": {"min": 1}}, SCHEMA, "replica"),
     _invalid("unknown-precision", {"precision": "fp8"}, SCHEMA, "precision"),
     _invalid("unknown-engine", {"engine": "vllm"}, SCHEMA, "engine"),
@@ -632,6 +642,20 @@ INVALID: list[InvalidCase] = [
 
 VALID: list[ValidCase] = [
     ValidCase("cpu-minimal", voiceservice({})),
+    ValidCase(
+        "tts-only-cpu",
+        {
+            **voiceservice({}),
+            "spec": {
+                "tts": {"voices": ["af_heart", "am_onyx"], "defaultFormat": "opus"},
+                "runtime": {"concurrency": 2},
+            },
+        },
+    ),
+    ValidCase(
+        "stt-and-tts-on-one-gpu",
+        voiceservice({"model": {"name": "large-v3"}, "gpu": GPU, "tts": {"threads": 2}}),
+    ),
     ValidCase(
         "cpu-int8-fixed",
         voiceservice(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -14,7 +15,13 @@ from voicefleet_operator.builders.labels import (
 )
 from voicefleet_operator.builders.placement import Placement, placement_for
 from voicefleet_operator.crd import cel
-from voicefleet_operator.crd.models import DEFAULT_RUNTIME_IMAGE, VoiceService, VoiceServiceSpec
+from voicefleet_operator.crd.models import (
+    DEFAULT_RUNTIME_IMAGE,
+    ModelSpec,
+    TextToSpeechSpec,
+    VoiceService,
+    VoiceServiceSpec,
+)
 from voicefleet_operator.crd.quantity import parse_quantity
 from voicefleet_runtime.memory_budget import memory_budget
 from voicefleet_runtime.routes import HEALTH_PATH, METRICS_PATH, READY_PATH
@@ -50,6 +57,15 @@ MODEL_SIZES_GB = {
     "distil-large": 1.5,
     "turbo": 1.6,
 }
+KOKORO_SIZE_GB = 0.1
+"""Kokoro-82M int8 ONNX (92 MB) and its voices, loaded and warmed up beside any Whisper."""
+KOKORO_RESIDENT_MIB = 256
+"""Kokoro's share of a runtime process: a TTS-only server measured 452 MiB resident after
+warm-up (bench/tts_throughput.py) against the 320 MiB of an idle runtime; the rest is headroom
+for onnxruntime's arenas."""
+TTS_REQUEST_MIB = 64
+"""One synthesis at the longest input (4096 characters, about 5 minutes of 24 kHz float32
+audio) and its encoded copy."""
 UNKNOWN_MODEL_SIZE_GB = 3.1
 """A path or an unknown name may be anything: size the probe for the largest Whisper."""
 
@@ -74,7 +90,10 @@ def startup_timeout_seconds(spec: VoiceServiceSpec, placement: Placement) -> int
     if spec.runtime.startup_timeout_seconds is not None:
         return spec.runtime.startup_timeout_seconds
     per_gb = 100 if placement.gpu else 300
-    return max(120, 60 + math.ceil(model_size_gb(spec.model.name) * per_gb))
+    size = model_size_gb(spec.model.name) if spec.model is not None else 0.0
+    if spec.tts is not None:
+        size += KOKORO_SIZE_GB
+    return max(120, 60 + math.ceil(size * per_gb))
 
 
 def drain_seconds(spec: VoiceServiceSpec, placement: Placement) -> int:
@@ -94,11 +113,11 @@ def runtime_image(spec: VoiceServiceSpec) -> str:
     return spec.runtime.image or DEFAULT_RUNTIME_IMAGE
 
 
-def download_repository(spec: VoiceServiceSpec) -> str:
-    download = spec.model.download
+def download_repository(model: ModelSpec) -> str:
+    download = model.download
     if download is not None and download.repository:
         return download.repository
-    name = spec.model.name
+    name = model.name
     owner, prefix = cel.DERIVED_REPOSITORY_OWNER, cel.DERIVED_REPOSITORY_PREFIX
     if name.startswith("distil-"):
         return f"{owner}/faster-distil-whisper-{name.removeprefix('distil-')}"
@@ -116,8 +135,12 @@ def _cpu_threads(spec: VoiceServiceSpec) -> int | None:
 
 def runtime_env(spec: VoiceServiceSpec, placement: Placement) -> list[dict[str, Any]]:
     """The VOICEFLEET_* settings of the runtime, then the spec's extra env."""
-    settings: dict[str, str] = {
-        "VOICEFLEET_MODEL": spec.model.name,
+    settings: dict[str, str] = (
+        {"VOICEFLEET_MODEL": spec.model.name}
+        if spec.model is not None
+        else {"VOICEFLEET_STT_ENABLED": "false"}
+    )
+    settings |= {
         "VOICEFLEET_ENGINE": spec.engine,
         "VOICEFLEET_DEVICE": placement.device,
         "VOICEFLEET_PRECISION": placement.precision,
@@ -131,7 +154,9 @@ def runtime_env(spec: VoiceServiceSpec, placement: Placement) -> list[dict[str, 
         "VOICEFLEET_MAX_AUDIO_SECONDS": str(spec.runtime.max_audio_seconds),
         "VOICEFLEET_SHUTDOWN_GRACE_SECONDS": str(drain_seconds(spec, placement)),
     }
-    if spec.model.source != "image":
+    if spec.tts is not None:
+        settings |= tts_env(spec.tts)
+    if spec.model is not None and spec.model.source != "image":
         settings["VOICEFLEET_MODEL_DIR"] = MODEL_DIR
     user_names = {e.name for e in spec.runtime.env}
     threads = _cpu_threads(spec)
@@ -145,6 +170,17 @@ def runtime_env(spec: VoiceServiceSpec, placement: Placement) -> list[dict[str, 
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in settings.items()]
     for extra in spec.runtime.env:
         env.append(extra.model_dump(exclude_none=True, by_alias=True))
+    return env
+
+
+def tts_env(tts: TextToSpeechSpec) -> dict[str, str]:
+    env = {
+        "VOICEFLEET_TTS_MODEL": tts.model,
+        "VOICEFLEET_TTS_DEFAULT_FORMAT": tts.default_format,
+        "VOICEFLEET_TTS_THREADS": str(tts.threads),
+    }
+    if tts.voices:
+        env["VOICEFLEET_TTS_VOICES"] = json.dumps(tts.voices)
     return env
 
 
@@ -169,14 +205,16 @@ def default_memory_mib(spec: VoiceServiceSpec, placement: Placement) -> int:
     budget = memory_budget(
         engine=spec.engine,
         gpu=placement.gpu,
-        model_weights_mib=model_size_gb(spec.model.name) * 1024,
+        model_weights_mib=model_size_gb(spec.model.name) * 1024 if spec.model else 0.0,
         concurrency=spec.runtime.concurrency,
         queue_size=spec.runtime.queue_size,
         max_uploads_in_progress=defaults["max_uploads_in_progress"].default,
         max_audio_seconds=spec.runtime.max_audio_seconds,
         batched_min_audio_seconds=None if spec.engine == "torch" else batched_from,
     )
-    return budget.total_mib
+    if spec.tts is None:
+        return budget.total_mib
+    return budget.total_mib + KOKORO_RESIDENT_MIB + TTS_REQUEST_MIB * spec.runtime.concurrency
 
 
 def _resources(spec: VoiceServiceSpec, placement: Placement) -> dict[str, Any]:
@@ -227,7 +265,7 @@ def _volumes(spec: VoiceServiceSpec) -> tuple[list[dict[str, Any]], list[dict[st
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": TMP_DIR}]
     model = spec.model
-    if model.source == "pvc" and model.pvc is not None:
+    if model is not None and model.source == "pvc" and model.pvc is not None:
         volumes.append(
             {
                 "name": "models",
@@ -238,7 +276,7 @@ def _volumes(spec: VoiceServiceSpec) -> tuple[list[dict[str, Any]], list[dict[st
         if model.pvc.sub_path:
             mount["subPath"] = model.pvc.sub_path
         mounts.append(mount)
-    elif model.source == "download":
+    elif model is not None and model.source == "download":
         size = model.download.cache_size if model.download is not None else "10Gi"
         volumes.append({"name": "models", "emptyDir": {"sizeLimit": size}})
         mounts.append({"name": "models", "mountPath": MODEL_DIR, "readOnly": True})
@@ -258,23 +296,23 @@ def _volumes(spec: VoiceServiceSpec) -> tuple[list[dict[str, Any]], list[dict[st
     return volumes, mounts
 
 
-def _download_init_container(spec: VoiceServiceSpec) -> dict[str, Any]:
+def _download_init_container(spec: VoiceServiceSpec, model: ModelSpec) -> dict[str, Any]:
     """Fetch the weights with the Hugging Face CLI that the runtime image already ships."""
     command = [
         "hf",
         "download",
-        download_repository(spec),
+        download_repository(model),
         "--local-dir",
-        f"{MODEL_DIR}/{spec.model.name}",
+        f"{MODEL_DIR}/{model.name}",
     ]
-    if spec.model.revision:
-        command += ["--revision", spec.model.revision]
+    if model.revision:
+        command += ["--revision", model.revision]
     env: list[dict[str, Any]] = [
         {"name": "HOME", "value": TMP_DIR},
         {"name": "HF_HOME", "value": f"{TMP_DIR}/hf"},
         {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
     ]
-    download = spec.model.download
+    download = model.download
     if download is not None and download.hf_token_secret_ref is not None:
         ref = download.hf_token_secret_ref
         env.append(
@@ -320,7 +358,7 @@ def _pod_metadata(vs: VoiceService, placement_index: int) -> dict[str, Any]:
         "prometheus.io/path": METRICS_PATH,
         PLACEMENT_ANNOTATION: str(placement_index),
     }
-    if spec.model.revision:
+    if spec.model is not None and spec.model.revision:
         annotations[MODEL_REVISION_ANNOTATION] = spec.model.revision
     return {"labels": labels, "annotations": annotations}
 
@@ -355,8 +393,8 @@ def build_pod_spec(vs: VoiceService, placement: Placement) -> dict[str, Any]:
         "containers": [container],
         "volumes": volumes,
     }
-    if spec.model.source == "download":
-        pod["initContainers"] = [_download_init_container(spec)]
+    if spec.model is not None and spec.model.source == "download":
+        pod["initContainers"] = [_download_init_container(spec, spec.model)]
     node_selector = _node_selector(spec, placement)
     if node_selector:
         pod["nodeSelector"] = node_selector

@@ -66,6 +66,11 @@ OPERATOR_ENV_NAMES = (
     "VOICEFLEET_SHUTDOWN_GRACE_SECONDS",
     "VOICEFLEET_API_KEY",
     "VOICEFLEET_API_KEY_FILE",
+    "VOICEFLEET_STT_ENABLED",
+    "VOICEFLEET_TTS_MODEL",
+    "VOICEFLEET_TTS_VOICES",
+    "VOICEFLEET_TTS_DEFAULT_FORMAT",
+    "VOICEFLEET_TTS_THREADS",
 )
 """Runtime settings the operator derives from the spec; `runtime.env` may not override them.
 
@@ -267,8 +272,15 @@ ENV_VALUE_XOR_VALUE_FROM = CelRule(
     message="an env variable takes value or valueFrom, not both",
 )
 
+SERVES_A_DIRECTION = CelRule(
+    path=("spec",),
+    rule="has(self.model) || has(self.tts)",
+    message="set model (speech-to-text), tts (text-to-speech), or both",
+)
+
 ALL_RULES: tuple[CelRule, ...] = (
     NAME_FITS_A_LABEL,
+    SERVES_A_DIRECTION,
     FIXED_EXCLUDES_AUTOSCALING,
     PRECISION_RUNS_ON_ENGINE_AND_DEVICE,
     VAD_NEEDS_AN_ENGINE_WITH_VAD,

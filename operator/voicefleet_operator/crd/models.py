@@ -49,7 +49,16 @@ from voicefleet_operator.crd.syntax import (
 )
 from voicefleet_runtime.engine.models import ENGLISH_ONLY_SUFFIX
 from voicefleet_runtime.engine.support import ENGINE_CAPABILITIES, runs
-from voicefleet_runtime.settings import Engine, Precision, RuntimeSettings, Task, VadMode
+from voicefleet_runtime.settings import (
+    Engine,
+    Precision,
+    RuntimeSettings,
+    Task,
+    TtsModel,
+    VadMode,
+)
+from voicefleet_runtime.tts.encode import SpeechFormat
+from voicefleet_runtime.tts.voices import ENGLISH_VOICES
 
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/voicefleet/voicefleet:0.1.0"
 """The image children run when neither the VoiceService nor the operator's settings name one
@@ -900,15 +909,63 @@ class PodOverrides(ApiModel):
 # --- the spec -------------------------------------------------------------------------------
 
 
+def _known_voice(voice: str) -> str:
+    if voice not in ENGLISH_VOICES:
+        raise ValueError(f"{voice!r} is not a Kokoro English voice ({', '.join(ENGLISH_VOICES)})")
+    return voice
+
+
+KokoroVoice = Annotated[
+    str,
+    AfterValidator(_known_voice),
+    WithJsonSchema({"type": "string", "enum": list(ENGLISH_VOICES)}),
+]
+"""A Kokoro voice id; the CRD lists them, so the API server refuses a typo at admission."""
+
+
+class TextToSpeechSpec(ApiModel):
+    """Text-to-speech (OpenAI's /v1/audio/speech) in the same pods, beside speech-to-text or
+    alone. Kokoro-82M runs on the pods' CPUs (onnxruntime), GPU pods included."""
+
+    model: Annotated[TtsModel, WithJsonSchema({"type": "string", "enum": ["kokoro"]})] = Field(
+        default="kokoro", description="The TTS model: kokoro (Kokoro-82M)."
+    )
+    voices: list[KokoroVoice] = Field(
+        default_factory=list,
+        max_length=len(ENGLISH_VOICES),
+        description="Kokoro voice ids to load and offer (af_heart, am_onyx, ...); empty: all "
+        "28 English voices. OpenAI's voice names map onto the loaded ones.",
+    )
+    default_format: SpeechFormat = Field(
+        default="mp3",
+        description="response_format when a request leaves it out: mp3, opus, aac, flac, wav "
+        "or pcm.",
+    )
+    threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="onnxruntime threads per synthesis; runtime.concurrency requests "
+        "synthesise at once.",
+    )
+
+
 class VoiceServiceSpec(ApiModel):
-    """The desired state of a speech-to-text service."""
+    """The desired state of a speech service: speech-to-text, text-to-speech, or both."""
 
     task: Task = Field(
         default="transcribe",
         description="What the legacy POST /transcribe endpoint does: transcribe or translate "
         "(to English). The OpenAI-compatible endpoints serve both.",
     )
-    model: ModelSpec = Field(description="The Whisper model and where its weights come from.")
+    model: ModelSpec | None = Field(
+        default=None,
+        description="The Whisper model (speech-to-text) and where its weights come from; "
+        "omit for a text-to-speech-only service.",
+    )
+    tts: TextToSpeechSpec | None = Field(
+        default=None, description="Text-to-speech on the same pods; absent: none."
+    )
     engine: Engine = Field(
         default="faster-whisper", description="Inference backend: faster-whisper or torch."
     )
@@ -939,6 +996,7 @@ class VoiceServiceSpec(ApiModel):
     def _check_rules(self) -> VoiceServiceSpec:
         _raise_broken(
             [
+                (cel.SERVES_A_DIRECTION, self.model is not None or self.tts is not None),
                 (
                     cel.FIXED_EXCLUDES_AUTOSCALING,
                     self.replicas.fixed is None or self.autoscaling.mode == "off",
@@ -980,6 +1038,11 @@ class VoiceServiceSpec(ApiModel):
                 "resources of each placement"
             )
         return self
+
+    def served_models(self) -> str:
+        """The models the pods serve, as status shows them: large-v3, kokoro, tiny.en+kokoro."""
+        names = [self.model.name if self.model else "", self.tts.model if self.tts else ""]
+        return "+".join(name for name in names if name)
 
     def _gpu_resource_names(self) -> set[str]:
         if self.gpu is None:

@@ -134,7 +134,7 @@ def serving(vs: VoiceService, fallback: FallbackStatus) -> Serving:
     return Serving(
         selector=selector_string(vs),
         endpoint=endpoint_url(vs),
-        model=vs.spec.model.name,
+        model=vs.spec.served_models(),
         precision=placement.precision,
         gpu=placement.label,
         fallback=fallback,

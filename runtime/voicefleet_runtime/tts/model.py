@@ -31,6 +31,10 @@ class KokoroOnnx:
         self._local = threading.local()
         self.threads = threads
 
+    def input_shapes(self) -> dict[str, list[object]]:
+        """The graph's inputs and their shapes (the batch axis is fixed at 1)."""
+        return {item.name: list(item.shape) for item in self._session.get_inputs()}
+
     def synthesize(
         self, token_ids: list[int], style: NDArray[np.float32], speed: float
     ) -> NDArray[np.float32]:

@@ -30,6 +30,16 @@ OPENAI_VOICES: Mapping[str, str] = {
     "cedar": "am_liam",
 }
 
+ENGLISH_VOICES = (
+    *(f"af_{n}" for n in ("alloy", "aoede", "bella", "heart", "jessica", "kore", "nicole")),
+    *(f"af_{n}" for n in ("nova", "river", "sarah", "sky")),
+    *(f"am_{n}" for n in ("adam", "echo", "eric", "fenrir", "liam", "michael", "onyx")),
+    *(f"am_{n}" for n in ("puck", "santa")),
+    *(f"bf_{n}" for n in ("alice", "emma", "isabella", "lily")),
+    *(f"bm_{n}" for n in ("daniel", "fable", "george", "lewis")),
+)
+"""The 28 English voices of kokoro-js 1.2.1 that scripts/install_kokoro_assets.py installs."""
+
 ACCENTS = {"a": "en-US", "b": "en-GB"}
 GENDERS = {"f": "female", "m": "male"}
 

@@ -96,7 +96,9 @@ CASES = [
     BadRequest("no token", 401, "invalid_api_key", file=jfk, headers={}),
     BadRequest("basic auth instead of bearer", 401, "invalid_api_key", file=jfk,
                headers={"Authorization": "Basic dXNlcjpwYXNz"}),
-    BadRequest("unknown path", 404, "not_found", endpoint="/v1/audio/speech", file=jfk),
+    BadRequest("unknown path", 404, "not_found", endpoint="/v1/audio/nowhere", file=jfk),
+    BadRequest("speech on a server without TTS", 404, "model_not_found",
+               endpoint="/v1/audio/speech", file=jfk),
 ]  # fmt: skip
 
 

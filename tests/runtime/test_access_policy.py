@@ -45,6 +45,8 @@ def test_the_app_has_no_route_the_policy_does_not_name() -> None:
         "/transcribe",
         "/v1/models",
         "/v1/models/{model_id}",
+        "/v1/audio/speech",
+        "/v1/audio/voices",
     }
     assert paths == OPEN_PATHS | API_DESCRIPTION_PATHS | inference_and_models
 

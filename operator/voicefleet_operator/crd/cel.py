@@ -199,7 +199,8 @@ LABELS_NOT_RESERVED = CelRule(
 
 TRANSLATE_NEEDS_MULTILINGUAL = CelRule(
     path=("spec",),
-    rule=f"self.task != 'translate' || !self.model.name.endsWith('{ENGLISH_ONLY_SUFFIX}')",
+    rule=f"self.task != 'translate' || !has(self.model) "
+    f"|| !self.model.name.endsWith('{ENGLISH_ONLY_SUFFIX}')",
     message=f"task translate needs a multilingual model: a *{ENGLISH_ONLY_SUFFIX} model is "
     "English-only, and every /transcribe request would fail (pick base, small, large-v3, ...)",
 )

@@ -1016,7 +1016,9 @@ class VoiceServiceSpec(ApiModel):
                 ),
                 (
                     cel.TRANSLATE_NEEDS_MULTILINGUAL,
-                    self.task != "translate" or not self.model.name.endswith(ENGLISH_ONLY_SUFFIX),
+                    self.task != "translate"
+                    or self.model is None
+                    or not self.model.name.endswith(ENGLISH_ONLY_SUFFIX),
                 ),
                 (
                     cel.VAD_NEEDS_AN_ENGINE_WITH_VAD,

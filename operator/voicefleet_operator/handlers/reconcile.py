@@ -23,7 +23,14 @@ from voicefleet_operator.crd.models import (
     VoiceServiceStatus,
     parse_voiceservice,
 )
-from voicefleet_operator.k8s.apply import Applied, Outcome, apply_child, merge_patch_between
+from voicefleet_operator.k8s.apply import (
+    FIELD_MANAGER,
+    Applied,
+    Outcome,
+    apply_child,
+    apply_document,
+    apply_scalable,
+)
 from voicefleet_operator.k8s.client import KubeApi
 from voicefleet_operator.k8s.prune import Pruned, prune_children
 from voicefleet_operator.k8s.resources import DEPLOYMENTS, PODS, VOICESERVICES, Resource
@@ -36,9 +43,13 @@ from voicefleet_operator.status import (
 )
 
 WriteObserver = Callable[[str, str], None]
-"""Called with (kind, action) after each child write: action is create, patch or delete."""
+"""Called with (kind, action) after each child write: action is create, apply or delete."""
 
-WRITE_ACTIONS = {Outcome.CREATED: "create", Outcome.UPDATED: "patch"}
+AUTOSCALER_STATUS = frozenset({"autoscaler"})
+"""Status fields the builtin autoscaler applies as its own field manager: left out of the
+operator's status apply, which would otherwise take them over with a stale value."""
+
+WRITE_ACTIONS = {Outcome.CREATED: "create", Outcome.UPDATED: "apply"}
 
 
 @dataclass(frozen=True)
@@ -141,14 +152,36 @@ def serving(vs: VoiceService, fallback: FallbackStatus) -> Serving:
     )
 
 
+def status_fields_owned(body: Mapping[str, Any]) -> set[str]:
+    """The top-level status fields the operator's last status apply set."""
+    owned: set[str] = set()
+    for entry in body.get("metadata", {}).get("managedFields") or []:
+        if entry.get("manager") == FIELD_MANAGER and entry.get("subresource") == "status":
+            fields = (entry.get("fieldsV1") or {}).get("f:status") or {}
+            owned.update(key[2:] for key in fields if key.startswith("f:"))
+    return owned
+
+
+def status_is_stale(body: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """A field differs, or one the operator set is no longer wanted."""
+    old = body.get("status") or {}
+    return any(old.get(key) != value for key, value in status.items()) or bool(
+        status_fields_owned(body) - status.keys()
+    )
+
+
 async def write_status(api: KubeApi, body: Mapping[str, Any], status: dict[str, Any]) -> bool:
-    """Patch /status with only what differs; no request at all when nothing does."""
-    meta = body["metadata"]
-    patch = merge_patch_between(dict(body.get("status") or {}), status)
-    if not patch:
+    """Apply the status through /status when it is stale; no request at all when it is not.
+
+    Forced: status is the operator's to write (an older operator wrote it by merge patch,
+    which left another owner behind)."""
+    status = {key: value for key, value in status.items() if key not in AUTOSCALER_STATUS}
+    if not status_is_stale(body, status):
         return False
+    meta = body["metadata"]
     path = VOICESERVICES.path(meta["namespace"], meta["name"], "status")
-    await api.merge_patch(path, {"status": patch})
+    document = apply_document(VOICESERVICES, meta["namespace"], meta["name"], status=status)
+    await api.apply(path, document, field_manager=FIELD_MANAGER, force=True)
     return True
 
 
@@ -201,11 +234,12 @@ async def reconcile(
         on_write(gone.kind, "delete")
     applied: list[Applied] = []
     for child in children:
-        if child["kind"] == "Deployment" and replicas is None and live_deployment is None:
-            # A new Deployment starts at the lower bound; afterwards the autoscaler owns it.
-            child = copy.deepcopy(child)
-            child["spec"]["replicas"] = initial_replicas(vs.spec)
-        result = await apply_child(api, child)
+        if child["kind"] == "Deployment":
+            result = await apply_scalable(
+                api, child, replicas=replicas, initial=initial_replicas(vs.spec)
+            )
+        else:
+            result = await apply_child(api, child)
         if result.outcome in WRITE_ACTIONS:
             on_write(result.kind, WRITE_ACTIONS[result.outcome])
         applied.append(result)

@@ -65,6 +65,14 @@ def _post_events(raw: Mapping[str, Any], result: Reconciled) -> None:
         kopf.info(body, reason="Updated", message=f"updated {updated}")
     if deleted:
         kopf.info(body, reason="Deleted", message=f"deleted {deleted}, no longer wanted")
+    for applied in result.applied:
+        if applied.took_back:
+            kopf.warn(
+                body,
+                reason="FieldConflict",
+                message=f"{applied.kind} {applied.name}: took back fields another field "
+                f"manager had changed: {applied.took_back}"[:1000],
+            )
     if result.replicas_after is not None and result.replicas_before not in (
         None,
         result.replicas_after,

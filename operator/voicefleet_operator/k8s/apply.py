@@ -1,10 +1,12 @@
-"""Idempotent apply: write a child only when it is missing, outdated, or was edited.
+"""Server-side apply of the children, and only when something changed.
 
-A child is up to date when its `voicefleet.io/spec-hash` annotation equals the desired one
-AND every field we set still has the value we set (the API server may add defaults; those
-are not drift). Anything else is repaired with one merge patch that also nulls the fields
-we no longer set, guarded by the live resourceVersion so a concurrent writer wins a 409
-instead of being overwritten.
+The API server merges, and records which field manager owns which field: fields the operator
+never lists (a user's annotations, the replica count an HPA or KEDA sets) stay theirs, and a
+field the operator stops listing goes. A child is applied only when it is missing, its
+`voicefleet.io/spec-hash` annotation differs from the desired one, or a field we set no longer
+has our value: an idle operator sends no write at all (even an apply that changes nothing is a
+request, and an audited one). When someone else took one of our fields (`kubectl edit`), the
+apply is refused with a conflict naming them; the operator takes the field back and says so.
 """
 
 from __future__ import annotations
@@ -16,15 +18,16 @@ from typing import Any
 
 from voicefleet_operator.builders.labels import SPEC_HASH_ANNOTATION
 from voicefleet_operator.k8s.client import KubeApi
-from voicefleet_operator.k8s.resources import resource_of
+from voicefleet_operator.k8s.errors import ApiError
+from voicefleet_operator.k8s.resources import Resource, resource_of
 
+FIELD_MANAGER = "voicefleet-operator"
+REPLICAS_MANAGER = "voicefleet-operator-replicas"
+"""Owns a Deployment's spec.replicas apart from the rest, so that applying the rest never
+takes the count from an autoscaler, nor drops it (which would reset it to 1)."""
 OWNED_SECTIONS = ("spec",)
-"""Top-level sections the operator owns entirely: every child it builds keeps its content in
-`spec` (metadata is compared field by field instead, since others add to it)."""
-SERVER_OWNED_SPEC_FIELDS = {
-    "Service": ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"),
-}
-"""Fields the API server allocates: never nulled by a patch, never drift."""
+"""Top-level sections the operator sets: every child it builds keeps its content in `spec`
+(metadata is compared field by field instead, since others add to it)."""
 
 
 class Outcome(StrEnum):
@@ -39,6 +42,8 @@ class Applied:
     name: str
     outcome: Outcome
     live: dict[str, Any]
+    took_back: str | None = None
+    """The API server's conflict message when another manager had changed our fields."""
 
 
 def contains(live: Any, desired: Any) -> bool:
@@ -56,45 +61,15 @@ def contains(live: Any, desired: Any) -> bool:
     return bool(live == desired)
 
 
-def merge_patch_between(live: Any, desired: Any) -> Any:
-    """The RFC 7386 merge patch that turns `live` into `desired` (null removes a key)."""
-    if not isinstance(desired, dict) or not isinstance(live, dict):
-        return copy.deepcopy(desired)
-    patch: dict[str, Any] = {}
-    for key in live.keys() - desired.keys():
-        patch[key] = None
-    for key, value in desired.items():
-        if key not in live:
-            patch[key] = copy.deepcopy(value)
-        elif live[key] != value:
-            sub = merge_patch_between(live[key], value)
-            if sub != {}:
-                patch[key] = sub
-    return patch
-
-
 def _hash(obj: dict[str, Any]) -> str | None:
     annotations = obj.get("metadata", {}).get("annotations") or {}
     value = annotations.get(SPEC_HASH_ANNOTATION)
     return str(value) if value is not None else None
 
 
-def _kept_from_live(desired: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:
-    """Desired plus the live fields we deliberately leave to others (replicas, allocations)."""
-    merged = copy.deepcopy(desired)
-    live_spec = live.get("spec") or {}
-    spec = merged.setdefault("spec", {})
-    keep = SERVER_OWNED_SPEC_FIELDS.get(str(desired.get("kind")), ())
-    if desired.get("kind") == "Deployment":
-        keep = (*keep, "replicas")
-    for field in keep:
-        if field not in spec and field in live_spec:
-            spec[field] = copy.deepcopy(live_spec[field])
-    return merged
-
-
 def is_up_to_date(desired: dict[str, Any], live: dict[str, Any]) -> bool:
-    """No write needed: same hash, and nobody changed a field we set."""
+    """No write needed: same hash, and every field we set still has our value (server
+    defaults and fields others added are not drift)."""
     if _hash(live) is None or _hash(live) != _hash(desired):
         return False
     meta = desired.get("metadata", {})
@@ -111,38 +86,96 @@ def is_up_to_date(desired: dict[str, Any], live: dict[str, Any]) -> bool:
     )
 
 
-def repair_patch(desired: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:
-    """The merge patch that restores every field we own, fenced by the live resourceVersion."""
-    target = _kept_from_live(desired, live)
-    meta = target.get("metadata", {})
-    live_meta = live.get("metadata", {})
-    patch: dict[str, Any] = {
-        "metadata": {
-            "resourceVersion": live_meta.get("resourceVersion"),
-            "labels": meta.get("labels") or {},
-            "annotations": meta.get("annotations") or {},
-            "ownerReferences": meta.get("ownerReferences") or [],
-        }
-    }
-    for section in OWNED_SECTIONS:
-        if section in target:
-            section_patch = merge_patch_between(live.get(section), target[section])
-            if section_patch != {}:
-                patch[section] = section_patch
-    return patch
+async def apply_as(
+    api: KubeApi, path: str, body: dict[str, Any], *, field_manager: str
+) -> tuple[dict[str, Any], str | None]:
+    """Apply; on a conflict take the fields back and return the conflict's message too."""
+    try:
+        return await api.apply(path, body, field_manager=field_manager), None
+    except ApiError as error:
+        if not error.conflict:
+            raise
+        conflict = error.message
+    forced = await api.apply(path, body, field_manager=field_manager, force=True)
+    return forced, conflict
+
+
+async def _apply_over(
+    api: KubeApi, path: str, desired: dict[str, Any], live: dict[str, Any] | None
+) -> Applied:
+    kind, name = str(desired["kind"]), str(desired["metadata"]["name"])
+    if live is not None and is_up_to_date(desired, live):
+        return Applied(kind, name, Outcome.UNCHANGED, live)
+    applied, took_back = await apply_as(api, path, desired, field_manager=FIELD_MANAGER)
+    return Applied(
+        kind, name, Outcome.CREATED if live is None else Outcome.UPDATED, applied, took_back
+    )
+
+
+def _path_of(desired: dict[str, Any]) -> str:
+    meta = desired["metadata"]
+    return resource_of(desired).path(meta.get("namespace"), str(meta["name"]))
 
 
 async def apply_child(api: KubeApi, desired: dict[str, Any]) -> Applied:
-    resource = resource_of(desired)
+    path = _path_of(desired)
+    return await _apply_over(api, path, desired, await api.get_or_none(path))
+
+
+def apply_document(
+    resource: Resource,
+    namespace: str,
+    name: str,
+    *,
+    annotations: dict[str, str] | None = None,
+    **sections: Any,
+) -> dict[str, Any]:
+    """An apply body that names the object and lists only the given fields."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if annotations:
+        metadata["annotations"] = annotations
+    return {
+        "apiVersion": resource.api_version,
+        "kind": resource.kind,
+        "metadata": metadata,
+        **sections,
+    }
+
+
+def _replicas_only(desired: dict[str, Any], replicas: int) -> dict[str, Any]:
     meta = desired["metadata"]
-    name = str(meta["name"])
-    namespace = meta.get("namespace")
-    path = resource.path(namespace, name)
+    return apply_document(
+        resource_of(desired), meta.get("namespace"), meta["name"], spec={"replicas": replicas}
+    )
+
+
+async def apply_scalable(
+    api: KubeApi, desired: dict[str, Any], *, replicas: int | None, initial: int
+) -> Applied:
+    """Apply a Deployment whose count the operator owns (`replicas`) or leaves to an
+    autoscaler (None: `initial` when the Deployment is created, then never set again).
+
+    The count is applied apart, as REPLICAS_MANAGER. At creation the first apply carries it
+    too, so the Deployment never starts at the default of 1; the second makes it
+    REPLICAS_MANAGER's, so later applies of the rest, which leave it out, keep it."""
+    path = _path_of(desired)
+    rest = copy.deepcopy(desired)
+    rest.get("spec", {}).pop("replicas", None)
     live = await api.get_or_none(path)
     if live is None:
-        created = await api.create(resource.path(namespace), desired)
-        return Applied(resource.kind, name, Outcome.CREATED, created)
-    if is_up_to_date(desired, live):
-        return Applied(resource.kind, name, Outcome.UNCHANGED, live)
-    patched = await api.merge_patch(path, repair_patch(desired, live))
-    return Applied(resource.kind, name, Outcome.UPDATED, patched)
+        count = replicas if replicas is not None else initial
+        created = await _apply_over(
+            api, path, {**rest, "spec": {"replicas": count, **rest["spec"]}}, None
+        )
+        scaled, _ = await apply_as(
+            api, path, _replicas_only(desired, count), field_manager=REPLICAS_MANAGER
+        )
+        return Applied(created.kind, created.name, Outcome.CREATED, scaled, created.took_back)
+    result = await _apply_over(api, path, rest, live)
+    current = (result.live.get("spec") or {}).get("replicas")
+    if replicas is None or current == replicas:
+        return result
+    scaled, took_back = await apply_as(
+        api, path, _replicas_only(desired, replicas), field_manager=REPLICAS_MANAGER
+    )
+    return Applied(result.kind, result.name, Outcome.UPDATED, scaled, result.took_back or took_back)

@@ -13,6 +13,8 @@ from voicefleet_operator.k8s.connection import ClusterConnection
 from voicefleet_operator.k8s.errors import ApiError, from_status_body
 
 MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+"""Server-side apply; JSON is YAML, so the body goes as JSON."""
 USER_AGENT = "voicefleet-operator"
 
 
@@ -39,9 +41,8 @@ class KubeApi:
     ) -> None:
         """`on_error` sees every refused request (e.g. to count them by status)."""
         self._on_error = on_error
+        self._connection = connection
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
-        if connection.token:
-            headers["Authorization"] = f"Bearer {connection.token}"
         self._client = httpx.AsyncClient(
             base_url=connection.server,
             headers=headers,
@@ -74,6 +75,9 @@ class KubeApi:
         params: dict[str, str] | None = None,
     ) -> Any:
         headers = {"Content-Type": content_type} if body is not None else {}
+        token = self._connection.token  # current at each request: tokens rotate and expire
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         try:
             response = await self._client.request(
                 method, path, json=body, headers=headers, params=params
@@ -120,6 +124,21 @@ class KubeApi:
             "PATCH", path, body=patch, content_type=MERGE_PATCH
         )
         return patched
+
+    async def apply(
+        self, path: str, body: dict[str, Any], *, field_manager: str, force: bool = False
+    ) -> dict[str, Any]:
+        """Server-side apply of `body` as `field_manager`: the fields it lists become that
+        manager's, the fields it owned and no longer lists go. Fields the schema does not know
+        are refused (fieldValidation=Strict), not dropped. Without `force`, setting a field
+        another manager owns to another value is a 409 Conflict that names the manager."""
+        params = {"fieldManager": field_manager, "fieldValidation": "Strict"}
+        if force:
+            params["force"] = "true"
+        applied: dict[str, Any] = await self.request(
+            "PATCH", path, body=body, content_type=APPLY_PATCH, params=params
+        )
+        return applied
 
     async def delete(self, path: str, *, uid: str | None = None) -> None:
         """Delete in the background; with `uid`, only that very object (a precondition)."""

@@ -1,14 +1,18 @@
 """Where the API server is and how to authenticate, from a kubeconfig or the pod's account.
 
-The `kubernetes` package only parses the configuration here (it understands every kubeconfig
-flavour: tokens, client certificates, exec plugins). Requests go through httpx.
+The `kubernetes` package parses the configuration here (it understands every kubeconfig flavour:
+tokens, client certificates, exec plugins) and keeps the bearer token current: it re-reads a
+rotated service-account token file (once a minute) and re-runs an exec plugin once the credential
+it gave expires. So the token is asked for at each request, never frozen. Requests go through httpx.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -16,15 +20,28 @@ SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 @dataclass(frozen=True)
 class ClusterConnection:
     server: str
-    token: str | None = None
+    bearer: Callable[[], str | None] = field(default=lambda: None, compare=False)
+    """The bearer token right now (None: client certificates only)."""
     ca_path: str | None = None
     insecure: bool = False
     client_cert_path: str | None = None
     client_key_path: str | None = None
     default_namespace: str | None = None
 
+    @property
+    def token(self) -> str | None:
+        return self.bearer()
+
     def __repr__(self) -> str:  # the token must never reach a log line
-        return f"ClusterConnection(server={self.server!r}, token={'***' if self.token else None})"
+        return f"ClusterConnection(server={self.server!r})"
+
+
+def _bearer_token(configuration: Any) -> str | None:
+    """The configuration's current token; asking runs its refresh hook (rotated file, exec)."""
+    # Both loaders store "Bearer <token>" (in-cluster spells it "bearer").
+    header = configuration.get_api_key_with_prefix("BearerToken") or ""
+    scheme, _, value = str(header).partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
 
 
 def _in_cluster() -> bool:
@@ -56,13 +73,9 @@ def load_connection(kubeconfig: Path | None = None) -> ClusterConnection:
             config_file=str(path.expanduser())
         )
         namespace = (active or {}).get("context", {}).get("namespace")
-    # Both loaders store "Bearer <token>" (in-cluster spells it "bearer").
-    keys = configuration.api_key or {}
-    scheme, _, value = (keys.get("BearerToken") or keys.get("authorization") or "").partition(" ")
-    token = value.strip() if scheme.lower() == "bearer" else None
     return ClusterConnection(
         server=str(configuration.host).rstrip("/"),
-        token=token or None,
+        bearer=lambda: _bearer_token(configuration),
         ca_path=configuration.ssl_ca_cert or None,
         insecure=not configuration.verify_ssl,
         client_cert_path=configuration.cert_file or None,

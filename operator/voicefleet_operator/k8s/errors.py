@@ -27,6 +27,11 @@ class ApiError(Exception):
     def not_found(self) -> bool:
         return self.status == 404
 
+    @property
+    def conflict(self) -> bool:
+        """A server-side apply that would change another manager's field, or a stale write."""
+        return self.status == 409
+
 
 def from_status_body(status: int, body: Any, *, method: str, path: str) -> ApiError:
     """Build the error from a metav1.Status body (or whatever the server sent instead)."""

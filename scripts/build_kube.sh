@@ -46,6 +46,8 @@ if ! built; then
     cat "$kwok_dir/kustomize/stage/$stage.yaml" && echo ---
   done > "$tmp/kwok-stages.yaml"
   rm -rf "$out" && mv "$tmp" "$out"
+  # Earlier builds (other keys) are about 500 MB each and nothing uses them any more.
+  find .tools/kube -mindepth 1 -maxdepth 1 -type d ! -name "$key" -exec rm -rf {} +
   echo "build_kube: built in $((SECONDS - start)) s"
 fi
 ln -sfn "$key" .tools/kube/current

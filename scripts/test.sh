@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+scripts/build_kube.sh  # the control plane of tests/cluster; cached, see README
 export PATH="$PWD/.tools/bin:$PWD/.venv/bin:$PATH"
 echo "== ruff";        ruff check .
 echo "== ruff format"; ruff format --check .

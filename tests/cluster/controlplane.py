@@ -29,6 +29,7 @@ BUILT = REPO_ROOT / ".tools" / "kube" / "current"
 KUBECTL = REPO_ROOT / ".tools" / "bin" / "kubectl"
 CRD_PATH = REPO_ROOT / "crds" / "voicefleet.io_voiceservices.yaml"
 SERVICE_CIDR = "10.96.0.0/16"
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 
 AUDIT_POLICY = {
@@ -75,6 +76,7 @@ class FakeNode:
             capacity["nvidia.com/gpu"] = str(self.gpus)
         if self.gpu_product:
             labels["nvidia.com/gpu.product"] = self.gpu_product
+        gpu_node = bool(self.gpus or self.gpu_product)
         return {
             "apiVersion": "v1",
             "kind": "Node",
@@ -83,6 +85,8 @@ class FakeNode:
                 "labels": labels,
                 "annotations": {"kwok.x-k8s.io/node": "fake"},
             },
+            # As GPU node pools are set up: only pods that tolerate the taint land there.
+            "spec": {"taints": [GPU_TAINT] if gpu_node else []},
             "status": {"capacity": capacity, "allocatable": capacity},
         }
 
@@ -279,11 +283,13 @@ class ControlPlane:
             "kube-controller-manager",
             [
                 f"--kubeconfig={self.kubeconfig(CONTROLLER_MANAGER)}",
-                "--controllers=*,-node-lifecycle-controller,-node-ipam-controller",
+                # No kubelets to watch over; the serving certificate is not a CA to publish.
+                "--controllers=*,-node-lifecycle-controller,-node-ipam-controller,"
+                "-kube-apiserver-serving-clustertrustbundle-publisher-controller",
                 f"--service-account-private-key-file={key}",
                 f"--root-ca-file={self.ca_path}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--use-service-account-credentials=false",
+                "--use-service-account-credentials=true",
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 "--secure-port=0",
@@ -315,6 +321,9 @@ class ControlPlane:
         )
         self.kubectl("apply", "--server-side", "-f", str(self.workdir / "nodes.yaml"))
         self._wait("kwok", self._nodes_ready)
+        # Admission taints every new node not-ready; the node lifecycle controller, which would
+        # lift it, is off (kwok keeps no leases for it to watch), so lift it once here.
+        self.kubectl("taint", "nodes", "--all", "node.kubernetes.io/not-ready:NoSchedule-")
         self.wait_for_service_account("default")
 
     def wait_for_service_account(self, namespace: str, name: str = "default") -> None:
@@ -383,6 +392,11 @@ class ControlPlane:
             "--for=condition=Established",
             "crd/voiceservices.voicefleet.io",
             "--timeout=60s",
+        )
+        # Discovery follows a moment later; kubectl resolves `vsvc` through it.
+        self._wait(
+            "kube-apiserver",
+            lambda: self.kubectl("get", "vsvc", "-A", check=False).returncode == 0,
         )
 
     def audit_events(self) -> Iterator[dict[str, Any]]:

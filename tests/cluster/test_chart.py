@@ -1,7 +1,6 @@
-"""The chart for real: helm install, upgrade and uninstall on the real API server, and two
-operators running as the chart's ServiceAccount, so that the real RBAC authoriser judges whether
-the chart grants enough (every request of a whole VoiceService life, and not one 403), and kopf
-peering on the chart's KopfPeering decides which of the two acts."""
+"""The chart for real: helm install, upgrade and uninstall on the real API server, and the
+operator running as the chart's ServiceAccount, so that the real RBAC authoriser judges whether
+the chart grants enough: a whole VoiceService life, and not one request refused (403)."""
 
 from __future__ import annotations
 
@@ -48,20 +47,18 @@ def reconciles(settings: OperatorSettings) -> float:
 
 
 def service_account_settings(
-    plane: ControlPlane, release_namespace: str, watched: str, priority: int, workdir: Path
+    plane: ControlPlane, release_namespace: str, watched: str, workdir: Path
 ) -> OperatorSettings:
     """The settings the chart's Deployment gives, with a fresh token of the chart's account."""
     account = f"{RELEASE}-voicefleet"
     token = plane.kubectl(
         "create", "token", account, "-n", release_namespace, "--duration=1h"
     ).stdout.strip()
-    kubeconfig = workdir / f"kubeconfig-{priority}"
+    kubeconfig = workdir / "kubeconfig-chart-account"
     kubeconfig.write_text(yaml.safe_dump(plane.kubeconfig_dict(token, namespace=watched)))
     return OperatorSettings(
         namespaces=[watched],
-        standalone=False,
-        peering_name="voicefleet",
-        peering_priority=priority,
+        standalone=True,  # the chart's default: peering.enabled=false runs --standalone
         kubeconfig=kubeconfig,
         server_timeout=30,
         client_timeout=40,
@@ -83,34 +80,21 @@ def forbidden(plane: ControlPlane, username: str) -> list[dict[str, Any]]:
     ]
 
 
-async def test_chart_rbac_suffices_and_peering_lets_one_operator_act(
+async def test_chart_rbac_suffices_for_a_whole_voiceservice_life(
     control_plane: ControlPlane, namespace: str, tmp_path: Path
 ) -> None:
     release_namespace = f"vf-system-{secrets.token_hex(2)}"
     values = tmp_path / "values.yaml"
-    values.write_text(
-        yaml.safe_dump({"watchNamespaces": [namespace], "peering": {"enabled": True}})
-    )
+    values.write_text(yaml.safe_dump({"watchNamespaces": [namespace]}))
     helm(
         control_plane,
-        "install",
-        RELEASE,
-        str(CHART),
-        "-n",
-        release_namespace,
-        "--create-namespace",
-        "-f",
-        str(values),
-    )
+        "install", RELEASE, str(CHART), "-n", release_namespace, "--create-namespace",
+        "-f", str(values),
+    )  # fmt: skip
     account = f"system:serviceaccount:{release_namespace}:{RELEASE}-voicefleet"
-    leader = RunningOperator(
-        service_account_settings(control_plane, release_namespace, namespace, 100, tmp_path)
-    )
-    follower = RunningOperator(
-        service_account_settings(control_plane, release_namespace, namespace, 0, tmp_path)
-    )
-    await follower.start()
-    await leader.start()
+    settings = service_account_settings(control_plane, release_namespace, namespace, tmp_path)
+    operator = RunningOperator(settings)
+    await operator.start()
     try:
         apply(control_plane, voiceservice(namespace))
         await eventually(lambda: ready(control_plane, namespace), within=90, what="Ready")
@@ -121,9 +105,7 @@ async def test_chart_rbac_suffices_and_peering_lets_one_operator_act(
             what="scaled through the scale subresource",
         )
         assert len(items(control_plane, namespace, "pods")) == 3
-        assert reconciles(leader.settings) > 0
-        assert reconciles(follower.settings) == 0, "the lower priority operator paused"
-
+        assert reconciles(settings) > 0
         control_plane.kubectl("delete", "vsvc", "stt", "-n", namespace, "--wait=false")
         await eventually(
             lambda: get(control_plane, namespace, "voiceservices", "stt") is None,
@@ -131,20 +113,17 @@ async def test_chart_rbac_suffices_and_peering_lets_one_operator_act(
             what="the operator releases its finalizer",
         )
     finally:
-        await leader.stop()
-        await follower.stop()
+        await operator.stop()
     assert forbidden(control_plane, account) == []
 
     values.write_text(
-        yaml.safe_dump(
-            {"watchNamespaces": [namespace], "peering": {"enabled": True}, "replicaCount": 2}
-        )
+        yaml.safe_dump({"watchNamespaces": [namespace], "podLabels": {"team": "speech"}})
     )
     helm(control_plane, "upgrade", RELEASE, str(CHART), "-n", release_namespace, "-f", str(values))
     deployment = control_plane.client().get(
         f"/apis/apps/v1/namespaces/{release_namespace}/deployments/{RELEASE}-voicefleet"
     )
-    assert deployment.json()["spec"]["replicas"] == 2
+    assert deployment.json()["spec"]["template"]["metadata"]["labels"]["team"] == "speech"
     helm(control_plane, "uninstall", RELEASE, "-n", release_namespace, "--wait")
     roles = control_plane.client().get(
         f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles"

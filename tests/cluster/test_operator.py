@@ -175,6 +175,7 @@ def gpu_blocker(namespace: str, product: str, gpus: int = 1) -> dict[str, Any]:
         "metadata": {"name": f"blocker-{product.lower()}", "namespace": namespace},
         "spec": {
             "nodeSelector": {"nvidia.com/gpu.product": product},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
             "containers": [
                 {
                     "name": "hold",
@@ -482,7 +483,9 @@ async def test_a_child_the_server_refuses_is_degraded_and_not_retried(
 
     control_plane.kubectl("delete", "validatingadmissionpolicybinding", policy)
     control_plane.kubectl("delete", "validatingadmissionpolicy", policy)
-    apply(control_plane, voiceservice(namespace, pod={"nodeSelector": {"disk": "ssd", "x": "y"}}))
+    apply(
+        control_plane, voiceservice(namespace, pod={"nodeSelector": {"disk": "ssd", "zone": "a"}})
+    )
     await eventually(
         lambda: get(control_plane, namespace, "deployments", "stt"),
         within=60,

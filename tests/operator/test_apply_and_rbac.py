@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from voicefleet_operator.k8s.apply import contains, is_up_to_date, merge_patch_between, repair_patch
+from voicefleet_operator.k8s.apply import contains, is_up_to_date
 from voicefleet_operator.rbac import PERMISSIONS, allows, permissions_for
 
 
@@ -26,19 +26,7 @@ def test_server_defaults_are_not_drift_but_edits_are() -> None:
     assert not is_up_to_date(desired, _child("a:1", "h0")), "an old hash needs a write"
 
 
-def test_repair_patch_restores_owned_fields_and_fences_on_resource_version() -> None:
-    live = _child("b:2", "h0")
-    live["metadata"]["resourceVersion"] = "7"
-    live["spec"]["paused"] = True
-    patch = repair_patch(_child("a:1", "h1"), live)
-    assert patch["metadata"]["resourceVersion"] == "7"
-    assert patch["spec"]["paused"] is None, "fields we no longer set are removed"
-    assert patch["spec"]["template"]["spec"]["containers"][0]["image"] == "a:1"
-
-
-def test_merge_patch_between_equal_documents_is_empty() -> None:
-    doc = {"a": {"b": [1, 2]}, "c": "d"}
-    assert merge_patch_between(doc, doc) == {}
+def test_contains_compares_lists_whole_and_maps_by_key() -> None:
     assert contains({"a": 1, "b": 2}, {"a": 1})
     assert not contains({"a": [1, 2]}, {"a": [1]})
 

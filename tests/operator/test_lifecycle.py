@@ -1,15 +1,14 @@
-"""Scenarios over a VoiceService's life: pruning, GPU fallback, rejected children, metrics."""
+"""Scenarios over a VoiceService's life on the emulator: pruning, slow pods, metrics."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.operator.harness import ApiServer, Fault
+from tests.operator.harness import ApiServer
 from tests.operator.harness.running import MovableClock, RunningOperator, eventually
 from voicefleet_operator.settings import OperatorSettings
 
@@ -216,58 +215,6 @@ def with_fallbacks() -> dict[str, Any]:
     )
 
 
-async def wait_until_unschedulable_is_noticed(cluster: ApiServer) -> str:
-    since: str = await eventually(
-        lambda: (status_of(cluster).get("fallback") or {}).get("unschedulableSince"),
-        what="the operator notices the pods are unschedulable",
-    )
-    return since
-
-
-async def test_unschedulable_gpu_falls_back_to_the_next_gpu_then_to_cpu(
-    cluster: ApiServer, operator: RunningOperator, clock: MovableClock
-) -> None:
-    cluster.deployments.unschedulable_gpu_products.add(PRIMARY)
-    await send(cluster, "POST", VS_URL, with_fallbacks())
-    await wait_until_unschedulable_is_noticed(cluster)
-    assert pod_spec(cluster)["nodeSelector"]["nvidia.com/gpu.product"] == PRIMARY
-    pending = list(cluster.alive(PODS, NS).values())
-    assert pending
-    assert all(p["status"]["phase"] == "Pending" for p in pending)
-    assert status_of(cluster)["phase"] != "Ready"
-
-    clock.advance(31)  # past fallbackAfterSeconds, without waiting for it
-    await eventually(
-        lambda: (
-            status_of(cluster).get("phase") == "Ready" and status_of(cluster).get("gpu") == SECOND
-        ),
-        what="the pods run on the first fallback GPU",
-    )
-    assert pod_spec(cluster)["nodeSelector"]["nvidia.com/gpu.product"] == SECOND
-    assert status_of(cluster)["fallback"] == {"index": 1}
-    running = list(cluster.alive(PODS, NS).values())
-    assert [p["spec"]["nodeSelector"]["nvidia.com/gpu.product"] for p in running] == [SECOND]
-    assert runtime_env(cluster)["VOICEFLEET_PRECISION"] == "float16"
-
-    cluster.deployments.unschedulable_gpu_products.add(SECOND)  # the L4 nodes go too
-    await cluster.refresh_deployments()
-    await wait_until_unschedulable_is_noticed(cluster)
-    clock.advance(31)
-    await eventually(
-        lambda: (
-            status_of(cluster).get("phase") == "Ready" and status_of(cluster).get("gpu") == "cpu"
-        ),
-        what="the pods run on CPU, the last fallback",
-    )
-    env = runtime_env(cluster)
-    assert (env["VOICEFLEET_DEVICE"], env["VOICEFLEET_PRECISION"]) == ("cpu", "int8")
-    assert status_of(cluster)["precision"] == "int8"
-    limits = runtime_container(cluster).get("resources", {}).get("limits", {})
-    assert not [name for name in limits if "gpu" in name]
-    assert "nvidia.com/gpu.product" not in (pod_spec(cluster).get("nodeSelector") or {})
-    assert len(cluster.alive(DEPLOYMENTS, NS)) == 1
-
-
 async def test_pods_slow_to_start_never_trigger_a_fallback(
     cluster: ApiServer, operator: RunningOperator, clock: MovableClock
 ) -> None:
@@ -289,50 +236,3 @@ async def test_pods_slow_to_start_never_trigger_a_fallback(
     assert pod_spec(cluster)["nodeSelector"]["nvidia.com/gpu.product"] == PRIMARY
     fallback = status_of(cluster)["fallback"]
     assert fallback == {"index": 0}, fallback
-
-
-# ----- a child the API server refuses ---------------------------------------------------------
-
-
-async def test_a_refused_child_is_degraded_and_not_retried_until_the_spec_changes(
-    cluster: ApiServer, operator: RunningOperator
-) -> None:
-    # E.g. an admission policy or an older API server rejecting a field: the same request
-    # would be refused again, so the operator must not keep sending it.
-    refusal = cluster.inject(Fault(status=422, times=10_000, verb="create", resource="deployments"))
-    await send(cluster, "POST", VS_URL, voiceservice())
-
-    def degraded() -> dict[str, Any] | None:
-        status = status_of(cluster)
-        return status if status.get("phase") == "Degraded" else None
-
-    status = await eventually(degraded, what="the VoiceService turns Degraded")
-    condition = next(c for c in status["conditions"] if c["type"] == "Degraded")
-    assert condition["status"] == "True"
-    assert "the API server refused a child" in condition["message"]
-    settled = len(cluster.journal)
-    attempts = refusal.served
-    await asyncio.sleep(3 * operator.settings.resync_interval)  # three resyncs' worth
-    assert child_writes(cluster, settled) == [], "no retries behind kopf's PermanentError"
-    assert refusal.served == attempts
-    assert [w.get("reason") for w in warnings(cluster)] == ["ChildRejected"]
-    assert not cluster.alive(DEPLOYMENTS, NS)
-
-    samples = await scrape(operator.settings)
-    reconciles = "voicefleet_operator_reconciles_total"
-    assert sample(samples, reconciles, result="rejected") >= 1
-    assert sample(samples, reconciles, result="skipped") >= 1, "resyncs skip it"
-    assert sample(samples, "voicefleet_operator_api_errors_total", code="422", method="POST") == (
-        attempts
-    )
-
-    refusal.times = refusal.served  # the policy is lifted; a spec change asks again
-    await send(cluster, "PATCH", f"{VS_URL}/stt", {"spec": {"precision": "int8"}})
-    await eventually(
-        lambda: (
-            status_of(cluster).get("phase") == "Ready"
-            and status_of(cluster).get("observedGeneration") == 2
-        ),
-        what="the next generation is reconciled and turns Ready",
-    )
-    assert len(cluster.alive(DEPLOYMENTS, NS)) == 1

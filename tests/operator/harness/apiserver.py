@@ -27,7 +27,13 @@ import kmock
 from kmock._internal import rendering
 
 from .controller import deployment_pods, deployment_status
-from .patching import PatchRejected, apply_patch, labels_match, parse_label_selector
+from .patching import (
+    APPLY_PATCH,
+    PatchRejected,
+    apply_patch,
+    labels_match,
+    parse_label_selector,
+)
 
 # (new object, old object or None) -> human-readable violations; empty when valid.
 Validator = Callable[[dict[str, Any], dict[str, Any] | None], list[str]]
@@ -429,9 +435,20 @@ class ApiServer(kmock.KubernetesEmulator):
                 result = await self._delete(request, behaviour)
             elif verb == "deletecollection":
                 raise ApiError(405, "MethodNotAllowed", "deletecollection is not emulated")
+            elif self._applies_to_a_missing_object(request, verb):
+                result = await self._create(request, behaviour)
             else:
                 result = await self._modify(request, behaviour, verb)
         return result
+
+    def _applies_to_a_missing_object(self, request: rendering.Request, verb: str) -> bool:
+        """Server-side apply creates what does not exist yet."""
+        if verb != "patch" or request.subresource is not None:
+            return False
+        if not request.headers.get("Content-Type", "").startswith(APPLY_PATCH):
+            return False
+        key = self._key(request, request.name)
+        return key not in self.objects or self.objects[key].deleted
 
     def _check_owner_references(self, obj: dict[str, Any]) -> None:
         for index, ref in enumerate(obj.get("metadata", {}).get("ownerReferences") or []):

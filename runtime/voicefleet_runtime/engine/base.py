@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -80,6 +80,34 @@ class EngineCapabilities:
     """Voice activity detection (`DecodeOptions.vad_filter`)."""
     word_timestamps: bool
     """Per-word timings (`DecodeOptions.word_timestamps`)."""
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What an engine that batches across requests reports for the runtime's metrics."""
+
+    active_sequences: int
+    """Windows being decoded now (rows of the decode batch)."""
+    waiting_requests: int
+    """Requests inside the engine with no window decoding yet: queued, as the autoscaler means."""
+    waiting_windows: int
+    slots: int
+    """The most sequences the engine decodes at once (all devices)."""
+    steps: int
+    """Decoder steps so far (counter)."""
+    tokens: int
+    """Tokens decoded so far (counter)."""
+    step_seconds: float
+    """Seconds spent in decoder steps so far (counter)."""
+    step_batch_sizes: dict[int, int]
+    """Steps so far at each batch size (cumulative)."""
+
+
+@runtime_checkable
+class BatchingEngine(Protocol):
+    """An engine that batches across requests and can say how full its batch is."""
+
+    def batch_stats(self) -> BatchStats: ...
 
 
 class EngineError(Exception):

@@ -64,6 +64,21 @@ class WhisperDimensions:
         )
 
 
+LARGE_V3_DIMENSIONS = WhisperDimensions(
+    n_mels=128,
+    n_audio_ctx=1500,
+    n_audio_state=1280,
+    n_audio_head=20,
+    n_audio_layer=32,
+    n_vocab=51866,
+    n_text_ctx=448,
+    n_text_state=1280,
+    n_text_head=20,
+    n_text_layer=32,
+)
+"""Whisper large-v3's shape, for benchmarks with random weights (no weights ship here)."""
+
+
 def _count_layers(weights: Ct2Weights, stack: str) -> int:
     pattern = re.compile(rf"^{stack}/layer_(\d+)/")
     indices = {int(match[1]) for name in weights.variables if (match := pattern.match(name))}
@@ -319,3 +334,23 @@ def build_whisper(weights: Ct2Weights, device: torch.device, dtype: torch.dtype)
     converted = {name: tensor.to(device=device, dtype=dtype) for name, tensor in state.items()}
     model.load_state_dict(converted, strict=True, assign=True)
     return model.eval().requires_grad_(False)
+
+
+def random_whisper(
+    dims: WhisperDimensions, device: torch.device, dtype: torch.dtype, seed: int = 0
+) -> Whisper:
+    """A Whisper module of shape `dims` with random weights: what benchmarks of a model size
+    whose weights are not at hand run on (the arithmetic is the same, the text is noise)."""
+    with torch.device("meta"):
+        model = Whisper(dims)
+    model = model.to_empty(device=device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("layer_norm.weight"):
+                parameter.fill_(1.0)
+            elif name.endswith(".bias"):
+                parameter.zero_()
+            else:
+                parameter.normal_(0.0, 0.02, generator=generator)
+    return model.to(dtype).eval().requires_grad_(False)

@@ -1,0 +1,255 @@
+"""One decoder step for every active sequence at once, Whisper's token rules included.
+
+Everything a step needs lives in preallocated tensors (the slot cache, an input table, a
+noise table), so on CUDA the whole step (32 decoder layers, the token rules, the choice of
+the next token) is one captured CUDA graph per batch-size and context-length bucket:
+replaying it costs one launch instead of hundreds. On CPU the same code runs eagerly at the
+exact batch size.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch.nn import functional
+
+from voicefleet_runtime.engine.torch_whisper.batched.cache import SlotCache
+from voicefleet_runtime.engine.torch_whisper.decoding import MAX_INITIAL_TIMESTAMP_SECONDS
+from voicefleet_runtime.engine.torch_whisper.model import Whisper
+from voicefleet_runtime.engine.torch_whisper.tokens import SECONDS_PER_TIMESTAMP, DecodingVocabulary
+
+# Columns of the per-row input table the host fills before each step.
+TOKEN, POSITION, COUNT, LAST, PENULTIMATE, LAST_TIME, TIMESTAMPS, FORCED_LENGTH = range(8)
+INPUT_COLUMNS = 8
+# Columns of the per-row output table the host reads after each step.
+OUT_TOKEN, OUT_LOGPROB, OUT_NO_SPEECH, OUT_LANGUAGE, OUT_LANGUAGE_PROB = range(5)
+OUTPUT_COLUMNS = 5
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+CONTEXT_BUCKETS = (64, 128, 256)
+"""Self-attention lengths a graph is captured for (the model's n_text_ctx is always added):
+most windows end well before 448 tokens, and reading the unused positions costs bandwidth."""
+
+
+def bucket(value: int, buckets: tuple[int, ...]) -> int:
+    return buckets[bisect.bisect_left(buckets, value)]
+
+
+class RuleTables:
+    """Whisper's token rules as masks over the vocabulary, applied to a whole batch at once."""
+
+    def __init__(self, vocabulary: DecodingVocabulary, n_vocab: int, device: torch.device) -> None:
+        self.vocabulary = vocabulary
+        self.columns = torch.arange(n_vocab, device=device)
+        self.suppressed = torch.zeros(n_vocab, dtype=torch.bool, device=device)
+        suppressed = [
+            i for i in (*vocabulary.suppress_ids, vocabulary.no_timestamps) if i < n_vocab
+        ]
+        self.suppressed[suppressed] = True
+        self.suppressed_at_begin = torch.zeros(n_vocab, dtype=torch.bool, device=device)
+        self.suppressed_at_begin[[i for i in vocabulary.suppress_ids_begin if i < n_vocab]] = True
+        self.max_initial_timestamp = vocabulary.timestamp_begin + round(
+            MAX_INITIAL_TIMESTAMP_SECONDS / SECONDS_PER_TIMESTAMP
+        )
+        self.language_ids = torch.tensor(
+            list(vocabulary.language_ids.values()), dtype=torch.long, device=device
+        )
+
+    def mask(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """`logits` (batch, vocab) float32 with what each row may not emit set to -inf."""
+        begin, eot = self.vocabulary.timestamp_begin, self.vocabulary.eot
+        columns = self.columns[None, :]
+        is_time = columns >= begin
+        count, last, penultimate = rows[:, COUNT, None], rows[:, LAST, None], rows[:, PENULTIMATE, None]
+        last_time = rows[:, LAST_TIME, None]
+        timed = rows[:, TIMESTAMPS, None] > 0
+        forced_length = rows[:, FORCED_LENGTH, None]
+        first = count == 0
+        last_was_time = (last >= begin) & ~first
+        penultimate_was_time = (count < 2) | (penultimate >= begin)
+        floor = torch.where(last_was_time & ~penultimate_was_time, last_time, last_time + 1)
+        blocked = self.suppressed[None, :] | (first & self.suppressed_at_begin[None, :])
+        blocked = blocked | (~timed & is_time)
+        # A window starts with a timestamp, and not a late one.
+        blocked = blocked | (timed & first & (~is_time | (columns > self.max_initial_timestamp)))
+        # After a pair of timestamps text follows; after a single one, its pair or the end.
+        blocked = blocked | (timed & last_was_time & penultimate_was_time & is_time)
+        blocked = blocked | (timed & last_was_time & ~penultimate_was_time & (columns < eot))
+        # Time never goes backwards, and a segment has a nonzero length.
+        blocked = blocked | (timed & (last_time >= 0) & is_time & (columns < floor))
+        # A forced length (benchmarks): no end before it, nothing but the end at it.
+        forcing = forced_length > 0
+        blocked = blocked | (forcing & (count < forced_length) & (columns == eot))
+        blocked = blocked | (forcing & (count >= forced_length) & (columns != eot))
+        logits = logits.masked_fill(blocked, float("-inf"))
+        logprobs = torch.log_softmax(logits, dim=-1)
+        timestamp_mass = logprobs[:, begin:].logsumexp(dim=-1, keepdim=True)
+        best_text = logprobs[:, :begin].max(dim=-1, keepdim=True).values
+        # When time tokens together outweigh every text token, emit a timestamp.
+        return logits.masked_fill((timestamp_mass > best_text) & ~is_time & ~forcing, float("-inf"))
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """Host copies of one step's outputs, one row per active sequence."""
+
+    table: NDArray[np.float32]
+
+    def token(self, row: int) -> int:
+        return int(self.table[row, OUT_TOKEN])
+
+    def logprob(self, row: int) -> float:
+        return float(self.table[row, OUT_LOGPROB])
+
+    def no_speech_prob(self, row: int) -> float:
+        return float(self.table[row, OUT_NO_SPEECH])
+
+    def language(self, row: int) -> tuple[int, float]:
+        """(index into the vocabulary's language ids, probability)."""
+        return int(self.table[row, OUT_LANGUAGE]), float(self.table[row, OUT_LANGUAGE_PROB])
+
+
+class DecodeStep:
+    def __init__(
+        self,
+        model: Whisper,
+        rules: RuleTables,
+        cache: SlotCache,
+        use_graphs: bool,
+    ) -> None:
+        self.model = model
+        self.rules = rules
+        self.cache = cache
+        dims = model.dims
+        self.device = cache.self_keys.device
+        slots = cache.slots
+        self.heads = dims.n_text_head
+        self.head_dim = dims.n_text_state // dims.n_text_head
+        self.n_text_ctx = dims.n_text_ctx
+        self.inputs = torch.zeros(slots, INPUT_COLUMNS, dtype=torch.long, device=self.device)
+        self.temperatures = torch.zeros(slots, dtype=torch.float32, device=self.device)
+        self.noise = torch.ones(slots, dims.n_vocab, dtype=torch.float32, device=self.device)
+        self.row_index = torch.arange(slots, device=self.device)
+        self.use_graphs = use_graphs and self.device.type == "cuda"
+        self.batch_buckets = tuple(b for b in BATCH_BUCKETS if b < slots) + (slots,)
+        self.context_buckets = tuple(c for c in CONTEXT_BUCKETS if c < dims.n_text_ctx) + (
+            dims.n_text_ctx,
+        )
+        self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+
+    def _compute(self, batch: int, context: int) -> torch.Tensor:
+        """The step for rows 0..batch-1 over `context` self-attention positions."""
+        decoder = self.model.decoder
+        rows = self.inputs[:batch]
+        tokens, positions = rows[:, TOKEN], rows[:, POSITION]
+        row_index = self.row_index[:batch]
+        x = decoder.embeddings(tokens) + decoder.position_encodings[positions]
+        x = x[:, None, :]
+        visible = (torch.arange(context, device=self.device)[None, :] <= positions[:, None])[
+            :, None, None, :
+        ]
+        cache = self.cache
+        for index, layer in enumerate(decoder.layers):
+            attention = layer.self_attention
+            query, key, value = attention.linear_0(attention.layer_norm(x)).chunk(3, dim=-1)
+            query = query.view(batch, 1, self.heads, self.head_dim).transpose(1, 2)
+            keys, values = cache.self_keys[index], cache.self_values[index]
+            keys[row_index, :, positions] = key.view(batch, self.heads, self.head_dim)
+            values[row_index, :, positions] = value.view(batch, self.heads, self.head_dim)
+            attended = functional.scaled_dot_product_attention(
+                query, keys[:batch, :, :context], values[:batch, :, :context], attn_mask=visible
+            )
+            x = x + attention.linear_1(attended.transpose(1, 2).reshape(batch, 1, -1))
+            cross = layer.attention
+            query = cross.linear_0(cross.layer_norm(x))
+            query = query.view(batch, 1, self.heads, self.head_dim).transpose(1, 2)
+            attended = functional.scaled_dot_product_attention(
+                query, cache.cross_keys[index, :batch], cache.cross_values[index, :batch]
+            )
+            x = x + cross.linear_2(attended.transpose(1, 2).reshape(batch, 1, -1))
+            x = layer.ffn(x)
+        x = decoder.layer_norm(x[:, 0])
+        raw = (x @ decoder.embeddings.weight.transpose(0, 1)).float()
+        return self._choose(raw, rows, batch)
+
+    def _choose(self, raw: torch.Tensor, rows: torch.Tensor, batch: int) -> torch.Tensor:
+        vocabulary = self.rules.vocabulary
+        log_normaliser = raw.logsumexp(dim=-1)
+        no_speech = (raw[:, vocabulary.no_speech] - log_normaliser).exp()
+        if self.rules.language_ids.numel():
+            language_probs = raw[:, self.rules.language_ids].softmax(dim=-1)
+            language_prob, language = language_probs.max(dim=-1)
+        else:
+            language_prob = torch.ones_like(no_speech)
+            language = torch.zeros_like(no_speech)
+        logits = self.rules.mask(raw, rows)
+        temperature = self.temperatures[:batch]
+        # Sampling by Gumbel-max: argmax(logits / T - log E) with E ~ Exp(1) is a draw from
+        # softmax(logits / T); rows at temperature 0 take the plain argmax.
+        sampled = (
+            logits / temperature.clamp(min=1e-6)[:, None] - self.noise[:batch].log()
+        ).argmax(dim=-1)
+        token = torch.where(temperature > 0, sampled, logits.argmax(dim=-1))
+        logprob = torch.log_softmax(logits, dim=-1).gather(1, token[:, None])[:, 0]
+        return torch.stack(
+            [token.float(), logprob, no_speech, language.float(), language_prob], dim=-1
+        )
+
+    def capture(self) -> int:
+        """Capture every (batch, context) bucket's graph up front; returns how many."""
+        if not self.use_graphs:
+            return 0
+        with torch.cuda.device(self.device):
+            return self._capture_on_device()
+
+    def _capture_on_device(self) -> int:
+        pool = torch.cuda.graph_pool_handle()
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for batch in self.batch_buckets:
+                for context in self.context_buckets:
+                    self._compute(batch, context)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        for batch in self.batch_buckets:
+            for context in self.context_buckets:
+                graph = torch.cuda.CUDAGraph()
+                # The capture stream must be this device's: torch's default one belongs to
+                # whichever device captured first.
+                with torch.cuda.graph(
+                    graph, pool=pool, stream=stream, capture_error_mode="thread_local"
+                ):
+                    output = self._compute(batch, context)
+                self._graphs[(batch, context)] = (graph, output)
+        self.inputs.zero_()
+        return len(self._graphs)
+
+    def run(
+        self, table: NDArray[np.int64], temperatures: NDArray[np.float32]
+    ) -> StepResult:
+        """Decode one token for each row of `table` (INPUT_COLUMNS wide); rows are slots."""
+        active = table.shape[0]
+        context_needed = int(table[:, POSITION].max()) + 1
+        if self.use_graphs:
+            batch = bucket(active, self.batch_buckets)
+            context = bucket(context_needed, self.context_buckets)
+        else:
+            batch, context = active, context_needed
+        padded = np.zeros((batch, INPUT_COLUMNS), dtype=np.int64)
+        padded[:active] = table
+        padded_temperatures = np.zeros(batch, dtype=np.float32)
+        padded_temperatures[:active] = temperatures
+        self.inputs[:batch].copy_(torch.from_numpy(padded), non_blocking=False)
+        self.temperatures[:batch].copy_(torch.from_numpy(padded_temperatures))
+        if (padded_temperatures > 0).any():
+            self.noise[:batch].exponential_()
+        if self.use_graphs:
+            graph, output = self._graphs[(batch, context)]
+            graph.replay()
+        else:
+            output = self._compute(batch, context)
+        return StepResult(output[:active].cpu().numpy())

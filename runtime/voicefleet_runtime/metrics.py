@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from voicefleet_runtime import metric_names as names
 from voicefleet_runtime.admission import AdmissionSnapshot
+from voicefleet_runtime.batch_metrics import BatchCollector
+from voicefleet_runtime.engine.base import BatchStats
 from voicefleet_runtime.gpu_metrics import register_gpu_collector
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -120,6 +124,18 @@ class RuntimeMetrics:
             "Accepted requests whose client left before the answer.",
             ["stage"],
             registry=r,
+        )
+
+    def track_batching(
+        self, stats: Callable[[], BatchStats], admission: Callable[[], AdmissionSnapshot]
+    ) -> None:
+        """An engine that batches admits many requests at once, so a request can be "running"
+        for admission yet wait inside the engine for a decoder slot: queue depth counts it as
+        waiting, which keeps the autoscaler's signal true under batching."""
+        self.registry.register(BatchCollector(stats))
+        self.queue_depth.set_function(lambda: admission().waiting + stats().waiting_requests)
+        self.in_flight.set_function(
+            lambda: max(admission().running - stats().waiting_requests, 0)
         )
 
     def observe_admission(self, snapshot: AdmissionSnapshot) -> None:

@@ -89,6 +89,31 @@ class RuntimeSettings(BaseSettings):
         ge=0,
         description="When batching is on, audio at least this long is batched; 0 disables it.",
     )
+    continuous_batching: BatchedMode = Field(
+        "auto",
+        description="Torch engine: decode concurrent requests as one batch (a continuous "
+        "batching loop per GPU, with word timestamps and VAD): on, off (sequential decoding, "
+        "no word timestamps or VAD), or auto = on for cuda, off for cpu (where batching does "
+        "not pay: bench/cpu_batching.py).",
+    )
+    batch_max_sequences: int = Field(
+        64, ge=1, le=1024, description="Torch batching: windows decoded at once per GPU."
+    )
+    batch_memory_gib: float = Field(
+        8.0,
+        gt=0,
+        description="Torch batching: key/value cache budget per GPU; the decode batch is what "
+        "fits (at most batch_max_sequences), a request that does not fit waits.",
+    )
+    batch_windows_per_request: int = Field(
+        8,
+        ge=1,
+        description="Torch batching: 30 s windows one request may decode at once while others "
+        "wait, so a long file cannot starve short requests.",
+    )
+    cuda_graphs: bool = Field(
+        True, description="Torch batching: replay the decoder step as CUDA graphs."
+    )
     task: Task = Field("transcribe", description="What the legacy POST /transcribe endpoint does.")
 
     stt_enabled: bool = Field(

@@ -15,7 +15,12 @@ import numpy as np
 
 from voicefleet_runtime.admission import AdmissionController
 from voicefleet_runtime.cache.results import ResultCache
-from voicefleet_runtime.engine.base import SAMPLE_RATE, DecodeOptions, SpeechEngine
+from voicefleet_runtime.engine.base import (
+    SAMPLE_RATE,
+    BatchingEngine,
+    DecodeOptions,
+    SpeechEngine,
+)
 from voicefleet_runtime.metrics import RuntimeMetrics
 from voicefleet_runtime.settings import RuntimeSettings
 from voicefleet_runtime.tts.engine import SpeechEngine as TtsEngine
@@ -148,6 +153,8 @@ class RuntimeState:
             return
         self.engine = engine
         self.tts = tts
+        if isinstance(engine, BatchingEngine):
+            self.metrics.track_batching(engine.batch_stats, self.admission.snapshot)
         self.loaded_at = int(time.time())
         self._warmed_up = True
         if engine is not None:

@@ -16,9 +16,40 @@ def check_capabilities(settings: RuntimeSettings, capabilities: EngineCapabiliti
         )
 
 
+def torch_batching_enabled(settings: RuntimeSettings) -> bool:
+    """Whether the torch engine runs its continuous batching loop (auto: on GPUs only)."""
+    if settings.continuous_batching != "auto":
+        return settings.continuous_batching == "on"
+    if settings.device == "auto":
+        import torch
+
+        return bool(torch.cuda.is_available())
+    return settings.device == "cuda"
+
+
 def load_engine(settings: RuntimeSettings) -> SpeechEngine:
     """Resolve the model offline and load it on the configured device; slow, call in a thread."""
     model = resolve_model(settings.model, settings.model_dir)
+    if settings.engine == "torch" and torch_batching_enabled(settings):
+        from voicefleet_runtime.engine.torch_whisper.batched import (
+            BatchedWhisperEngine,
+            BatchingConfig,
+        )
+
+        check_capabilities(settings, BatchedWhisperEngine.CAPABILITIES)
+        batched: SpeechEngine = BatchedWhisperEngine.load(
+            model=model,
+            device=settings.device,
+            precision=settings.precision,
+            cpu_threads=settings.cpu_threads,
+            config=BatchingConfig(
+                max_sequences=settings.batch_max_sequences,
+                memory_gib=settings.batch_memory_gib,
+                windows_per_request=settings.batch_windows_per_request,
+                cuda_graphs=settings.cuda_graphs,
+            ),
+        )
+        return batched
     if settings.engine == "torch":
         from voicefleet_runtime.engine.torch_whisper import TorchWhisperEngine
 

@@ -134,6 +134,7 @@ class BatchedSegments(Iterator[Segment]):
         return self._ready.popleft()
 
     def close(self) -> None:
+        self._ready.clear()
         if not self._closed:
             self._closed = True
             self._loop.cancel(self._request)
@@ -253,7 +254,7 @@ class BatchedWhisperEngine:
     def slots(self) -> int:
         return sum(loop.cache.slots for loop in self._loops)
 
-    def _check(self, options: DecodeOptions) -> None:
+    def check(self, options: DecodeOptions) -> None:
         refuse_what_the_model_lacks(
             options,
             model_id=self.model_id,
@@ -282,7 +283,7 @@ class BatchedWhisperEngine:
     def transcribe(
         self, audio: NDArray[np.float32], options: DecodeOptions
     ) -> tuple[TranscriptionInfo, Iterator[Segment]]:
-        self._check(options)
+        self.check(options)
         duration = audio.shape[0] / SAMPLE_RATE
         loop = min(self._loops, key=lambda candidate: candidate.load())
         samples = np.ascontiguousarray(audio, dtype=np.float32)

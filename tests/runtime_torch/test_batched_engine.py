@@ -1,0 +1,268 @@
+"""The continuous batching loop on CPU, with real models on real recordings.
+
+The loop runs the same code on CPU as on a GPU (without CUDA graphs), so scheduling,
+per-sequence state, fallback, cancellation and word timing are checked here. Order, not
+time, is what the fairness test asserts: the loop's own event log says which window joined
+the batch and finished at which decoder step.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from faster_whisper.audio import decode_audio
+from numpy.typing import NDArray
+
+from tests.runtime_torch.conftest import TEST_THREADS, normalise
+from voicefleet_runtime.engine.base import DecodeOptions, Segment, SpeechEngine
+from voicefleet_runtime.engine.models import ResolvedModel
+from voicefleet_runtime.engine.torch_whisper import TorchWhisperEngine
+from voicefleet_runtime.engine.torch_whisper.batched import (
+    BatchedWhisperEngine,
+    BatchingConfig,
+)
+from voicefleet_runtime.engine.torch_whisper.batched.loop import LoopEvent
+
+pytestmark = pytest.mark.slow
+
+GREEDY = DecodeOptions(beam_size=1, temperature=(0.0,))
+STUCK_SECONDS = 120
+"""Only proves nobody is stuck: a bound, never a measurement."""
+
+
+class EventLog:
+    def __init__(self) -> None:
+        self.events: list[LoopEvent] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, event: LoopEvent) -> None:
+        with self._lock:
+            self.events.append(event)
+
+    def of(self, request: int, kind: str) -> list[LoopEvent]:
+        with self._lock:
+            return [e for e in self.events if e.request == request and e.kind == kind]
+
+    def requests(self) -> list[int]:
+        with self._lock:
+            return sorted({e.request for e in self.events})
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + STUCK_SECONDS
+    while not condition():
+        assert time.monotonic() < deadline, f"stuck waiting for {what}"
+        time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def events() -> EventLog:
+    return EventLog()
+
+
+@pytest.fixture(scope="module")
+def batched_tiny(tiny_en_model: ResolvedModel, events: EventLog) -> Iterator[BatchedWhisperEngine]:
+    engine = BatchedWhisperEngine.load(
+        tiny_en_model,
+        "cpu",
+        "float32",
+        BatchingConfig(max_sequences=4, memory_gib=1.0, windows_per_request=2),
+        TEST_THREADS,
+        on_event=events,
+    )
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def batched_base(base_model: ResolvedModel) -> Iterator[BatchedWhisperEngine]:
+    engine = BatchedWhisperEngine.load(
+        base_model, "cpu", "float32", BatchingConfig(max_sequences=8, memory_gib=1.0), TEST_THREADS
+    )
+    yield engine
+    engine.close()
+
+
+def clip(shared_audio: Path, name: str) -> NDArray[np.float32]:
+    audio: NDArray[np.float32] = decode_audio(str(shared_audio / name))
+    return audio
+
+
+def decode(engine: SpeechEngine, audio: NDArray[np.float32], options: DecodeOptions) -> list[Segment]:
+    _, segments = engine.transcribe(audio, options)
+    return list(segments)
+
+
+def text_of(segments: list[Segment]) -> str:
+    return "".join(segment.text for segment in segments)
+
+
+def test_it_is_a_speech_engine_with_words_and_vad(batched_tiny: BatchedWhisperEngine) -> None:
+    engine: SpeechEngine = batched_tiny
+    assert (engine.backend, engine.model_id, engine.device) == ("torch", "tiny.en", "cpu")
+    assert engine.capabilities.word_timestamps and engine.capabilities.vad
+
+
+def test_batched_tokens_equal_sequential_greedy_on_the_same_windows(
+    batched_tiny: BatchedWhisperEngine,
+    tiny_en_engine: TorchWhisperEngine,
+    shared_audio: Path,
+) -> None:
+    # Clips of at most 30 s: one window each, the same window for both decoders.
+    clips = [clip(shared_audio, name) for name in ("jfk.flac", "hotwords.mp3", "stereo_diarization.wav")]
+    with ThreadPoolExecutor(len(clips)) as pool:
+        batched = list(pool.map(lambda audio: decode(batched_tiny, audio, GREEDY), clips))
+    for audio, together in zip(clips, batched, strict=True):
+        alone = decode(tiny_en_engine, audio, GREEDY)
+        assert [s.tokens for s in together] == [s.tokens for s in alone]
+        assert [(s.start, s.end) for s in together] == [(s.start, s.end) for s in alone]
+    assert max(batched_tiny.stats()["batch_histogram"]) > 1  # type: ignore[call-overload]
+
+
+def test_mixed_requests_in_one_batch_each_get_their_own_result(
+    batched_base: BatchedWhisperEngine, shared_audio: Path
+) -> None:
+    jfk = clip(shared_audio, "jfk.flac")
+    german = clip(shared_audio, "multilingual.mp3")[32 * 16000 : 46 * 16000]
+    requests = {
+        "detect": (jfk, DecodeOptions(beam_size=1)),
+        "words": (jfk, DecodeOptions(beam_size=1, language="en", word_timestamps=True)),
+        "untimed": (jfk, DecodeOptions(beam_size=1, language="en", segment_timestamps=False)),
+        "german": (german, DecodeOptions(beam_size=1, language="de")),
+        "translate": (german, DecodeOptions(beam_size=1, language="de", task="translate")),
+    }
+
+    def run(name: str) -> tuple[str, str, list[Segment]]:
+        audio, options = requests[name]
+        info, segments = batched_base.transcribe(audio, options)
+        return name, info.language, list(segments)
+
+    batched_base.reset_stats()
+    with ThreadPoolExecutor(len(requests)) as pool:
+        results = {name: (language, segments) for name, language, segments in pool.map(run, requests)}
+
+    assert max(batched_base.stats()["batch_histogram"]) >= 3  # type: ignore[call-overload]
+    assert results["detect"][0] == "en"
+    for name in ("detect", "words", "untimed"):
+        text = normalise(text_of(results[name][1]))
+        assert "ask not what your country can do for you" in text, (name, text)
+    assert len(results["untimed"][1]) == 1  # one untimed segment for the window
+    assert all(segment.words for segment in results["words"][1])
+    assert not any(segment.words for segment in results["detect"][1])
+    german_words = set(normalise(text_of(results["german"][1])).split())
+    english_words = set(normalise(text_of(results["translate"][1])).split())
+    assert {"die", "der", "und"} & german_words, german_words
+    assert {"the", "of", "and"} & english_words, english_words
+    assert not {"die", "der", "und"} & english_words, english_words
+
+
+def test_word_timestamps_fall_inside_their_segments_in_order(
+    batched_tiny: BatchedWhisperEngine, shared_audio: Path
+) -> None:
+    segments = decode(
+        batched_tiny, clip(shared_audio, "jfk.flac"), DecodeOptions(beam_size=1, word_timestamps=True)
+    )
+    words = [word for segment in segments for word in segment.words]
+    assert len(words) >= 20
+    for segment in segments:
+        assert segment.words
+        assert "".join(w.word for w in segment.words).strip() == segment.text.strip()
+        for word in segment.words:
+            assert segment.start <= word.start <= word.end <= segment.end
+            assert 0.0 <= word.probability <= 1.0
+    starts = [word.start for word in words]
+    assert starts == sorted(starts)
+    assert words[-1].end > words[0].start + 5  # spread over the clip, not piled up at 0
+
+
+def test_a_long_request_does_not_starve_a_short_one(
+    batched_tiny: BatchedWhisperEngine, events: EventLog, shared_audio: Path
+) -> None:
+    long_audio = np.concatenate([clip(shared_audio, "multilingual.mp3")] * 2)  # 4 windows
+    short_audio = clip(shared_audio, "hotwords.mp3")
+    seen = set(events.requests())
+    with ThreadPoolExecutor(2) as pool:
+        long_done = pool.submit(decode, batched_tiny, long_audio, GREEDY)
+        wait_for(lambda: len(set(events.requests()) - seen) == 1, "the long request to start")
+        (long_id,) = set(events.requests()) - seen
+        short_done = pool.submit(decode, batched_tiny, short_audio, GREEDY)
+        short_text = text_of(short_done.result(timeout=STUCK_SECONDS))
+        long_done.result(timeout=STUCK_SECONDS)
+    (short_id,) = set(events.requests()) - seen - {long_id}
+    admitted = {e.window: e.step for e in events.of(long_id, "admitted")}
+    finished = {e.window: e.step for e in events.of(long_id, "finished")}
+    (short_admitted,) = [e.step for e in events.of(short_id, "admitted")]
+    (short_finished,) = [e.step for e in events.of(short_id, "finished")]
+    assert sorted(finished) == [0, 1, 2, 3]
+    # The long request never held the whole batch: one of the 4 slots stayed free for others...
+    for step in admitted.values():
+        held = sum(1 for w in admitted if admitted[w] <= step < finished[w])
+        assert held <= 3, (admitted, finished)
+    # ... so the short one joined, and finished, while the long one still had windows to go.
+    assert short_admitted < max(admitted.values())
+    assert short_finished < max(finished.values())
+    assert short_text.strip()
+
+
+def test_temperature_fallback_requeues_only_the_failing_window(
+    batched_tiny: BatchedWhisperEngine, events: EventLog, shared_audio: Path
+) -> None:
+    ladder = (0.0, 0.5)
+    # A log-prob threshold of 0 fails every decode: this request's window must fall back.
+    failing = DecodeOptions(beam_size=1, temperature=ladder, extra={"log_prob_threshold": 0.0})
+    passing = DecodeOptions(beam_size=1, temperature=ladder)
+    seen = set(events.requests())
+    jfk = clip(shared_audio, "jfk.flac")
+    with ThreadPoolExecutor(2) as pool:
+        failed = pool.submit(decode, batched_tiny, jfk, failing)
+        passed = pool.submit(decode, batched_tiny, jfk, passing)
+        failed_segments, passed_segments = failed.result(), passed.result()
+    new = set(events.requests()) - seen
+    requeued = {request for request in new if events.of(request, "requeued")}
+    assert len(requeued) == 1
+    (failing_id,) = requeued
+    (passing_id,) = new - requeued
+    assert [e.temperature for e in events.of(failing_id, "requeued")] == [0.0]
+    assert [e.temperature for e in events.of(failing_id, "finished")] == [0.5]
+    assert [e.temperature for e in events.of(passing_id, "finished")] == [0.0]
+    assert {s.temperature for s in failed_segments} == {0.5}
+    assert {s.temperature for s in passed_segments} == {0.0}
+
+
+def test_closing_the_iterator_cancels_and_frees_the_slots(
+    batched_tiny: BatchedWhisperEngine, events: EventLog, shared_audio: Path
+) -> None:
+    loop = batched_tiny.loops[0]
+    long_audio = np.concatenate([clip(shared_audio, "multilingual.mp3")] * 2)  # 4 windows
+    seen = set(events.requests())
+    _, segments = batched_tiny.transcribe(long_audio, GREEDY)
+    first = next(segments)
+    assert first.text.strip()
+    segments.close()
+    (request_id,) = set(events.requests()) - seen
+    wait_for(lambda: loop.active_sequences() == 0, "the cancelled windows to leave the batch")
+    assert loop.waiting() == (0, 0)
+    assert len(events.of(request_id, "finished")) < 4
+    assert list(segments) == []
+    # The freed slots serve the next request.
+    again = decode(batched_tiny, clip(shared_audio, "hotwords.mp3"), GREEDY)
+    assert text_of(again).strip()
+
+
+def test_vad_windows_cover_the_speech_of_a_long_recording(
+    batched_tiny: BatchedWhisperEngine, shared_audio: Path
+) -> None:
+    audio = clip(shared_audio, "multilingual.mp3")
+    segments = decode(batched_tiny, audio, DecodeOptions(beam_size=1, vad_filter=True))
+    text = normalise(text_of(segments))
+    assert "permission is hereby granted" in text
+    assert segments[-1].end > 40
+    assert [s.id for s in segments] == list(range(len(segments)))
+    starts = [s.start for s in segments]
+    assert starts == sorted(starts)

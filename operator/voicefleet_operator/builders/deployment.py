@@ -133,8 +133,31 @@ def _cpu_threads(spec: VoiceServiceSpec) -> int | None:
     return max(1, math.floor(parse_quantity(quantity)))
 
 
+BATCHED_REQUESTS_PER_GPU = 64
+"""Requests one GPU's continuous batching loop decodes at once (bench/results/
+batching-notes.md, H200): tiny.en levels off from 32 clients (3.6k audio s/s) to 128
+(3.8k), while a large-v3-shaped model still gains from 32 (1.1k) to 64 (1.3k); 64 keeps
+large models' GPUs full, and beyond it requests wait in the queue the autoscaler reads
+instead of stretching every request's latency. It is also the engine's default decode batch
+(VOICEFLEET_BATCH_MAX_SEQUENCES)."""
+SEQUENTIAL_QUEUE_SIZE = 16
+
+
+def runtime_slots(spec: VoiceServiceSpec, placement: Placement) -> tuple[int, int]:
+    """(concurrency, queue size): the spec's, or the defaults for this engine and device."""
+    batched = placement.gpu and spec.engine == "torch"
+    concurrency = spec.runtime.concurrency or (
+        BATCHED_REQUESTS_PER_GPU * placement.count if batched else 1
+    )
+    queue_size = spec.runtime.queue_size
+    if queue_size is None:
+        queue_size = concurrency if batched else SEQUENTIAL_QUEUE_SIZE
+    return concurrency, queue_size
+
+
 def runtime_env(spec: VoiceServiceSpec, placement: Placement) -> list[dict[str, Any]]:
     """The VOICEFLEET_* settings of the runtime, then the spec's extra env."""
+    concurrency, queue_size = runtime_slots(spec, placement)
     settings: dict[str, str] = (
         {"VOICEFLEET_MODEL": spec.model.name}
         if spec.model is not None
@@ -148,8 +171,8 @@ def runtime_env(spec: VoiceServiceSpec, placement: Placement) -> list[dict[str, 
         "VOICEFLEET_PORT": str(spec.runtime.port),
         "VOICEFLEET_BEAM_SIZE": str(spec.runtime.beam_size),
         "VOICEFLEET_VAD": spec.runtime.vad,
-        "VOICEFLEET_CONCURRENCY": str(spec.runtime.concurrency),
-        "VOICEFLEET_QUEUE_SIZE": str(spec.runtime.queue_size),
+        "VOICEFLEET_CONCURRENCY": str(concurrency),
+        "VOICEFLEET_QUEUE_SIZE": str(queue_size),
         "VOICEFLEET_MAX_UPLOAD_BYTES": str(spec.runtime.max_upload_bytes),
         "VOICEFLEET_MAX_AUDIO_SECONDS": str(spec.runtime.max_audio_seconds),
         "VOICEFLEET_SHUTDOWN_GRACE_SECONDS": str(drain_seconds(spec, placement)),

@@ -725,11 +725,19 @@ class RuntimeSpec(ApiModel):
         "variables derived from the spec may not be overridden.",
     )
     port: int = Field(default=8000, ge=1024, le=65535, description="Port the server listens on.")
-    concurrency: int = Field(
-        default=1, ge=1, le=64, description="Requests the engine runs at once."
+    concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="Requests the engine runs at once; default: 64 per GPU for the torch "
+        "engine on GPUs (its continuous batching decodes them as one batch), else 1.",
     )
-    queue_size: int = Field(
-        default=16, ge=0, le=10000, description="Requests that may wait per pod; beyond it: 429."
+    queue_size: int | None = Field(
+        default=None,
+        ge=0,
+        le=10000,
+        description="Requests that may wait per pod, beyond it: 429; default: as many as "
+        "run at once for the batched torch engine on GPUs, else 16.",
     )
     max_upload_bytes: int = Field(
         default=25 * 1024 * 1024,

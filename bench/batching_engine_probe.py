@@ -40,12 +40,14 @@ def build(args: argparse.Namespace, config: BatchingConfig, device: str) -> Batc
     )
 
 
-def run_batch(engine: BatchedWhisperEngine, audio: np.ndarray, clients: int, rounds: int) -> dict[str, float]:
+def run_batch(
+    engine: BatchedWhisperEngine, audio: np.ndarray, clients: int, rounds: int
+) -> dict[str, float]:
     options = DecodeOptions(beam_size=1, language="en", segment_timestamps=False)
 
     def one(_: int) -> float:
         started = time.perf_counter()
-        _, segments = engine.transcribe(audio, options)
+        _info, segments = engine.transcribe(audio, options)
         for _segment in segments:
             pass
         return time.perf_counter() - started
@@ -63,14 +65,14 @@ def run_batch(engine: BatchedWhisperEngine, audio: np.ndarray, clients: int, rou
         "audio_s_per_s": round(seconds / wall, 1),
         "p50_s": round(statistics.median(latencies), 3),
         "p95_s": round(sorted(latencies)[int(0.95 * (len(latencies) - 1))], 3),
-        "step_ms": round(float(stats["step_ms"]), 3),  # type: ignore[arg-type]
-        "steps": stats["steps"],  # type: ignore[dict-item]
-        "encoder_s": round(float(stats["encoder_seconds"]), 3),  # type: ignore[arg-type]
-        "decode_s": round(float(stats["decode_seconds"]), 3),  # type: ignore[arg-type]
+        "step_ms": round(float(stats["step_ms"]), 3),
+        "steps": stats["steps"],
+        "encoder_s": round(float(stats["encoder_seconds"]), 3),
+        "decode_s": round(float(stats["decode_seconds"]), 3),
         "wall_s": round(wall, 3),
         "mean_batch": round(
-            sum(k * v for k, v in stats["batch_histogram"].items())  # type: ignore[union-attr]
-            / max(sum(stats["batch_histogram"].values()), 1),  # type: ignore[union-attr]
+            sum(k * v for k, v in stats["batch_histogram"].items())
+            / max(sum(stats["batch_histogram"].values()), 1),
             1,
         ),
     }
@@ -78,14 +80,20 @@ def run_batch(engine: BatchedWhisperEngine, audio: np.ndarray, clients: int, rou
 
 def graphs_agree(args: argparse.Namespace, audio: np.ndarray) -> dict[str, object]:
     """Same weights, same audio: tokens with graphs and bucket padding against eager steps."""
+    options = DecodeOptions(beam_size=1, language="en")
     outputs = []
     for graphs in (True, False):
         config = BatchingConfig(max_sequences=16, memory_gib=8, cuda_graphs=graphs)
         engine = build(args, config, "cuda:0")
         clips = [audio[i * 8000 :] for i in range(6)]
-        options = DecodeOptions(beam_size=1, language="en")
+
+        def tokens(
+            clip: np.ndarray, engine: BatchedWhisperEngine = engine
+        ) -> list[tuple[int, ...]]:
+            return [segment.tokens for segment in engine.transcribe(clip, options)[1]]
+
         with ThreadPoolExecutor(6) as pool:
-            texts = list(pool.map(lambda clip: [s.tokens for s in engine.transcribe(clip, options)[1]], clips))
+            texts = list(pool.map(tokens, clips))
         outputs.append(texts)
         engine.close()
     same = sum(a == b for a, b in zip(outputs[0], outputs[1], strict=True))
@@ -112,7 +120,11 @@ def main() -> None:
         if args.audio
         else (0.1 * rng.standard_normal(30 * 16000)).astype(np.float32)
     )
-    report: dict[str, object] = {"shape": args.shape, "model": args.model, "precision": args.precision}
+    report: dict[str, object] = {
+        "shape": args.shape,
+        "model": args.model,
+        "precision": args.precision,
+    }
     if args.check_graphs:
         report["graphs_agree"] = graphs_agree(args, audio)
         print(json.dumps(report), flush=True)
@@ -128,7 +140,12 @@ def main() -> None:
         started = time.perf_counter()
         engine = build(args, config, device)
         load_s = time.perf_counter() - started
-        print(json.dumps({"device": device, "load_and_capture_s": round(load_s, 1), **engine.stats()}), flush=True)
+        print(
+            json.dumps(
+                {"device": device, "load_and_capture_s": round(load_s, 1), **engine.stats()}
+            ),
+            flush=True,
+        )
         for clients in batches:
             row = run_batch(engine, audio, clients, args.rounds)
             print(json.dumps({"device": device, "shape": args.shape, **row}), flush=True)

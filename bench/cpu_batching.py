@@ -41,7 +41,7 @@ def throughput(engine: SpeechEngine, clips: list[np.ndarray], clients: int, roun
         started = time.perf_counter()
         list(pool.map(one, work))
         wall = time.perf_counter() - started
-    return sum(audio.shape[0] for audio in work) / SAMPLE_RATE / wall
+    return float(sum(audio.shape[0] for audio in work)) / SAMPLE_RATE / wall
 
 
 def main() -> None:
@@ -61,8 +61,10 @@ def main() -> None:
     batched = BatchedWhisperEngine.load(
         model, "cpu", "float32", BatchingConfig(max_sequences=8, memory_gib=1.0), args.threads
     )
-    print(f"model {args.model}, cpu float32, {args.threads} threads, greedy, clips: jfk, "
-          "hotwords, stereo_diarization (11 s, 4 s, 5 s)")
+    print(
+        f"model {args.model}, cpu float32, {args.threads} threads, greedy, clips: jfk, "
+        "hotwords, stereo_diarization (11 s, 4 s, 5 s)"
+    )
     print(f"{'clients':>8} {'sequential a-s/s':>17} {'batched a-s/s':>14} {'ratio':>6}")
     for clients in (int(c) for c in args.clients.split(",")):
         base = throughput(sequential, clips, clients, args.rounds)

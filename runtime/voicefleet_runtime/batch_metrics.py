@@ -42,7 +42,9 @@ class BatchCollector(Collector):
             names.BATCH_ACTIVE_SEQUENCES, "Windows being decoded now.", stats.active_sequences
         )
         yield GaugeMetricFamily(
-            names.BATCH_WAITING_WINDOWS, "Windows waiting for a decoder slot.", stats.waiting_windows
+            names.BATCH_WAITING_WINDOWS,
+            "Windows waiting for a decoder slot.",
+            stats.waiting_windows,
         )
         yield GaugeMetricFamily(names.BATCH_SLOTS, "Decoder slots (all GPUs).", stats.slots)
         yield CounterMetricFamily(names.DECODE_STEPS, "Decoder steps.", stats.steps)

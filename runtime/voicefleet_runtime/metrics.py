@@ -134,9 +134,7 @@ class RuntimeMetrics:
         waiting, which keeps the autoscaler's signal true under batching."""
         self.registry.register(BatchCollector(stats))
         self.queue_depth.set_function(lambda: admission().waiting + stats().waiting_requests)
-        self.in_flight.set_function(
-            lambda: max(admission().running - stats().waiting_requests, 0)
-        )
+        self.in_flight.set_function(lambda: max(admission().running - stats().waiting_requests, 0))
 
     def observe_admission(self, snapshot: AdmissionSnapshot) -> None:
         self.queue_depth.set(snapshot.waiting)

@@ -85,7 +85,8 @@ def test_mixed_concurrent_requests_each_get_their_own_answer(
     assert wer(JFK_REFERENCE, answers["legacy"].json()["text"]) <= 0.15
     assert answers["legacy"].json()["language"] == "en"
     srt = answers["srt"].text
-    assert srt.startswith("1\n00:00:00,000 --> ") and "country" in srt
+    assert srt.startswith("1\n00:00:00,000 --> ")
+    assert "country" in srt
     verbose = answers["words"].json()
     assert wer(JFK_REFERENCE, verbose["text"]) <= 0.15
     words = verbose["words"]
@@ -100,15 +101,14 @@ def test_mixed_concurrent_requests_each_get_their_own_answer(
         if line.startswith("data: ")
     ]
     deltas = [e["delta"] for e in events if e["type"] == "transcript.text.delta"]
-    assert len(deltas) >= 2 and events[-1]["type"] == "transcript.text.done"
+    assert len(deltas) >= 2
+    assert events[-1]["type"] == "transcript.text.done"
     assert wer(JFK_REFERENCE, events[-1]["text"]) <= 0.15
     assert answers["text"].text.strip()
 
     samples = {
         (sample.name, sample.labels.get("le")): sample.value
-        for family in text_string_to_metric_families(
-            batched_server.client().get("/metrics").text
-        )
+        for family in text_string_to_metric_families(batched_server.client().get("/metrics").text)
         for sample in family.samples
     }
     assert samples[(metric_names.DECODE_TOKENS, None)] > 0

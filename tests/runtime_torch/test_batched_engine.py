@@ -24,6 +24,7 @@ from voicefleet_runtime.engine.base import DecodeOptions, Segment, SpeechEngine
 from voicefleet_runtime.engine.models import ResolvedModel
 from voicefleet_runtime.engine.torch_whisper import TorchWhisperEngine
 from voicefleet_runtime.engine.torch_whisper.batched import (
+    BatchedSegments,
     BatchedWhisperEngine,
     BatchingConfig,
 )
@@ -94,7 +95,9 @@ def clip(shared_audio: Path, name: str) -> NDArray[np.float32]:
     return audio
 
 
-def decode(engine: SpeechEngine, audio: NDArray[np.float32], options: DecodeOptions) -> list[Segment]:
+def decode(
+    engine: SpeechEngine, audio: NDArray[np.float32], options: DecodeOptions
+) -> list[Segment]:
     _, segments = engine.transcribe(audio, options)
     return list(segments)
 
@@ -106,7 +109,8 @@ def text_of(segments: list[Segment]) -> str:
 def test_it_is_a_speech_engine_with_words_and_vad(batched_tiny: BatchedWhisperEngine) -> None:
     engine: SpeechEngine = batched_tiny
     assert (engine.backend, engine.model_id, engine.device) == ("torch", "tiny.en", "cpu")
-    assert engine.capabilities.word_timestamps and engine.capabilities.vad
+    assert engine.capabilities.word_timestamps
+    assert engine.capabilities.vad
 
 
 def test_batched_tokens_equal_sequential_greedy_on_the_same_windows(
@@ -115,14 +119,16 @@ def test_batched_tokens_equal_sequential_greedy_on_the_same_windows(
     shared_audio: Path,
 ) -> None:
     # Clips of at most 30 s: one window each, the same window for both decoders.
-    clips = [clip(shared_audio, name) for name in ("jfk.flac", "hotwords.mp3", "stereo_diarization.wav")]
+    clips = [
+        clip(shared_audio, name) for name in ("jfk.flac", "hotwords.mp3", "stereo_diarization.wav")
+    ]
     with ThreadPoolExecutor(len(clips)) as pool:
         batched = list(pool.map(lambda audio: decode(batched_tiny, audio, GREEDY), clips))
     for audio, together in zip(clips, batched, strict=True):
         alone = decode(tiny_en_engine, audio, GREEDY)
         assert [s.tokens for s in together] == [s.tokens for s in alone]
         assert [(s.start, s.end) for s in together] == [(s.start, s.end) for s in alone]
-    assert max(batched_tiny.stats()["batch_histogram"]) > 1  # type: ignore[call-overload]
+    assert max(batched_tiny.stats()["batch_histogram"]) > 1
 
 
 def test_mixed_requests_in_one_batch_each_get_their_own_result(
@@ -145,9 +151,11 @@ def test_mixed_requests_in_one_batch_each_get_their_own_result(
 
     batched_base.reset_stats()
     with ThreadPoolExecutor(len(requests)) as pool:
-        results = {name: (language, segments) for name, language, segments in pool.map(run, requests)}
+        results = {
+            name: (language, segments) for name, language, segments in pool.map(run, requests)
+        }
 
-    assert max(batched_base.stats()["batch_histogram"]) >= 3  # type: ignore[call-overload]
+    assert max(batched_base.stats()["batch_histogram"]) >= 3
     assert results["detect"][0] == "en"
     for name in ("detect", "words", "untimed"):
         text = normalise(text_of(results[name][1]))
@@ -166,7 +174,9 @@ def test_word_timestamps_fall_inside_their_segments_in_order(
     batched_tiny: BatchedWhisperEngine, shared_audio: Path
 ) -> None:
     segments = decode(
-        batched_tiny, clip(shared_audio, "jfk.flac"), DecodeOptions(beam_size=1, word_timestamps=True)
+        batched_tiny,
+        clip(shared_audio, "jfk.flac"),
+        DecodeOptions(beam_size=1, word_timestamps=True),
     )
     words = [word for segment in segments for word in segment.words]
     assert len(words) >= 20
@@ -242,6 +252,7 @@ def test_closing_the_iterator_cancels_and_frees_the_slots(
     long_audio = np.concatenate([clip(shared_audio, "multilingual.mp3")] * 2)  # 4 windows
     seen = set(events.requests())
     _, segments = batched_tiny.transcribe(long_audio, GREEDY)
+    assert isinstance(segments, BatchedSegments)
     first = next(segments)
     assert first.text.strip()
     segments.close()

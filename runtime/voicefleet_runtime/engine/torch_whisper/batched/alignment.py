@@ -36,7 +36,9 @@ class TimedWord:
     tokens: tuple[int, ...]
 
 
-def alignment_heads(model: Whisper, configured: tuple[tuple[int, int], ...]) -> list[tuple[int, int]]:
+def alignment_heads(
+    model: Whisper, configured: tuple[tuple[int, int], ...]
+) -> list[tuple[int, int]]:
     """The model's alignment heads, or Whisper's default: every head of the last half of layers."""
     if configured:
         return list(configured)
@@ -166,8 +168,11 @@ def _merge_punctuation(words: list[TimedWord]) -> list[TimedWord]:
         if merged and stripped and all(c in APPEND_PUNCTUATION for c in stripped):
             previous = merged[-1]
             merged[-1] = TimedWord(
-                previous.word + stripped, previous.start, previous.end,
-                previous.probability, previous.tokens + word.tokens,
+                previous.word + stripped,
+                previous.start,
+                previous.end,
+                previous.probability,
+                previous.tokens + word.tokens,
             )
         elif stripped and all(c in PREPEND_PUNCTUATION for c in stripped):
             carried = word
@@ -204,6 +209,8 @@ def window_words(
         end = float(jump_times[min(last, len(jump_times) - 1)])
         probability = float(token_probabilities[first:last].mean()) if last > first else 0.0
         timed.append(
-            TimedWord(text, time_offset + start, time_offset + max(end, start), probability, tuple(tokens))
+            TimedWord(
+                text, time_offset + start, time_offset + max(end, start), probability, tuple(tokens)
+            )
         )
     return _merge_punctuation(timed)

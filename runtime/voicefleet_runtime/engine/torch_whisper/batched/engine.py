@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -97,7 +97,11 @@ class BatchedSegments(Iterator[Segment]):
     """
 
     def __init__(
-        self, engine: BatchedWhisperEngine, loop: DeviceLoop, request: RequestHandle, duration: float
+        self,
+        engine: BatchedWhisperEngine,
+        loop: DeviceLoop,
+        request: RequestHandle,
+        duration: float,
     ) -> None:
         self._engine = engine
         self._loop = loop
@@ -175,7 +179,9 @@ class BatchedWhisperEngine:
             device = model.decoder.embeddings.weight.device
             cache = SlotCache.allocate(dims, slots, device, placement.dtype)
             self._loops.append(
-                DeviceLoop(model, tokenizer, cache, loop_config, config.cuda_graphs, self.policy, on_event)
+                DeviceLoop(
+                    model, tokenizer, cache, loop_config, config.cuda_graphs, self.policy, on_event
+                )
             )
             self._features[device] = LogMelExtractor(dims.n_mels, device)
 
@@ -199,7 +205,9 @@ class BatchedWhisperEngine:
             for target in visible_devices(placement.device if device == "auto" else device)
         ]
         tokenizer = WhisperTokenizer.from_model_folder(model.path, replicas[0].dims.is_multilingual)
-        return cls(replicas, tokenizer, model.name, placement, config or BatchingConfig(), None, on_event)
+        return cls(
+            replicas, tokenizer, model.name, placement, config or BatchingConfig(), None, on_event
+        )
 
     @classmethod
     def random(
@@ -214,9 +222,12 @@ class BatchedWhisperEngine:
     ) -> BatchedWhisperEngine:
         """A model of shape `dims` with random weights (benchmarks of sizes not at hand);
         `tokenizer_model` lends its special tokens. Pair it with `forced_length`."""
-        placement = resolve_torch_placement("cuda" if device.startswith("cuda") else device, precision)
+        placement = resolve_torch_placement(
+            "cuda" if device.startswith("cuda") else device, precision
+        )
         replicas = [
-            random_whisper(dims, target, placement.dtype, seed) for target in visible_devices(device)
+            random_whisper(dims, target, placement.dtype, seed)
+            for target in visible_devices(device)
         ]
         tokenizer = WhisperTokenizer.from_model_folder(tokenizer_model.path, dims.is_multilingual)
         name = f"random-{dims.n_text_layer}x{dims.n_text_state}"
@@ -349,9 +360,9 @@ class BatchedWhisperEngine:
             step_batch_sizes=sizes,
         )
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> dict[str, Any]:
         """Everything the loops counted, summed over devices (benchmarks read this)."""
-        totals: dict[str, object] = {}
+        totals: dict[str, Any] = {}
         batch = self.batch_stats()
         encoder_seconds = sum(loop.stats.encoder_seconds for loop in self._loops)
         totals.update(

@@ -41,9 +41,9 @@ from voicefleet_runtime.engine.torch_whisper.batched.step import (
     RuleTables,
     StepResult,
 )
-from voicefleet_runtime.engine.torch_whisper.decoding import WindowDecoding, compression_ratio
+from voicefleet_runtime.engine.torch_whisper.decoding import WindowDecoding
 from voicefleet_runtime.engine.torch_whisper.engine import FallbackPolicy
-from voicefleet_runtime.engine.torch_whisper.model import Whisper
+from voicefleet_runtime.engine.torch_whisper.model import DecoderLayer, Whisper
 from voicefleet_runtime.engine.torch_whisper.tokens import WhisperTokenizer
 
 logger = logging.getLogger("voicefleet.runtime.batching")
@@ -192,7 +192,9 @@ class DeviceLoop:
         with torch.inference_mode():
             while True:
                 with self._condition:
-                    while not (self._closed or self.rows or self._cancelled or self.queue.waiting_windows):
+                    while not (
+                        self._closed or self.rows or self._cancelled or self.queue.waiting_windows
+                    ):
                         self._condition.wait()
                     if self._closed:
                         break
@@ -205,7 +207,7 @@ class DeviceLoop:
                         self._admit(admitted)
                     if self.rows:
                         self._step()
-                except Exception as exc:  # noqa: BLE001 - every request in flight must hear of it
+                except Exception as exc:
                     logger.exception("the batching loop failed a step")
                     self._fail_everything(exc)
         self._fail_everything(RuntimeError("the engine was closed"))
@@ -264,7 +266,8 @@ class DeviceLoop:
             mel = torch.stack([job.features for job in chunk]).to(self.device, self.dtype)
             audio = self.model.encoder(mel)
             base = len(self.rows)
-            for index, layer in enumerate(self.model.decoder.layers):
+            layers: list[DecoderLayer] = list(self.model.decoder.layers)  # type: ignore[arg-type]
+            for index, layer in enumerate(layers):
                 keys, values = layer.attention.project_audio(audio)
                 self.cache.cross_keys[index, base : base + len(chunk)].copy_(keys)
                 self.cache.cross_values[index, base : base + len(chunk)].copy_(values)
@@ -354,8 +357,14 @@ class DeviceLoop:
         if not row.request.options.word_timestamps or self._needs_retry(row.job, decoding):
             return WindowOutcome(decoding)
         alignment = alignment_weights(
-            self.model, self.cache, slot, self.tokenizer, row.request.language or "en",
-            row.request.options.task, decoding.tokens, row.job.frames,
+            self.model,
+            self.cache,
+            slot,
+            self.tokenizer,
+            row.request.language or "en",
+            row.request.options.task,
+            decoding.tokens,
+            row.job.frames,
         )
         return WindowOutcome(decoding, alignment)
 

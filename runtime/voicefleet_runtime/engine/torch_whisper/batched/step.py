@@ -19,7 +19,7 @@ from torch.nn import functional
 
 from voicefleet_runtime.engine.torch_whisper.batched.cache import SlotCache
 from voicefleet_runtime.engine.torch_whisper.decoding import MAX_INITIAL_TIMESTAMP_SECONDS
-from voicefleet_runtime.engine.torch_whisper.model import Whisper
+from voicefleet_runtime.engine.torch_whisper.model import DecoderLayer, Whisper
 from voicefleet_runtime.engine.torch_whisper.tokens import SECONDS_PER_TIMESTAMP, DecodingVocabulary
 
 # Columns of the per-row input table the host fills before each step.
@@ -64,7 +64,11 @@ class RuleTables:
         begin, eot = self.vocabulary.timestamp_begin, self.vocabulary.eot
         columns = self.columns[None, :]
         is_time = columns >= begin
-        count, last, penultimate = rows[:, COUNT, None], rows[:, LAST, None], rows[:, PENULTIMATE, None]
+        count, last, penultimate = (
+            rows[:, COUNT, None],
+            rows[:, LAST, None],
+            rows[:, PENULTIMATE, None],
+        )
         last_time = rows[:, LAST_TIME, None]
         timed = rows[:, TIMESTAMPS, None] > 0
         forced_length = rows[:, FORCED_LENGTH, None]
@@ -135,8 +139,9 @@ class DecodeStep:
         self.noise = torch.ones(slots, dims.n_vocab, dtype=torch.float32, device=self.device)
         self.row_index = torch.arange(slots, device=self.device)
         self.use_graphs = use_graphs and self.device.type == "cuda"
-        self.batch_buckets = tuple(b for b in BATCH_BUCKETS if b < slots) + (slots,)
-        self.context_buckets = tuple(c for c in CONTEXT_BUCKETS if c < dims.n_text_ctx) + (
+        self.batch_buckets = (*(b for b in BATCH_BUCKETS if b < slots), slots)
+        self.context_buckets = (
+            *(c for c in CONTEXT_BUCKETS if c < dims.n_text_ctx),
             dims.n_text_ctx,
         )
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
@@ -153,7 +158,8 @@ class DecodeStep:
             :, None, None, :
         ]
         cache = self.cache
-        for index, layer in enumerate(decoder.layers):
+        layers: list[DecoderLayer] = list(decoder.layers)  # type: ignore[arg-type]
+        for index, layer in enumerate(layers):
             attention = layer.self_attention
             query, key, value = attention.linear_0(attention.layer_norm(x)).chunk(3, dim=-1)
             query = query.view(batch, 1, self.heads, self.head_dim).transpose(1, 2)
@@ -190,9 +196,9 @@ class DecodeStep:
         temperature = self.temperatures[:batch]
         # Sampling by Gumbel-max: argmax(logits / T - log E) with E ~ Exp(1) is a draw from
         # softmax(logits / T); rows at temperature 0 take the plain argmax.
-        sampled = (
-            logits / temperature.clamp(min=1e-6)[:, None] - self.noise[:batch].log()
-        ).argmax(dim=-1)
+        sampled = (logits / temperature.clamp(min=1e-6)[:, None] - self.noise[:batch].log()).argmax(
+            dim=-1
+        )
         token = torch.where(temperature > 0, sampled, logits.argmax(dim=-1))
         logprob = torch.log_softmax(logits, dim=-1).gather(1, token[:, None])[:, 0]
         return torch.stack(
@@ -208,7 +214,7 @@ class DecodeStep:
 
     def _capture_on_device(self) -> int:
         pool = torch.cuda.graph_pool_handle()
-        stream = torch.cuda.Stream(self.device)
+        stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
             for batch in self.batch_buckets:
@@ -228,9 +234,7 @@ class DecodeStep:
         self.inputs.zero_()
         return len(self._graphs)
 
-    def run(
-        self, table: NDArray[np.int64], temperatures: NDArray[np.float32]
-    ) -> StepResult:
+    def run(self, table: NDArray[np.int64], temperatures: NDArray[np.float32]) -> StepResult:
         """Decode one token for each row of `table` (INPUT_COLUMNS wide); rows are slots."""
         active = table.shape[0]
         context_needed = int(table[:, POSITION].max()) + 1

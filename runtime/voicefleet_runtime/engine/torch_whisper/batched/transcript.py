@@ -25,7 +25,9 @@ def _words_in(
                 word_start = max(word_start, chosen[-1].end)
             word_end = min(max(word.end, word_start), end)
             chosen.append(
-                Word(round(word_start, 3), round(word_end, 3), word.word, round(word.probability, 4))
+                Word(
+                    round(word_start, 3), round(word_end, 3), word.word, round(word.probability, 4)
+                )
             )
         position += len(word.tokens)
     return tuple(chosen)

@@ -66,6 +66,10 @@ def run_batch(
         "p50_s": round(statistics.median(latencies), 3),
         "p95_s": round(sorted(latencies)[int(0.95 * (len(latencies) - 1))], 3),
         "step_ms": round(float(stats["step_ms"]), 3),
+        "step_gpu_ms": round(float(stats["step_gpu_ms"]), 3),
+        "encoder_gpu_ms_per_window": round(
+            1000 * float(stats["encoder_gpu_seconds"]) / max(stats["encoder_windows"], 1), 3
+        ),
         "steps": stats["steps"],
         "encoder_s": round(float(stats["encoder_seconds"]), 3),
         "decode_s": round(float(stats["decode_seconds"]), 3),
@@ -113,6 +117,7 @@ def main() -> None:
     parser.add_argument("--memory-gib", type=float, default=40.0)
     parser.add_argument("--check-graphs", action="store_true")
     parser.add_argument("--devices", default="cuda:0,cuda")
+
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     audio = (

@@ -170,7 +170,9 @@ class BatchedWhisperEngine:
         dims = replicas[0].dims
         self.dims = dims
         loop_config = LoopConfig(
-            config.windows_per_request, config.encoder_batch, config.forced_length
+            config.windows_per_request,
+            config.encoder_batch,
+            config.forced_length,
         )
         slots = slots_for_budget(dims, placement.dtype, config.memory_gib, config.max_sequences)
         self._loops: list[DeviceLoop] = []
@@ -309,8 +311,10 @@ class BatchedWhisperEngine:
         request = RequestHandle(
             options, self._prefix(options), language, policy=self._request_policy(options)
         )
-        # Windows wait on the host: the GPU holds only what the batch is working on.
-        storage = torch.device("cpu")
+        # A long request's windows wait on the host, so the GPU holds only what the batch
+        # works on; a short one's (admitted at once anyway) stay where they were computed.
+        long_request = len(spans) > self.config.windows_per_request
+        storage = torch.device("cpu") if long_request else loop.device
         request.windows = [
             WindowJob(
                 request,
@@ -373,9 +377,13 @@ class BatchedWhisperEngine:
             tokens=batch.tokens,
             decode_seconds=batch.step_seconds,
             step_ms=1000 * batch.step_seconds / batch.steps if batch.steps else 0.0,
+            step_gpu_ms=1000
+            * sum(loop.step_runner.gpu_seconds for loop in self._loops)
+            / max(batch.steps, 1),
             encoder_windows=sum(loop.stats.encoder_windows for loop in self._loops),
             encoder_passes=sum(loop.stats.encoder_passes for loop in self._loops),
             encoder_seconds=encoder_seconds,
+            encoder_gpu_seconds=sum(loop.stats.encoder_gpu_seconds for loop in self._loops),
             windows_finished=sum(loop.stats.windows_finished for loop in self._loops),
             windows_requeued=sum(loop.stats.windows_requeued for loop in self._loops),
             batch_histogram=dict(sorted(batch.step_batch_sizes.items())),
@@ -385,6 +393,7 @@ class BatchedWhisperEngine:
     def reset_stats(self) -> None:
         for loop in self._loops:
             loop.reset_stats()
+            loop.step_runner.gpu_seconds = 0.0
 
     def close(self) -> None:
         for loop in self._loops:

@@ -28,15 +28,7 @@ from voicefleet_runtime.engine.torch_whisper.batched.requests import (
 )
 from voicefleet_runtime.engine.torch_whisper.batched.scheduler import FairQueue
 from voicefleet_runtime.engine.torch_whisper.batched.step import (
-    COUNT,
-    FORCED_LENGTH,
     INPUT_COLUMNS,
-    LAST,
-    LAST_TIME,
-    PENULTIMATE,
-    POSITION,
-    TIMESTAMPS,
-    TOKEN,
     DecodeStep,
     RuleTables,
     StepResult,
@@ -71,6 +63,9 @@ class LoopStats:
     encoder_windows: int = 0
     encoder_passes: int = 0
     encoder_seconds: float = 0.0
+    """Wall time of admission: features to the GPU, encoder, cross-attention keys and values."""
+    encoder_gpu_seconds: float = 0.0
+    """GPU time of the encoder passes alone (CUDA events; 0 on CPU)."""
     windows_finished: int = 0
     windows_requeued: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)
@@ -84,6 +79,9 @@ class ActiveRow:
     """Tokens fed before decoding starts: prompt, <|startoftranscript|>, language, task."""
     sot_index: int
     awaiting_language: bool
+    timestamps: bool
+    """Whether this window decodes timestamp tokens (0/1 in the step's input table)."""
+    temperature: float
     fed: int = 0
     sampled: list[int] = field(default_factory=list)
     last_time: int = -1
@@ -100,7 +98,6 @@ class LoopConfig:
     windows_per_request: int
     encoder_batch: int
     forced_length: int
-    temperatures_default: tuple[float, ...] = (0.0,)
 
 
 class DeviceLoop:
@@ -127,6 +124,9 @@ class DeviceLoop:
             model, RuleTables(vocabulary, model.dims.n_vocab, self.device), cache, use_graphs
         )
         self.graphs = self.step_runner.capture()
+        if self.device.type == "cuda":
+            self._encoder_started = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+            self._encoder_ended = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
         self.rows: list[ActiveRow] = []
         self.queue = FairQueue(
             config.windows_per_request, reserve=min(config.windows_per_request, cache.slots // 4)
@@ -261,10 +261,15 @@ class DeviceLoop:
     def _admit(self, jobs: list[WindowJob]) -> None:
         started = time.perf_counter()
         batch = self.config.encoder_batch
+        timing = self.device.type == "cuda"
         for first in range(0, len(jobs), batch):
             chunk = jobs[first : first + batch]
-            mel = torch.stack([job.features for job in chunk]).to(self.device, self.dtype)
+            mel = torch.stack([job.features.to(self.device) for job in chunk]).to(dtype=self.dtype)
+            if timing:
+                self._encoder_started.record()
             audio = self.model.encoder(mel)
+            if timing:
+                self._encoder_ended.record()
             base = len(self.rows)
             layers: list[DecoderLayer] = list(self.model.decoder.layers)  # type: ignore[arg-type]
             for index, layer in enumerate(layers):
@@ -274,11 +279,24 @@ class DeviceLoop:
             for job in chunk:
                 forced, sot_index, awaiting = self._initial_tokens(job)
                 job.attempts += 1
-                self.rows.append(ActiveRow(job, forced, sot_index, awaiting))
+                self.rows.append(
+                    ActiveRow(
+                        job,
+                        forced,
+                        sot_index,
+                        awaiting,
+                        timestamps=self._timestamps(job.request),
+                        temperature=self._temperature(job),
+                    )
+                )
                 self._emit("admitted", job)
             self.stats.encoder_passes += 1
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)  # so encoder and step times stay apart
+            if timing:
+                # Waits for this pass, which keeps encoder and decoder step times apart.
+                self._encoder_ended.synchronize()
+                self.stats.encoder_gpu_seconds += (
+                    self._encoder_started.elapsed_time(self._encoder_ended) / 1000
+                )
         self.stats.encoder_windows += len(jobs)
         self.stats.encoder_seconds += time.perf_counter() - started
 
@@ -288,25 +306,28 @@ class DeviceLoop:
     def _step(self) -> None:
         started = time.perf_counter()
         rows = self.rows
-        table = np.zeros((len(rows), INPUT_COLUMNS), dtype=np.int64)
-        temperatures = np.zeros(len(rows), dtype=np.float32)
         forced_length = self.config.forced_length
-        for slot, row in enumerate(rows):
-            record = table[slot]
-            if row.fed < len(row.forced):
-                record[TOKEN] = row.forced[row.fed]
-                record[POSITION] = row.fed
+        inputs: list[tuple[int, ...]] = []
+        for row in rows:
+            sampled, forced, count = row.sampled, row.forced, len(row.sampled)
+            if row.fed < len(forced):
+                token, position = forced[row.fed], row.fed
             else:
-                record[TOKEN] = row.sampled[-1]
-                record[POSITION] = len(row.forced) + len(row.sampled) - 1
-            sampled = row.sampled
-            record[COUNT] = len(sampled)
-            record[LAST] = sampled[-1] if sampled else -1
-            record[PENULTIMATE] = sampled[-2] if len(sampled) > 1 else -1
-            record[LAST_TIME] = row.last_time
-            record[TIMESTAMPS] = self._timestamps(row.request)
-            record[FORCED_LENGTH] = forced_length
-            temperatures[slot] = self._temperature(row.job)
+                token, position = sampled[-1], len(forced) + count - 1
+            inputs.append(
+                (
+                    token,
+                    position,
+                    count,
+                    sampled[-1] if count else -1,
+                    sampled[-2] if count > 1 else -1,
+                    row.last_time,
+                    row.timestamps,
+                    forced_length,
+                )
+            )
+        table = np.array(inputs, dtype=np.int64).reshape(len(rows), INPUT_COLUMNS)
+        temperatures = np.array([row.temperature for row in rows], dtype=np.float32)
         result = self.step_runner.run(table, temperatures)
         finished = [slot for slot, row in enumerate(rows) if self._advance(slot, row, result)]
         outcomes = [(slot, self._outcome(slot)) for slot in finished]
@@ -352,7 +373,7 @@ class DeviceLoop:
     def _outcome(self, slot: int) -> WindowOutcome:
         row = self.rows[slot]
         decoding = WindowDecoding(
-            tuple(row.sampled), row.sum_logprob, row.no_speech_prob, self._temperature(row.job)
+            tuple(row.sampled), row.sum_logprob, row.no_speech_prob, row.temperature
         )
         if not row.request.options.word_timestamps or self._needs_retry(row.job, decoding):
             return WindowOutcome(decoding)

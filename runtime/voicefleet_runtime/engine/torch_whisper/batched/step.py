@@ -10,12 +10,12 @@ exact batch size.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch.nn import functional
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from voicefleet_runtime.engine.torch_whisper.batched.cache import SlotCache
 from voicefleet_runtime.engine.torch_whisper.decoding import MAX_INITIAL_TIMESTAMP_SECONDS
@@ -33,6 +33,19 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 CONTEXT_BUCKETS = (64, 128, 256)
 """Self-attention lengths a graph is captured for (the model's n_text_ctx is always added):
 most windows end well before 448 tokens, and reading the unused positions costs bandwidth."""
+
+
+CROSS_ATTENTION_BACKENDS = [
+    SDPBackend.CUDNN_ATTENTION,
+    SDPBackend.FLASH_ATTENTION,
+    SDPBackend.EFFICIENT_ATTENTION,
+    SDPBackend.MATH,
+]
+"""Asked for in this order. One query against 1500 audio keys, alone on an H200 (bf16,
+batch 64, 32 layers), cuDNN's kernel read the keys and values at 4.2 TB/s (3.7 ms) where
+flash attention took 7.1 ms (bench/batching_step_profile.py). Inside the captured step the
+whole step still took 7.5 ms on the GPU, so torch's choice there is not known to be cuDNN
+(bench/results/batching-notes.md, runs 3-5): not verified, kept because it costs nothing."""
 
 
 def bucket(value: int, buckets: tuple[int, ...]) -> int:
@@ -97,24 +110,24 @@ class RuleTables:
         return logits.masked_fill((timestamp_mass > best_text) & ~is_time & ~forcing, float("-inf"))
 
 
-@dataclass(frozen=True)
 class StepResult:
     """Host copies of one step's outputs, one row per active sequence."""
 
-    table: NDArray[np.float32]
+    def __init__(self, table: NDArray[np.float32]) -> None:
+        self.rows: list[list[float]] = table.tolist()
 
     def token(self, row: int) -> int:
-        return int(self.table[row, OUT_TOKEN])
+        return int(self.rows[row][OUT_TOKEN])
 
     def logprob(self, row: int) -> float:
-        return float(self.table[row, OUT_LOGPROB])
+        return self.rows[row][OUT_LOGPROB]
 
     def no_speech_prob(self, row: int) -> float:
-        return float(self.table[row, OUT_NO_SPEECH])
+        return self.rows[row][OUT_NO_SPEECH]
 
     def language(self, row: int) -> tuple[int, float]:
         """(index into the vocabulary's language ids, probability)."""
-        return int(self.table[row, OUT_LANGUAGE]), float(self.table[row, OUT_LANGUAGE_PROB])
+        return int(self.rows[row][OUT_LANGUAGE]), self.rows[row][OUT_LANGUAGE_PROB]
 
 
 class DecodeStep:
@@ -144,6 +157,11 @@ class DecodeStep:
             *(c for c in CONTEXT_BUCKETS if c < dims.n_text_ctx),
             dims.n_text_ctx,
         )
+        self.gpu_seconds = 0.0
+        """GPU time of the replayed steps (CUDA events), to tell it from the host's share."""
+        if self.use_graphs:
+            self._started = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+            self._ended = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
 
     def _compute(self, batch: int, context: int) -> torch.Tensor:
@@ -173,9 +191,10 @@ class DecodeStep:
             cross = layer.attention
             query = cross.linear_0(cross.layer_norm(x))
             query = query.view(batch, 1, self.heads, self.head_dim).transpose(1, 2)
-            attended = functional.scaled_dot_product_attention(
-                query, cache.cross_keys[index, :batch], cache.cross_values[index, :batch]
-            )
+            with sdpa_kernel(CROSS_ATTENTION_BACKENDS, set_priority=True):
+                attended = functional.scaled_dot_product_attention(
+                    query, cache.cross_keys[index, :batch], cache.cross_values[index, :batch]
+                )
             x = x + cross.linear_2(attended.transpose(1, 2).reshape(batch, 1, -1))
             x = layer.ffn(x)
         x = decoder.layer_norm(x[:, 0])
@@ -253,7 +272,12 @@ class DecodeStep:
             self.noise[:batch].exponential_()
         if self.use_graphs:
             graph, output = self._graphs[(batch, context)]
+            self._started.record()
             graph.replay()
+            self._ended.record()
         else:
             output = self._compute(batch, context)
-        return StepResult(output[:active].cpu().numpy())
+        table_out = output[:active].cpu().numpy()
+        if self.use_graphs:
+            self.gpu_seconds += self._started.elapsed_time(self._ended) / 1000
+        return StepResult(table_out)

@@ -1,0 +1,186 @@
+"""Where a batched decoder step and a batched encoder pass spend their GPU time (CUDA events).
+
+Large-v3 shape, random weights, one GPU. Times, at the given batch: the captured decode step
+replayed; its parts alone (32 layers of cross-attention by each SDPA backend and by plain
+matmuls, self-attention with its mask, the linear layers, the token rules); and the encoder
+at several batch sizes, as TFLOP/s against a bf16 matmul measured in the same run.
+
+    python bench/batching_step_profile.py --tokenizer DIR [--batch 64] [--precision bfloat16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.nn import functional
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from voicefleet_runtime.engine.models import ResolvedModel
+from voicefleet_runtime.engine.torch_whisper.batched import BatchedWhisperEngine, BatchingConfig
+from voicefleet_runtime.engine.torch_whisper.batched.step import INPUT_COLUMNS, POSITION
+from voicefleet_runtime.engine.torch_whisper.model import LARGE_V3_DIMENSIONS, DecoderLayer
+
+
+def gpu_ms(work: Callable[[], object], repeats: int = 20) -> float:
+    for _ in range(3):
+        work()
+    start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+    end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(repeats):
+        work()
+    end.record()
+    torch.cuda.synchronize()
+    return float(start.elapsed_time(end)) / repeats
+
+
+def encoder_flops(windows: int) -> float:
+    d, layers, positions, mels = 1280, 32, 1500, 128
+    per_layer = 2 * positions * (4 * d * d + 8 * d * d) + 2 * 2 * positions * positions * d
+    convs = 2 * 3000 * mels * d * 3 + 2 * positions * d * d * 3
+    return float(windows * (layers * per_layer + convs))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tokenizer", required=True)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--precision", default="bfloat16")
+    parser.add_argument("--compile", action="store_true", help="also time a compiled encoder")
+    args = parser.parse_args()
+    batch = args.batch
+    tokenizer = ResolvedModel("tokenizer", Path(args.tokenizer), True)
+    engine = BatchedWhisperEngine.random(
+        LARGE_V3_DIMENSIONS,
+        tokenizer,
+        "cuda:0",
+        args.precision,
+        BatchingConfig(max_sequences=batch, memory_gib=40, forced_length=100),
+    )
+    loop = engine.loops[0]
+    step = loop.step_runner
+    model = loop.model
+    dtype = loop.dtype
+    report: dict[str, float] = {}
+    peak_a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+
+    def matmul() -> None:
+        peak_a @ peak_a
+
+    report["bf16_matmul_tflops"] = 2 * 8192**3 / gpu_ms(matmul, 10) / 1e9
+
+    with torch.inference_mode():
+        table = torch.zeros(batch, INPUT_COLUMNS, dtype=torch.long)
+        table[:, POSITION] = 100
+        step.inputs[:batch].copy_(table)
+        for context in step.context_buckets:
+            graph, _ = step._graphs[(batch, context)]
+            report[f"step_graph_ms_ctx{context}"] = gpu_ms(graph.replay)
+        layers: list[DecoderLayer] = list(model.decoder.layers)  # type: ignore[arg-type]
+        cache = loop.cache
+        heads, head_dim = step.heads, step.head_dim
+        query = torch.randn(batch, heads, 1, head_dim, device="cuda", dtype=dtype)
+        keys, values = cache.cross_keys[:, :batch], cache.cross_values[:, :batch]
+
+        def cross(backend: SDPBackend | None) -> Callable[[], object]:
+            def run() -> None:
+                for layer in range(len(layers)):
+                    if backend is None:
+                        scores = (query @ keys[layer].transpose(-1, -2)) * head_dim**-0.5
+                        scores.softmax(dim=-1) @ values[layer]
+                    else:
+                        with sdpa_kernel(backend):
+                            functional.scaled_dot_product_attention(
+                                query, keys[layer], values[layer]
+                            )
+
+            return run
+
+        for name, backend in (
+            ("flash", SDPBackend.FLASH_ATTENTION),
+            ("efficient", SDPBackend.EFFICIENT_ATTENTION),
+            ("cudnn", SDPBackend.CUDNN_ATTENTION),
+            ("math", SDPBackend.MATH),
+            ("matmul", None),
+        ):
+            try:
+                report[f"cross_32_layers_ms_{name}"] = gpu_ms(cross(backend))
+            except RuntimeError as error:
+                report[f"cross_32_layers_ms_{name}"] = -1.0
+                print(name, "failed:", str(error)[:120])
+        cross_bytes = 2 * keys[:, :batch].numel() * keys.element_size()
+        report["cross_bytes_gb"] = cross_bytes / 1e9
+        for context in (128, 448):
+            mask = torch.ones(batch, 1, 1, context, dtype=torch.bool, device="cuda")
+            self_keys = cache.self_keys[:, :batch, :, :context]
+            self_values = cache.self_values[:, :batch, :, :context]
+
+            def self_attention(
+                mask: torch.Tensor = mask,
+                k: torch.Tensor = self_keys,
+                v: torch.Tensor = self_values,
+            ) -> None:
+                for layer in range(len(layers)):
+                    functional.scaled_dot_product_attention(
+                        query, k[layer], v[layer], attn_mask=mask
+                    )
+
+            report[f"self_32_layers_ms_ctx{context}"] = gpu_ms(self_attention)
+        x = torch.randn(batch, 1, 1280, device="cuda", dtype=dtype)
+
+        def linears() -> None:
+            for layer in layers:
+                layer.self_attention.linear_0(x)
+                layer.self_attention.linear_1(x)
+                layer.attention.linear_0(x)
+                layer.attention.linear_2(x)
+                layer.ffn(x)
+
+        report["linears_32_layers_ms"] = gpu_ms(linears)
+        raw = torch.randn(batch, LARGE_V3_DIMENSIONS.n_vocab, device="cuda")
+        report["rules_and_choice_ms"] = gpu_ms(
+            lambda: step._choose(raw, step.inputs[:batch], batch)
+        )
+        for windows in (16, 32, 64):
+            mel = torch.randn(windows, 128, 3000, device="cuda", dtype=dtype)
+
+            def encode(mel: torch.Tensor = mel) -> None:
+                model.encoder(mel)
+
+            ms = gpu_ms(encode, 3)
+            report[f"encoder_ms_per_window_b{windows}"] = ms / windows
+            report[f"encoder_tflops_b{windows}"] = encoder_flops(windows) / ms / 1e9
+            audio = model.encoder(mel)
+
+            def project(audio: torch.Tensor = audio) -> None:
+                for layer in layers:
+                    layer.attention.project_audio(audio)
+
+            report[f"cross_kv_projection_ms_per_window_b{windows}"] = gpu_ms(project, 3) / windows
+        if args.compile:
+            import time
+
+            compiled = torch.compile(model.encoder)
+            mel = torch.randn(32, 128, 3000, device="cuda", dtype=dtype)
+            started = time.perf_counter()
+            compiled(mel)
+            report["compile_s"] = time.perf_counter() - started
+
+            def encode_compiled(mel: torch.Tensor = mel) -> None:
+                compiled(mel)
+
+            ms = gpu_ms(encode_compiled, 3)
+            report["compiled_encoder_tflops_b32"] = encoder_flops(32) / ms / 1e9
+    for key, value in report.items():
+        report[key] = round(value, 3)
+    print(json.dumps(report, indent=1))
+    engine.close()
+
+
+if __name__ == "__main__":
+    main()

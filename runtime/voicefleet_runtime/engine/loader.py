@@ -11,8 +11,10 @@ def check_capabilities(settings: RuntimeSettings, capabilities: EngineCapabiliti
     """Refuse, before the slow load, settings the engine cannot honour (no silent fallback)."""
     if settings.vad == "on" and not capabilities.vad:
         raise ValueError(
-            f"VOICEFLEET_VAD=on needs the faster-whisper engine; the {settings.engine} engine "
-            "has no voice activity detection (set VOICEFLEET_VAD=auto or off)"
+            f"VOICEFLEET_VAD=on needs the faster-whisper engine or the torch engine's "
+            f"continuous batching; the {settings.engine} engine as configured has no voice "
+            "activity detection (set VOICEFLEET_VAD=auto or off, or "
+            "VOICEFLEET_CONTINUOUS_BATCHING=on)"
         )
 
 

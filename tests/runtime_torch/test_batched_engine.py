@@ -194,7 +194,7 @@ def test_word_timestamps_fall_inside_their_segments_in_order(
 def test_a_long_request_does_not_starve_a_short_one(
     batched_tiny: BatchedWhisperEngine, events: EventLog, shared_audio: Path
 ) -> None:
-    long_audio = np.concatenate([clip(shared_audio, "multilingual.mp3")] * 2)  # 4 windows
+    long_audio = np.concatenate([clip(shared_audio, "jfk.flac")] * 10)  # 110 s: 4 windows
     short_audio = clip(shared_audio, "hotwords.mp3")
     seen = set(events.requests())
     with ThreadPoolExecutor(2) as pool:
@@ -249,7 +249,7 @@ def test_closing_the_iterator_cancels_and_frees_the_slots(
     batched_tiny: BatchedWhisperEngine, events: EventLog, shared_audio: Path
 ) -> None:
     loop = batched_tiny.loops[0]
-    long_audio = np.concatenate([clip(shared_audio, "multilingual.mp3")] * 2)  # 4 windows
+    long_audio = np.concatenate([clip(shared_audio, "jfk.flac")] * 10)  # 110 s: 4 windows
     seen = set(events.requests())
     _, segments = batched_tiny.transcribe(long_audio, GREEDY)
     assert isinstance(segments, BatchedSegments)

@@ -22,9 +22,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import JFK_REFERENCE
-from tests.loopback import free_port
+from tests.loopback import free_port, wait_for
 from tests.runtime.conftest import RunningServer
-from tests.runtime.test_shutdown import gauges, wait_for
+from tests.runtime.test_shutdown import gauges
 from voicefleet_runtime import metric_names
 from voicefleet_runtime.settings import RuntimeSettings
 

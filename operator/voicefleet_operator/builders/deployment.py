@@ -225,19 +225,20 @@ def default_memory_mib(spec: VoiceServiceSpec, placement: Placement) -> int:
     (upload places, the batching threshold) take the runtime's defaults."""
     defaults = RuntimeSettings.model_fields
     batched_from = defaults["batched_min_audio_seconds"].default
+    concurrency, queue_size = runtime_slots(spec, placement)
     budget = memory_budget(
         engine=spec.engine,
         gpu=placement.gpu,
         model_weights_mib=model_size_gb(spec.model.name) * 1024 if spec.model else 0.0,
-        concurrency=spec.runtime.concurrency,
-        queue_size=spec.runtime.queue_size,
+        concurrency=concurrency,
+        queue_size=queue_size,
         max_uploads_in_progress=defaults["max_uploads_in_progress"].default,
         max_audio_seconds=spec.runtime.max_audio_seconds,
         batched_min_audio_seconds=None if spec.engine == "torch" else batched_from,
     )
     if spec.tts is None:
         return budget.total_mib
-    return budget.total_mib + KOKORO_RESIDENT_MIB + TTS_REQUEST_MIB * spec.runtime.concurrency
+    return budget.total_mib + KOKORO_RESIDENT_MIB + TTS_REQUEST_MIB * concurrency
 
 
 def _resources(spec: VoiceServiceSpec, placement: Placement) -> dict[str, Any]:

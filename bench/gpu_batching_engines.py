@@ -21,7 +21,7 @@ from torch import nn
 from voicefleet_runtime.engine.base import DecodeOptions, Segment, TranscriptionInfo
 from voicefleet_runtime.engine.models import ResolvedModel
 from voicefleet_runtime.engine.torch_whisper import TorchWhisperEngine
-from voicefleet_runtime.engine.torch_whisper.model import WhisperDimensions
+from voicefleet_runtime.engine.torch_whisper.model import LARGE_V3_DIMENSIONS, WhisperDimensions
 
 BATCHED_MODULE = "voicefleet_runtime.engine.torch_whisper.batched"
 ENCODER_BATCH = 32
@@ -40,18 +40,7 @@ def batched_module() -> ModuleType | None:
 
 def large_shape() -> WhisperDimensions:
     """Whisper large-v3's shape (1.55 B parameters)."""
-    return WhisperDimensions(
-        n_mels=128,
-        n_audio_ctx=1500,
-        n_audio_state=1280,
-        n_audio_head=20,
-        n_audio_layer=32,
-        n_vocab=51866,
-        n_text_ctx=448,
-        n_text_state=1280,
-        n_text_head=20,
-        n_text_layer=32,
-    )
+    return LARGE_V3_DIMENSIONS
 
 
 def tiny_shape() -> WhisperDimensions:

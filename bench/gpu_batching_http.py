@@ -15,13 +15,13 @@ import httpx
 from gpu_runtime_http import ROOT, free_port
 from speech_corpus import Clip
 
+# The batched engine's series; absent from the sequential engine's /metrics.
+from voicefleet_runtime.metric_names import DECODE_STEP_SECONDS, DECODE_STEPS
+
 GIB = 2**30
 READY_TIMEOUT_S = 600
 REQUEST_TIMEOUT_S = 600
 MEMORY_SAMPLE_S = 0.1
-# The batched engine's series (BATCHING_API.md); absent from the sequential engine's /metrics.
-DECODE_STEPS = "voicefleet_decode_steps_total"
-DECODE_STEP_SECONDS = "voicefleet_decode_step_seconds_total"
 
 
 class ProcessGpuMemory:

@@ -14,7 +14,7 @@ from tests.loopback import free_port, wait_until_ready
 
 @pytest.fixture(scope="session")
 def runtime_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RuntimeProcess]]:
-    """Three `voicefleet serve` processes on loopback, each on its own port, with the
+    """Two `voicefleet serve` processes on loopback, each on its own port, with the
     packaged tiny.en on CPU: one slot, a short queue, one thread, greedy decoding."""
     env = {
         **os.environ,
@@ -28,7 +28,7 @@ def runtime_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Run
     }
     logs = tmp_path_factory.mktemp("runtime-logs")
     servers = []
-    for index in range(3):
+    for index in range(2):
         port = free_port()
         log = (logs / f"runtime-{index}.log").open("wb")
         process = subprocess.Popen(

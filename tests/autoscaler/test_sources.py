@@ -189,7 +189,7 @@ def prometheus(
             # While its TSDB opens, Prometheus answers 503 "Service Unavailable" in plain text.
             if response is not None and response.status_code == 200:
                 results = response.json()["data"]["result"]
-                if len([r for r in results if r["value"][1] == "1"]) == 3:
+                if len([r for r in results if r["value"][1] == "1"]) == len(runtime_fleet):
                     break
             assert time.monotonic() < deadline, "Prometheus did not scrape all runtimes"
             time.sleep(0.3)

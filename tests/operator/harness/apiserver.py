@@ -108,8 +108,6 @@ class DeploymentControllerKnobs:
 
     pods_become_ready: bool = True
     unschedulable_gpu_products: set[str] = field(default_factory=set)
-    manage_pods: bool = True
-    """False: the test plays the ReplicaSet itself (e.g. pods backed by real processes)."""
 
 
 class ApiError(Exception):
@@ -726,7 +724,7 @@ class ApiServer(kmock.KubernetesEmulator):
     async def _sync_pods(self, deployment: dict[str, Any]) -> None:
         """Create, update and remove the Deployment's pods (where the cluster serves pods)."""
         pods = kmock.resource("v1/pods")
-        if pods not in self.behaviours or not self.deployments.manage_pods:
+        if pods not in self.behaviours:
             return
         namespace = deployment["metadata"].get("namespace")
         wanted = deployment_pods(

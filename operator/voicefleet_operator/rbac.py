@@ -55,6 +55,14 @@ PERMISSIONS: tuple[Permission, ...] = (
         "status is written through the status subresource only",
     ),
     Permission("apps", "deployments", OWN, "namespace", "always", "the pods of each VoiceService"),
+    Permission(
+        "apps",
+        "deployments/scale",
+        ("patch",),
+        "namespace",
+        "always",
+        "the builtin autoscaler applies the replica count through the scale subresource",
+    ),
     Permission("", "services", OWN, "namespace", "always", "the in-cluster endpoint"),
     Permission(
         "policy",

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import copy
+import datetime
 import io
 import secrets
 import time
@@ -25,9 +27,10 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.cluster.conftest import OPERATOR
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.podrunner import RUNNER_TAINT, PodRunner, pod_network
-from tests.cluster.test_operator import apply, get, items
+from tests.cluster.test_operator import apply, get, items, now_rfc3339, voiceservice
 from tests.operator.harness.running import RunningOperator, eventually
 from voicefleet_operator.autoscaler.timer import DELETION_COST
 from voicefleet_operator.settings import OperatorSettings
@@ -203,8 +206,8 @@ class Clients:
         await asyncio.gather(*(task for _, task in leaving))
 
 
-def replicas(plane: ControlPlane, namespace: str) -> int:
-    deployment = get(plane, namespace, "deployments", NAME) or {}
+def replicas(plane: ControlPlane, namespace: str, name: str = NAME) -> int:
+    deployment = get(plane, namespace, "deployments", name) or {}
     return int(deployment.get("spec", {}).get("replicas", 0))
 
 
@@ -307,3 +310,109 @@ async def test_the_autoscaler_scales_real_runtimes_through_the_real_controllers(
     vs = get(plane, namespace, "voiceservices", NAME)
     assert vs["spec"]["replicas"] == {"min": 1, "max": 3}  # the spec is never touched
     assert vs["status"]["autoscaler"]["lastScaleTime"]
+
+
+def replica_owners(plane: ControlPlane, namespace: str, name: str) -> set[tuple[str, str, str]]:
+    """(manager, operation, subresource) of every managedFields entry owning spec.replicas."""
+    deployment = get(plane, namespace, "deployments", name)
+    return {
+        (entry["manager"], entry["operation"], entry.get("subresource", ""))
+        for entry in deployment["metadata"].get("managedFields") or []
+        if "f:replicas" in (entry.get("fieldsV1") or {}).get("f:spec", {})
+    }
+
+
+def floor_around_now(min_replicas: int) -> dict[str, Any]:
+    """A schedule window from an hour ago to an hour ahead (UTC), whatever the time."""
+    now = datetime.datetime.now(datetime.UTC)
+    start, end = now - datetime.timedelta(hours=1), now + datetime.timedelta(hours=1)
+    return {
+        "start": f"{start.minute} {start.hour} * * *",
+        "end": f"{end.minute} {end.hour} * * *",
+        "minReplicas": min_replicas,
+    }
+
+
+def with_env(body: dict[str, Any], name: str, value: str) -> dict[str, Any]:
+    """The same VoiceService with one more runtime env var: a change the operator applies to
+    the Deployment's pod template."""
+    changed = copy.deepcopy(body)
+    changed["spec"].setdefault("runtime", {}).setdefault("env", []).append(
+        {"name": name, "value": value}
+    )
+    return changed
+
+
+def template_env(plane: ControlPlane, namespace: str, name: str) -> dict[str, str]:
+    deployment = get(plane, namespace, "deployments", name)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value", "") for e in container.get("env") or []}
+
+
+def scale_writes(plane: ControlPlane, after: str) -> list[dict[str, Any]]:
+    return [
+        event
+        for event in plane.writes_by(OPERATOR.name, after=after)
+        if event.get("objectRef", {}).get("subresource") == "scale"
+    ]
+
+
+async def test_the_autoscaler_and_the_reconcile_do_not_fight_over_the_count(
+    control_plane: ControlPlane, namespace: str, operator: RunningOperator
+) -> None:
+    plane = control_plane
+    autoscaling = {
+        "mode": "builtin",
+        "schedule": [floor_around_now(2)],
+        "metrics": {"pollIntervalSeconds": 1},
+    }
+    body = voiceservice(namespace, replicas={"min": 1, "max": 3}, autoscaling=autoscaling)
+    apply(plane, body)
+    # No pod reports metrics (kwok's), so only the scheduled floor moves the count: 1 -> 2.
+    await eventually(lambda: replicas(plane, namespace, "stt") == 2, within=60, what="floor of 2")
+    assert replica_owners(plane, namespace, "stt") == {("voicefleet-autoscaler", "Apply", "scale")}
+
+    after = now_rfc3339()
+    apply(plane, with_env(body, "EXAMPLE_SETTING", "on"))
+    await eventually(
+        lambda: "EXAMPLE_SETTING" in template_env(plane, namespace, "stt"),
+        within=60,
+        what="the operator applies the changed Deployment",
+    )
+    await asyncio.sleep(3)  # a few autoscaler rounds: time for a fight to show
+    assert replicas(plane, namespace, "stt") == 2
+    assert replica_owners(plane, namespace, "stt") == {("voicefleet-autoscaler", "Apply", "scale")}
+    assert scale_writes(plane, after) == [], "the autoscaler had to put its count back"
+
+
+async def test_a_count_set_by_an_hpa_is_never_clobbered(
+    control_plane: ControlPlane, namespace: str, operator: RunningOperator
+) -> None:
+    plane = control_plane
+    body = voiceservice(namespace, replicas={"min": 1, "max": 4}, autoscaling={"mode": "hpa"})
+    apply(plane, body)
+    await eventually(
+        lambda: (
+            plane.client()
+            .get(f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers/stt")
+            .is_success
+        ),
+        within=60,
+        what="the HPA",
+    )
+    # What an HPA (or KEDA's) does: write the count through the Deployment's scale subresource.
+    plane.kubectl("scale", "deployment", "stt", "-n", namespace, "--replicas=3")
+    after = now_rfc3339()
+    apply(plane, with_env(body, "EXAMPLE_SETTING", "on"))
+    await eventually(
+        lambda: "EXAMPLE_SETTING" in template_env(plane, namespace, "stt"),
+        within=60,
+        what="the operator applies the changed Deployment",
+    )
+    await asyncio.sleep(3)  # a few autoscaler rounds
+    assert replicas(plane, namespace, "stt") == 3
+    owners = replica_owners(plane, namespace, "stt")
+    assert len(owners) == 1, owners
+    ((manager, operation, subresource),) = owners
+    assert (manager.startswith("kubectl"), operation, subresource) == (True, "Update", "scale")
+    assert scale_writes(plane, after) == []

@@ -1,8 +1,9 @@
 """The builtin autoscaler's kopf timer: collect, decide, scale the Deployment, report.
 
 History lives in each VoiceService's kopf `memo` (one per resource, nothing global). The
-timer writes only the Deployment's replicas, pod-deletion-cost annotations, an Event per
-scale and `status.autoscaler`; it never touches the VoiceService spec.
+timer writes only the Deployment's replicas (through its scale subresource), pod-deletion-cost
+annotations and `status.autoscaler`, each by server-side apply as its own field manager, and
+an Event per scale; it never touches the VoiceService spec.
 """
 
 from __future__ import annotations
@@ -34,8 +35,15 @@ from voicefleet_operator.crd.models import (
     parse_voiceservice,
 )
 from voicefleet_operator.handlers.context import OperatorContext
+from voicefleet_operator.k8s.apply import (
+    AUTOSCALER_MANAGER,
+    OPERATOR_MANAGERS,
+    apply_document,
+    conflicting_managers,
+)
 from voicefleet_operator.k8s.client import KubeApi
-from voicefleet_operator.k8s.resources import DEPLOYMENTS, VOICESERVICES
+from voicefleet_operator.k8s.errors import ApiError
+from voicefleet_operator.k8s.resources import DEPLOYMENTS, PODS, VOICESERVICES
 
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 HISTORY_KEY = "autoscaler_history"
@@ -134,23 +142,79 @@ async def run_once(
     last_scale: str | None = getattr(memo, LAST_SCALE_KEY, None)
     if decision.desired != current:
         if decision.desired < current:
-            for name, cost in deletion_costs(states, samples).items():
-                await api.merge_patch(
-                    f"/api/v1/namespaces/{vs.namespace}/pods/{name}",
-                    {"metadata": {"annotations": {DELETION_COST: str(cost)}}},
-                )
-        await api.merge_patch(
-            DEPLOYMENTS.path(vs.namespace, vs.name), {"spec": {"replicas": decision.desired}}
+            await price_pods(api, vs.namespace, deletion_costs(states, samples))
+        if await scale_deployment(api, vs, decision.desired, body):
+            last_scale = datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat()
+            setattr(memo, LAST_SCALE_KEY, last_scale)
+            kopf.event(body, type="Normal", reason="Scaled", message=decision.reason[:1000])
+            logger.info(decision.reason)
+    status = autoscaler_status(decision, last_scale)
+    stored = (body.get("status") or {}).get("autoscaler")
+    if stored != {k: v for k, v in status.items() if v is not None}:  # idle: no write
+        await api.apply(
+            VOICESERVICES.path(vs.namespace, vs.name, "status"),
+            apply_document(VOICESERVICES, vs.namespace, vs.name, status={"autoscaler": status}),
+            field_manager=AUTOSCALER_MANAGER,
+            # Ours alone; forced because an older operator wrote it by merge patch.
+            force=True,
         )
-        last_scale = datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat()
-        setattr(memo, LAST_SCALE_KEY, last_scale)
-        kopf.event(body, type="Normal", reason="Scaled", message=decision.reason[:1000])
-        logger.info(decision.reason)
-    await api.merge_patch(
-        VOICESERVICES.path(vs.namespace, vs.name, "status"),
-        {"status": {"autoscaler": autoscaler_status(decision, last_scale)}},
-    )
     return decision
+
+
+async def price_pods(api: KubeApi, namespace: str, costs: dict[str, int]) -> None:
+    """Apply each pod's deletion cost, so the ReplicaSet removes the cheapest first."""
+    for name, cost in costs.items():
+        document = apply_document(PODS, namespace, name, annotations={DELETION_COST: str(cost)})
+        try:
+            await api.apply(PODS.path(namespace, name), document, field_manager=AUTOSCALER_MANAGER)
+        except ApiError as error:
+            # Gone since it was listed: an apply to a missing pod is a create, refused as
+            # invalid (the document has no containers), so nothing is ever created here.
+            if not (error.not_found or error.invalid):
+                raise
+
+
+async def scale_deployment(api: KubeApi, vs: VoiceService, replicas: int, body: kopf.Body) -> bool:
+    """Apply the count through the Deployment's scale subresource as AUTOSCALER_MANAGER.
+
+    The Scale document carries nothing but the count, so no other field can be touched. The
+    operator's own managers own the count the Deployment was created with: the first scale
+    takes it over from them. Any other owner (`kubectl scale`, an HPA or KEDA left from before
+    a mode change) is overridden only while the stored VoiceService still says builtin, with a
+    Warning; False when the count was left to them."""
+    path = DEPLOYMENTS.path(vs.namespace, vs.name, "scale")
+    document = {
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {"name": vs.name, "namespace": vs.namespace},
+        "spec": {"replicas": replicas},
+    }
+    try:
+        await api.apply(path, document, field_manager=AUTOSCALER_MANAGER)
+        return True
+    except ApiError as error:
+        if not error.conflict:
+            raise
+        others = conflicting_managers(error.message) - OPERATOR_MANAGERS
+    if others:
+        stored = await api.get_or_none(VOICESERVICES.path(vs.namespace, vs.name))
+        if stored is None or autoscaling_mode(stored) != "builtin":
+            return False
+        kopf.warn(
+            body,
+            reason="FieldConflict",
+            message=f"Deployment {vs.name}: took spec.replicas back from "
+            f"{', '.join(sorted(others))}: autoscaling.mode is builtin",
+        )
+    await api.apply(path, document, field_manager=AUTOSCALER_MANAGER, force=True)
+    return True
+
+
+def autoscaling_mode(stored: dict[str, Any]) -> str | None:
+    try:
+        return parse_voiceservice(stored).spec.autoscaling.mode
+    except InvalidVoiceServiceError:
+        return None
 
 
 def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:

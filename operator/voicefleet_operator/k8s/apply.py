@@ -12,6 +12,7 @@ apply is refused with a conflict naming them; the operator takes the field back 
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -25,6 +26,10 @@ FIELD_MANAGER = "voicefleet-operator"
 REPLICAS_MANAGER = "voicefleet-operator-replicas"
 """Owns a Deployment's spec.replicas apart from the rest, so that applying the rest never
 takes the count from an autoscaler, nor drops it (which would reset it to 1)."""
+AUTOSCALER_MANAGER = "voicefleet-autoscaler"
+"""The builtin autoscaler: a Deployment's count (through its scale subresource, as an HPA
+writes it), the pods' deletion cost and `status.autoscaler`."""
+OPERATOR_MANAGERS = frozenset({FIELD_MANAGER, REPLICAS_MANAGER})
 OWNED_SECTIONS = ("spec",)
 """Top-level sections the operator sets: every child it builds keeps its content in `spec`
 (metadata is compared field by field instead, since others add to it)."""
@@ -84,6 +89,11 @@ def is_up_to_date(desired: dict[str, Any], live: dict[str, Any]) -> bool:
             if section in desired
         )
     )
+
+
+def conflicting_managers(message: str) -> frozenset[str]:
+    """The field managers a server-side apply conflict names ('conflict with "kubectl"...')."""
+    return frozenset(re.findall(r'conflicts? with "([^"]+)"', message))
 
 
 async def apply_as(

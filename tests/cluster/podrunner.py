@@ -284,6 +284,8 @@ class PodRunner:
         command = list(pod.container.get("command") or [])
         args = list(pod.container.get("args") or [])
         executable = self.executables / command[0]
+        for mount in pod.container.get("volumeMounts") or []:  # each volume an empty folder
+            (pod.folder / mount["mountPath"].lstrip("/")).mkdir(parents=True, exist_ok=True)
         log = (pod.folder / "container.log").open("ab")
         pod.process = subprocess.Popen(
             [str(executable), *command[1:], *args],

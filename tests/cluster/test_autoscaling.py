@@ -30,7 +30,7 @@ import pytest
 from tests.cluster.conftest import OPERATOR
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.podrunner import RUNNER_TAINT, PodRunner, pod_network
-from tests.cluster.test_operator import apply, get, items, now_rfc3339, voiceservice
+from tests.cluster.test_operator import apply, get, now_rfc3339, voiceservice
 from tests.operator.harness.running import RunningOperator, eventually
 from voicefleet_operator.autoscaler.timer import DELETION_COST
 from voicefleet_operator.settings import OperatorSettings
@@ -66,6 +66,19 @@ def pod_runner(control_plane: ControlPlane, tmp_path: Path) -> Iterator[PodRunne
             yield runner
         finally:
             runner.stop()
+
+
+@pytest.fixture
+def api(control_plane: ControlPlane) -> Iterator[httpx.Client]:
+    """One kept-alive admin client for the polling (a client per poll is a TLS handshake)."""
+    with control_plane.client() as client:
+        yield client
+
+
+def read(api: httpx.Client, path: str) -> Any:
+    response = api.get(path)
+    response.raise_for_status()
+    return response.json()
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +147,7 @@ class EndpointLoad:
     EndpointSlices (as kube-proxy does), each to the endpoint with the fewest requests
     outstanding from this load."""
 
-    plane: ControlPlane
+    api: httpx.Client
     namespace: str
     audio: bytes
     ready: list[str] = field(default_factory=list)
@@ -142,11 +155,13 @@ class EndpointLoad:
     answers: list[Answer] = field(default_factory=list)
 
     def read_endpoints(self) -> list[str]:
-        slices = get(self.plane, self.namespace, "endpointslices")["items"]
+        slices = read(
+            self.api,
+            f"/apis/discovery.k8s.io/v1/namespaces/{self.namespace}/endpointslices"
+            f"?labelSelector=kubernetes.io/service-name={NAME}",
+        )["items"]
         found: list[str] = []
         for piece in slices:
-            if piece["metadata"].get("labels", {}).get("kubernetes.io/service-name") != NAME:
-                continue
             ports = [p["port"] for p in piece.get("ports") or [] if p.get("name") == "http"]
             for endpoint in piece.get("endpoints") or []:
                 if endpoint.get("conditions", {}).get("ready") and ports:
@@ -206,13 +221,17 @@ class Clients:
         await asyncio.gather(*(task for _, task in leaving))
 
 
-def replicas(plane: ControlPlane, namespace: str, name: str = NAME) -> int:
-    deployment = get(plane, namespace, "deployments", name) or {}
-    return int(deployment.get("spec", {}).get("replicas", 0))
+def replicas(api: httpx.Client, namespace: str, name: str = NAME) -> int:
+    response = api.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+    return int(response.json().get("spec", {}).get("replicas", 0)) if response.is_success else 0
 
 
-def scaled_events(plane: ControlPlane, namespace: str) -> list[str]:
-    listing = plane.client().get(f"/api/v1/namespaces/{namespace}/events").json()
+def pods(api: httpx.Client, namespace: str) -> list[dict[str, Any]]:
+    return list(read(api, f"/api/v1/namespaces/{namespace}/pods")["items"])
+
+
+def scaled_events(api: httpx.Client, namespace: str) -> list[str]:
+    listing = read(api, f"/api/v1/namespaces/{namespace}/events")
     return [e.get("message", "") for e in listing["items"] if e.get("reason") == "Scaled"]
 
 
@@ -226,11 +245,12 @@ async def test_the_autoscaler_scales_real_runtimes_through_the_real_controllers(
     namespace: str,
     pod_runner: PodRunner,
     clip: bytes,
+    api: httpx.Client,
     operator: RunningOperator,
 ) -> None:
     plane = control_plane
     apply(plane, served_on_runner(namespace, pod_runner.node))
-    load = EndpointLoad(plane, namespace, clip)
+    load = EndpointLoad(api, namespace, clip)
     stop_following = asyncio.Event()
     following = asyncio.create_task(load.follow_endpoints(stop_following))
     clients = Clients(load)
@@ -254,7 +274,7 @@ async def test_the_autoscaler_scales_real_runtimes_through_the_real_controllers(
         await until(lambda: len(load.ready) == 1, 90, "the first pod ready in the slices")
         # Heavy load: the queue grows, the autoscaler scales up to the maximum.
         clients.grow_to(HEAVY_CLIENTS)
-        await until(lambda: replicas(plane, namespace) == 3, 60, "scale-up to 3")
+        await until(lambda: replicas(api, namespace) == 3, 60, "scale-up to 3")
         await until(
             lambda: (
                 len(load.ready) == 3
@@ -266,21 +286,21 @@ async def test_the_autoscaler_scales_real_runtimes_through_the_real_controllers(
         # Light load: the autoscaler scales down to one; the ReplicaSet removes the pods with
         # the lowest deletion cost while the remaining clients keep sending.
         await clients.shrink_to(LIGHT_CLIENTS)
-        await until(lambda: replicas(plane, namespace) == 1, 60, "scale-down to 1")
+        await until(lambda: replicas(api, namespace) == 1, 60, "scale-down to 1")
         await until(
             lambda: (
                 len(pod_runner.running()) == 1
                 and len(load.ready) == 1
-                and len(items(plane, namespace, "pods")) == 1
+                and len(pods(api, namespace)) == 1
             ),
             60,
             "two pods drained and gone",
         )
         removed = list(pod_runner.deletions)
-        (survivor,) = items(plane, namespace, "pods")
+        (survivor,) = pods(api, namespace)
         # Heavy load again: a third scale event, and the rest of the requests.
         clients.grow_to(HEAVY_CLIENTS)
-        await until(lambda: replicas(plane, namespace) > 1, 60, "scale-up again")
+        await until(lambda: replicas(api, namespace) > 1, 60, "scale-up again")
         await until(lambda: len(load.answers) >= REQUESTS, 180, f"{REQUESTS} requests")
     finally:
         await clients.shrink_to(0)
@@ -289,14 +309,14 @@ async def test_the_autoscaler_scales_real_runtimes_through_the_real_controllers(
     pod_runner.check()
 
     statuses = load.statuses()
-    print(f"answers by status: {dict(statuses)}; scale events: {scaled_events(plane, namespace)}")
+    print(f"answers by status: {dict(statuses)}; scale events: {scaled_events(api, namespace)}")
     print("timeline (answers so far): " + "; ".join(timeline))
     # Every accepted request was answered, with the speech in it; 429s were refused at once.
     assert set(statuses) <= {200, 429}, [a for a in load.answers if a.status not in (200, 429)]
     assert statuses[200] >= REQUESTS // 2
     assert all("americans" in a.text.lower() for a in load.answers if a.status == 200)
 
-    events = scaled_events(plane, namespace)
+    events = scaled_events(api, namespace)
     assert len(events) >= 3, events
     assert any("scale up" in e for e in events)
     assert any("scale down" in e for e in events)
@@ -343,8 +363,8 @@ def with_env(body: dict[str, Any], name: str, value: str) -> dict[str, Any]:
     return changed
 
 
-def template_env(plane: ControlPlane, namespace: str, name: str) -> dict[str, str]:
-    deployment = get(plane, namespace, "deployments", name)
+def template_env(api: httpx.Client, namespace: str, name: str) -> dict[str, str]:
+    deployment = read(api, f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     return {e["name"]: e.get("value", "") for e in container.get("env") or []}
 
@@ -358,7 +378,7 @@ def scale_writes(plane: ControlPlane, after: str) -> list[dict[str, Any]]:
 
 
 async def test_the_autoscaler_and_the_reconcile_do_not_fight_over_the_count(
-    control_plane: ControlPlane, namespace: str, operator: RunningOperator
+    control_plane: ControlPlane, namespace: str, api: httpx.Client, operator: RunningOperator
 ) -> None:
     plane = control_plane
     autoscaling = {
@@ -369,33 +389,33 @@ async def test_the_autoscaler_and_the_reconcile_do_not_fight_over_the_count(
     body = voiceservice(namespace, replicas={"min": 1, "max": 3}, autoscaling=autoscaling)
     apply(plane, body)
     # No pod reports metrics (kwok's), so only the scheduled floor moves the count: 1 -> 2.
-    await eventually(lambda: replicas(plane, namespace, "stt") == 2, within=60, what="floor of 2")
+    await eventually(lambda: replicas(api, namespace, "stt") == 2, within=60, what="floor of 2")
     assert replica_owners(plane, namespace, "stt") == {("voicefleet-autoscaler", "Apply", "scale")}
 
     after = now_rfc3339()
     apply(plane, with_env(body, "EXAMPLE_SETTING", "on"))
     await eventually(
-        lambda: "EXAMPLE_SETTING" in template_env(plane, namespace, "stt"),
+        lambda: "EXAMPLE_SETTING" in template_env(api, namespace, "stt"),
         within=60,
         what="the operator applies the changed Deployment",
     )
     await asyncio.sleep(3)  # a few autoscaler rounds: time for a fight to show
-    assert replicas(plane, namespace, "stt") == 2
+    assert replicas(api, namespace, "stt") == 2
     assert replica_owners(plane, namespace, "stt") == {("voicefleet-autoscaler", "Apply", "scale")}
     assert scale_writes(plane, after) == [], "the autoscaler had to put its count back"
 
 
 async def test_a_count_set_by_an_hpa_is_never_clobbered(
-    control_plane: ControlPlane, namespace: str, operator: RunningOperator
+    control_plane: ControlPlane, namespace: str, api: httpx.Client, operator: RunningOperator
 ) -> None:
     plane = control_plane
     body = voiceservice(namespace, replicas={"min": 1, "max": 4}, autoscaling={"mode": "hpa"})
     apply(plane, body)
     await eventually(
         lambda: (
-            plane.client()
-            .get(f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers/stt")
-            .is_success
+            api.get(
+                f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers/stt"
+            ).is_success
         ),
         within=60,
         what="the HPA",
@@ -405,12 +425,12 @@ async def test_a_count_set_by_an_hpa_is_never_clobbered(
     after = now_rfc3339()
     apply(plane, with_env(body, "EXAMPLE_SETTING", "on"))
     await eventually(
-        lambda: "EXAMPLE_SETTING" in template_env(plane, namespace, "stt"),
+        lambda: "EXAMPLE_SETTING" in template_env(api, namespace, "stt"),
         within=60,
         what="the operator applies the changed Deployment",
     )
     await asyncio.sleep(3)  # a few autoscaler rounds
-    assert replicas(plane, namespace, "stt") == 3
+    assert replicas(api, namespace, "stt") == 3
     owners = replica_owners(plane, namespace, "stt")
     assert len(owners) == 1, owners
     ((manager, operation, subresource),) = owners

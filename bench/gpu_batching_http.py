@@ -22,6 +22,8 @@ GIB = 2**30
 READY_TIMEOUT_S = 600
 REQUEST_TIMEOUT_S = 600
 MEMORY_SAMPLE_S = 0.1
+CLIENT_KEEPALIVE_S = 1.0
+"""Under uvicorn's 5 s keep-alive timeout, so the client, not the server, ends idle connections."""
 
 
 class ProcessGpuMemory:
@@ -101,7 +103,13 @@ class ServedModel:
         command += ["--host", "127.0.0.1", "--port", str(self.port), "--model", str(model_dir)]
         self._process = subprocess.Popen(command, env=env)
         self._memory = ProcessGpuMemory(self._process.pid)
-        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        # Idle connections are dropped here before the server's keep-alive timeout can close
+        # them under a request (a row with fewer clients leaves the rest of the pool idle).
+        limits = httpx.Limits(
+            max_connections=clients,
+            max_keepalive_connections=clients,
+            keepalive_expiry=CLIENT_KEEPALIVE_S,
+        )
         self._client = httpx.Client(limits=limits, timeout=REQUEST_TIMEOUT_S)
 
     def __enter__(self) -> ServedModel:

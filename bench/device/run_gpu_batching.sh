@@ -19,10 +19,10 @@ stash() {
 }
 
 environment() {
-  # A runtime copied into .device/src (an engine not yet on main) wins over the checkout's.
-  local source=$PWD
-  [ -d .device/src/runtime ] && source=$PWD/.device/src
-  export PYTHONPATH="$SITE:$source/runtime:$source/operator"
+  # A runtime and bench copied into .device/src (work not yet on main) win over the checkout's.
+  SOURCE=$PWD
+  [ -d .device/src/runtime ] && SOURCE=$PWD/.device/src
+  export PYTHONPATH="$SITE:$SOURCE/runtime:$SOURCE/operator"
   export PYTHONUNBUFFERED=1
 }
 
@@ -37,7 +37,6 @@ smoke() {
   environment
   nvidia-smi -L
   python3 -c 'import torch, transformers, fastapi, uvicorn, av, jiwer, multipart
-import voicefleet_runtime.app, voicefleet_operator.cli
 print("torch", torch.__version__, "transformers", transformers.__version__,
       "fastapi", fastapi.__version__, "GPUs", torch.cuda.device_count())'
 }
@@ -49,8 +48,10 @@ run() {
       && rm vfkit.tar)
   fi
   install_wheels
+  [ -d /tmp/vf/whl ] && python3 -m pip install -q --no-index --no-deps --no-compile \
+    --no-cache-dir --upgrade --target "$SITE" /tmp/vf/whl/*.whl && rm -rf /tmp/vf/whl
   environment
-  python3 bench/gpu_batching.py --tiny-dir /tmp/vf/models/tiny.en --base-dir /tmp/vf/models/base \
+  python3 "$SOURCE"/bench/gpu_batching.py --tiny-dir /tmp/vf/models/tiny.en --base-dir /tmp/vf/models/base \
     --jfk /tmp/vf/audio/jfk.flac --json "${OUT:-/tmp}/gpu_batching.json" "$@" 2>&1 \
     | tee "${OUT:-/tmp}/gpu_batching.txt"
 }

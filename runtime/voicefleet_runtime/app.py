@@ -43,6 +43,7 @@ def create_app(
         finally:
             loading.cancel()
             runtime.executor.shutdown(wait=False, cancel_futures=True)
+            runtime.audio_decoder.close()
             await runtime.cache.close()
 
     app = FastAPI(

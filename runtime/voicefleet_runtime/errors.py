@@ -66,6 +66,17 @@ class ApiError(Exception):
         self.error_type = error_type or (SERVER_ERROR if status >= 500 else INVALID_REQUEST)
         self.headers = dict(headers or {})
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only fields: pickle's default (the message alone) cannot rebuild it, and an
+        # audio-decoding process (audio_workers.py) sends its refusals back pickled.
+        return _rebuild_api_error, (self.status, self.message, self.__dict__)
+
+
+def _rebuild_api_error(status: int, message: str, fields: dict[str, Any]) -> ApiError:
+    error = ApiError(status, message)
+    error.__dict__.update(fields)
+    return error
+
 
 def draining_error() -> ApiError:
     """What every request but probes and /metrics gets after SIGTERM: 503, try elsewhere."""

@@ -13,7 +13,10 @@ peak is the sum of a few terms, each measured here on tiny.en and base on a 2-co
   what long files cost unless they go through the batched pipeline (features per 30 s chunk,
   0.13 MB per second); the torch engine's features cost 0.38 MB per second;
 - per upload in progress or request queued: at most 1 MiB in memory (Starlette spools the rest
-  to the /tmp volume).
+  to the /tmp volume);
+- with the torch engine on a GPU (continuous batching), the processes that decode uploads
+  (audio_workers.py): each one's interpreter and FFmpeg (80 MiB measured: 78 MB resident,
+  39 MB of it its own), plus the audio it decodes twice over while it is sent back.
 
 The operator sets the runtime container's default memory request and limit from `total_mib`.
 This module is pure (no imports beyond the standard library) so the operator can use it.
@@ -38,6 +41,10 @@ FEATURE_BYTES_PER_SECOND = {
 DECODER_WORKING_MIB = 32
 """FFmpeg's decoder and resampler state and one frame, per running request."""
 SPOOLED_UPLOAD_MIB = 1
+AUTO_MAX_DECODE_PROCESSES = 8
+"""The most upload-decoding processes `decode_processes=auto` starts (audio_workers.py): 8
+decode about 100 clips of 20 s a second, more than an H200 transcribes with tiny.en."""
+DECODE_PROCESS_MIB = 80
 HEADROOM = 1.25
 """Allocator fragmentation and what the measurements missed."""
 
@@ -49,6 +56,7 @@ class MemoryBudget:
     per_request_mib: int
     concurrency: int
     uploads_mib: int
+    decode_processes_mib: int = 0
 
     @property
     def total_mib(self) -> int:
@@ -57,6 +65,7 @@ class MemoryBudget:
             + self.model_mib
             + self.per_request_mib * self.concurrency
             + self.uploads_mib
+            + self.decode_processes_mib
         )
         return math.ceil(used * HEADROOM / 64) * 64
 
@@ -64,7 +73,7 @@ class MemoryBudget:
         return (
             f"{self.total_mib} MiB = ({self.runtime_mib} runtime + {self.model_mib} model + "
             f"{self.concurrency} x {self.per_request_mib} per request + {self.uploads_mib} "
-            f"uploads) x {HEADROOM} headroom"
+            f"uploads + {self.decode_processes_mib} decoding processes) x {HEADROOM} headroom"
         )
 
 
@@ -99,10 +108,15 @@ def memory_budget(
     batched_min_audio_seconds: float | None,
 ) -> MemoryBudget:
     model = model_weights_mib + CUDA_CONTEXT_MIB if gpu else 2 * model_weights_mib
+    decoding = 0
+    if engine == "torch" and gpu:
+        audio_mib = max_audio_seconds * DECODED_AUDIO_BYTES_PER_SECOND / MIB
+        decoding = AUTO_MAX_DECODE_PROCESSES * math.ceil(DECODE_PROCESS_MIB + 2 * audio_mib)
     return MemoryBudget(
         runtime_mib=RUNTIME_MIB.get(engine, max(RUNTIME_MIB.values())),
         model_mib=math.ceil(model),
         per_request_mib=per_request_mib(engine, max_audio_seconds, batched_min_audio_seconds),
         concurrency=concurrency,
         uploads_mib=(max_uploads_in_progress + queue_size) * SPOOLED_UPLOAD_MIB,
+        decode_processes_mib=decoding,
     )

@@ -7,7 +7,7 @@ The operator configures pods through these variables, so the field names here ar
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -113,6 +113,13 @@ class RuntimeSettings(BaseSettings):
     )
     cuda_graphs: bool = Field(
         True, description="Torch batching: replay the decoder step as CUDA graphs."
+    )
+    decode_processes: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto",
+        description="Processes that decode uploads (0: each request's engine thread). auto = "
+        "one per available CPU but one (at most 8) when the engine batches requests in this "
+        "process (the torch engine's continuous batching), else 0: decoding in threads holds "
+        "the interpreter the batching loop needs.",
     )
     task: Task = Field("transcribe", description="What the legacy POST /transcribe endpoint does.")
 

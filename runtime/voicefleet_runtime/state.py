@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from voicefleet_runtime.admission import AdmissionController
+from voicefleet_runtime.audio_workers import AudioDecoder, decode_process_count
 from voicefleet_runtime.cache.results import ResultCache
 from voicefleet_runtime.engine.base import (
     SAMPLE_RATE,
@@ -70,6 +71,9 @@ class RuntimeState:
             max_workers=settings.concurrency, thread_name_prefix="voicefleet-engine"
         )
         self.cache = ResultCache(settings, self.metrics)
+        self.audio_decoder = AudioDecoder(0)
+        """Decodes in the request's thread until the engine is loaded (nothing is admitted
+        before): then, for an engine that batches requests, in processes (audio_workers.py)."""
         api_key = settings.resolved_api_key()
         self.api_key: str | None = api_key.get_secret_value() if api_key is not None else None
         self.engine: SpeechEngine | None = None
@@ -103,6 +107,11 @@ class RuntimeState:
 
     def _load_and_warm_up(self) -> tuple[SpeechEngine | None, TtsEngine | None]:
         engine = self._load_stt() if self.settings.stt_enabled else None
+        batches = isinstance(engine, BatchingEngine)
+        processes = decode_process_count(self.settings.decode_processes, batches)
+        if processes:
+            self.audio_decoder = AudioDecoder(processes)
+            logger.info("decoding uploads in %d processes", processes)
         tts = self._load_tts() if self.settings.tts_model is not None else None
         return engine, tts
 

@@ -30,7 +30,7 @@ from starlette.types import Receive, Scope, Send
 
 from voicefleet_runtime.access_log import AUDIO_SECONDS_KEY
 from voicefleet_runtime.admission import ClientGoneError
-from voicefleet_runtime.audio import decode_audio, probe_audio
+from voicefleet_runtime.audio import probe_audio
 from voicefleet_runtime.cache.stt import (
     cached_transcript,
     remember_transcript,
@@ -153,7 +153,7 @@ class EngineJob:
         """
         settings = self.runtime.settings
         try:
-            audio = decode_audio(
+            audio = self.runtime.audio_decoder.decode(
                 self.upload,
                 settings.max_audio_seconds,
                 min_bytes_per_second=settings.min_upload_bytes_per_audio_second,

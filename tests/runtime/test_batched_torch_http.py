@@ -45,6 +45,7 @@ def batched_server(
         concurrency=CLIENTS,
         batch_max_sequences=8,
         batch_memory_gib=1.0,
+        decode_processes=2,  # as on a GPU node: uploads decode beside the batching loop
     )
     with start_server(settings) as server:
         yield server
@@ -76,6 +77,7 @@ def test_mixed_concurrent_requests_each_get_their_own_answer(
         with batched_server.client() as client:
             return name, client.post(path, files={field: ("clip", audio)}, data=data)
 
+    assert len(batched_server.runtime.audio_decoder.worker_pids()) == 2
     with ThreadPoolExecutor(len(calls)) as pool:
         answers = dict(pool.map(call, calls))
     for name, response in answers.items():

@@ -48,7 +48,14 @@ def pod_network() -> Iterator[Callable[[], str]]:
     out its addresses. Each session picks its own /24, so concurrent test runs do not meet."""
     third = secrets.randbelow(250) + 1
     cidr = f"10.245.{third}.0/24"
-    subprocess.run(["ip", "route", "add", "local", cidr, "dev", "lo"], check=True)
+    added = subprocess.run(
+        ["ip", "route", "add", "local", cidr, "dev", "lo"], capture_output=True, text=True
+    )
+    if added.returncode != 0:
+        raise RuntimeError(
+            f"the pod runner routes {cidr} to lo, which needs root (CAP_NET_ADMIN): "
+            f"{added.stderr.strip()}"
+        )
     hosts = iter(range(2, 255))
     try:
         yield lambda: f"10.245.{third}.{next(hosts)}"
@@ -58,11 +65,10 @@ def pod_network() -> Iterator[Callable[[], str]]:
 
 @dataclass
 class Deletion:
-    """A pod the runner saw deleted, with the cost annotation it had then."""
+    """A pod the runner saw deleted, with the annotations (its deletion cost) it had then."""
 
     name: str
     annotations: dict[str, str]
-    seen_at: float
 
 
 @dataclass
@@ -191,6 +197,15 @@ class PodRunner:
         if self._error is not None:
             raise AssertionError("the pod runner failed") from self._error
 
+    def log_tails(self, lines: int = 5) -> str:
+        """The end of every container's output, for a failing test's message."""
+        tails = []
+        for pod in self._pods.values():
+            log = pod.folder / "container.log"
+            text = log.read_text(errors="replace").splitlines()[-lines:] if log.exists() else []
+            tails.append(f"--- {pod.name} ({pod.ip}) ---\n" + "\n".join(text))
+        return "\n".join(tails)
+
     def running(self) -> dict[str, LocalPod]:
         return {name: pod for name, pod in self._pods.items() if pod.alive()}
 
@@ -218,13 +233,8 @@ class PodRunner:
             if item["metadata"].get("deletionTimestamp") and pod.deleting_since is None:
                 pod.deleting_since = time.monotonic()
                 pod.grace_seconds = float(item["metadata"].get("deletionGracePeriodSeconds", 30))
-                self.deletions.append(
-                    Deletion(
-                        pod.name,
-                        dict(item["metadata"].get("annotations") or {}),
-                        time.time(),
-                    )
-                )
+                annotations = dict(item["metadata"].get("annotations") or {})
+                self.deletions.append(Deletion(pod.name, annotations))
             self._step(api, pod)
         for uid, pod in list(self._pods.items()):
             if uid not in seen and pod.alive():

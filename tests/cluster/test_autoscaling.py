@@ -24,6 +24,7 @@ from typing import Any
 
 import av
 import httpx
+import kopf
 import numpy as np
 import pytest
 
@@ -32,7 +33,10 @@ from tests.cluster.controlplane import ControlPlane
 from tests.cluster.podrunner import RUNNER_TAINT, PodRunner, pod_network
 from tests.cluster.test_operator import apply, get, now_rfc3339, voiceservice
 from tests.operator.harness.running import RunningOperator, eventually
-from voicefleet_operator.autoscaler.timer import DELETION_COST
+from voicefleet_operator.autoscaler.timer import DELETION_COST, scale_deployment
+from voicefleet_operator.crd.models import parse_voiceservice
+from voicefleet_operator.k8s.client import KubeApi
+from voicefleet_operator.k8s.connection import load_connection
 from voicefleet_operator.settings import OperatorSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -267,7 +271,7 @@ async def test_the_autoscaler_scales_real_runtimes_through_the_real_controllers(
             vs = get(plane, namespace, "voiceservices", NAME) or {}
             raise AssertionError(
                 f"{error}; autoscaler: {vs.get('status', {}).get('autoscaler')}; "
-                f"answers: {load.statuses()}; endpoints: {load.ready}"
+                f"answers: {load.statuses()}; endpoints: {load.ready}\n{pod_runner.log_tails()}"
             ) from None
 
     try:
@@ -404,6 +408,18 @@ async def test_the_autoscaler_and_the_reconcile_do_not_fight_over_the_count(
     assert replica_owners(plane, namespace, "stt") == {("voicefleet-autoscaler", "Apply", "scale")}
     assert scale_writes(plane, after) == [], "the autoscaler had to put its count back"
 
+    # Someone scales by hand below the floor: in builtin mode the autoscaler takes the count
+    # back, and says from whom.
+    plane.kubectl("scale", "deployment", "stt", "-n", namespace, "--replicas=1")
+    await eventually(lambda: replicas(api, namespace, "stt") == 2, within=30, what="taken back")
+    assert replica_owners(plane, namespace, "stt") == {("voicefleet-autoscaler", "Apply", "scale")}
+    warnings = [
+        e["message"]
+        for e in read(api, f"/api/v1/namespaces/{namespace}/events")["items"]
+        if e.get("reason") == "FieldConflict"
+    ]
+    assert any("spec.replicas back from kubectl" in w for w in warnings), warnings
+
 
 async def test_a_count_set_by_an_hpa_is_never_clobbered(
     control_plane: ControlPlane, namespace: str, api: httpx.Client, operator: RunningOperator
@@ -436,3 +452,15 @@ async def test_a_count_set_by_an_hpa_is_never_clobbered(
     ((manager, operation, subresource),) = owners
     assert (manager.startswith("kubectl"), operation, subresource) == (True, "Update", "scale")
     assert scale_writes(plane, after) == []
+
+    # A builtin decision made on a stale view (the mode changed since) leaves the count alone:
+    # the conflict makes the autoscaler read the stored VoiceService first.
+    stored = get(plane, namespace, "voiceservices", "stt")
+    stale = parse_voiceservice(
+        {**stored, "spec": {**stored["spec"], "autoscaling": {"mode": "builtin"}}}
+    )
+    connection = load_connection(plane.kubeconfig(OPERATOR, namespace=namespace))
+    async with KubeApi(connection, request_timeout=30, connect_timeout=10) as kube:
+        assert not await scale_deployment(kube, stale, 1, kopf.Body(stored))
+    assert replicas(api, namespace, "stt") == 3
+    assert replica_owners(plane, namespace, "stt") == owners

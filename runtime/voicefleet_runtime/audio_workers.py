@@ -76,6 +76,10 @@ class AudioDecoder:
         self.processes = processes
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._places = threading.BoundedSemaphore(2 * max(processes, 1))
+        """Uploads read into memory for the workers: two per process (one decoding, one queued
+        behind it, so no process waits for the next), while the other requests keep theirs
+        spooled on disk: 64 waiting requests do not hold 64 copies in memory."""
         if processes:
             self._pool = self._start()
 
@@ -91,19 +95,20 @@ class AudioDecoder:
     ) -> NDArray[np.float32]:
         if self._pool is None:
             return decode_audio(source, max_seconds, min_bytes_per_second=min_bytes_per_second)
-        data = source if isinstance(source, bytes) else _read_all(source)
-        for _ in range(2):
-            pool = self._pool
-            if pool is None:
-                raise ApiError(503, "the server is shutting down", code="draining")
-            try:
-                job = pool.submit(
-                    decode_audio, data, max_seconds, min_bytes_per_second=min_bytes_per_second
-                )
-                return job.result()
-            except BrokenProcessPool:
-                logger.warning("an audio decoding process died; starting a new pool")
-                self._replace(pool)
+        with self._places:
+            data = source if isinstance(source, bytes) else _read_all(source)
+            for _ in range(2):
+                pool = self._pool
+                if pool is None:
+                    raise ApiError(503, "the server is shutting down", code="draining")
+                try:
+                    job = pool.submit(
+                        decode_audio, data, max_seconds, min_bytes_per_second=min_bytes_per_second
+                    )
+                    return job.result()
+                except BrokenProcessPool:
+                    logger.warning("an audio decoding process died; starting a new pool")
+                    self._replace(pool)
         raise ApiError(400, "the audio crashed the decoder", code="invalid_audio", param="file")
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:

@@ -16,7 +16,8 @@ peak is the sum of a few terms, each measured here on tiny.en and base on a 2-co
   to the /tmp volume);
 - with the torch engine on a GPU (continuous batching), the processes that decode uploads
   (audio_workers.py): each one's interpreter and FFmpeg (80 MiB measured: 78 MB resident,
-  39 MB of it its own), plus the audio it decodes twice over while it is sent back.
+  39 MB of it its own), plus the audio it decodes twice over while it is sent back (the
+  uploads queued for it, two of 25 MiB at most by default, fit in that).
 
 The operator sets the runtime container's default memory request and limit from `total_mib`.
 This module is pure (no imports beyond the standard library) so the operator can use it.

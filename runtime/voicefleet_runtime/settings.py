@@ -31,6 +31,7 @@ Precision = Literal[
 VadMode = Literal["auto", "on", "off"]
 Task = Literal["transcribe", "translate"]
 TtsModel = Literal["kokoro"]
+TtsBackend = Literal["onnx", "torch"]
 
 
 class RuntimeSettings(BaseSettings):
@@ -146,6 +147,15 @@ class RuntimeSettings(BaseSettings):
     )
     tts_threads: int = Field(
         1, ge=1, description="onnxruntime threads per TTS inference (spinning is off)."
+    )
+    tts_engine: TtsBackend = Field(
+        "onnx",
+        description="TTS backend: onnx (the packaged int8 graph on onnxruntime's CPU kernels) "
+        "or torch (the same graph dequantised and converted to PyTorch at load, for GPUs; "
+        "needs the torch extra).",
+    )
+    tts_device: Device = Field(
+        "auto", description="Device of the torch TTS backend; auto: cuda when a GPU is visible."
     )
 
     cache_max_bytes: int = Field(

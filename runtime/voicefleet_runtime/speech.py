@@ -23,9 +23,9 @@ from starlette.types import Receive
 
 from voicefleet_runtime.admission import ClientGoneError
 from voicefleet_runtime.cache.keys import speech_key
+from voicefleet_runtime.client_watch import client_gone_error, watching
 from voicefleet_runtime.errors import ApiError
 from voicefleet_runtime.state import RuntimeState
-from voicefleet_runtime.transcription import _gone, watching
 from voicefleet_runtime.tts.encode import SpeechEncoder, SpeechFormat
 from voicefleet_runtime.tts.engine import SpeechEngine
 from voicefleet_runtime.tts.normalize import normalize_text
@@ -143,6 +143,14 @@ def speech_cache_key(engine: SpeechEngine, spec: SpeechSpec) -> str:
     return speech_key(engine.model_id, spec.voice.id, spec.speed, spec.response_format, spec.text)
 
 
+def _done_event(phoneme_tokens: int) -> bytes:
+    """The last SSE event. OpenAI's usage counts the audio tokens its models emit as output;
+    Kokoro emits none (it predicts durations, then a waveform), so output_tokens is 0 and the
+    input tokens are the phoneme tokens Kokoro read, pads excluded."""
+    usage = {"input_tokens": phoneme_tokens, "output_tokens": 0, "total_tokens": phoneme_tokens}
+    return _sse({"type": "speech.audio.done", "usage": usage})
+
+
 async def cached_speech(
     runtime: RuntimeState, spec: SpeechSpec, cached: bytes
 ) -> AsyncIterator[bytes]:
@@ -154,8 +162,7 @@ async def cached_speech(
     runtime.metrics.tts_audio_seconds.inc(audio_seconds)
     if spec.stream_format == "sse":
         yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(audio).decode()})
-        usage = {"input_tokens": tokens, "output_tokens": 0, "total_tokens": tokens}
-        yield _sse({"type": "speech.audio.done", "usage": usage})
+        yield _done_event(tokens)
     else:
         yield audio
 
@@ -182,7 +189,7 @@ async def start_speech(
         try:
             waited = await admission.enter_async_context(runtime.admission.admitted(watch.left))
         except ClientGoneError:
-            raise _gone(runtime, "queued") from None
+            raise client_gone_error(runtime, "queued") from None
         runtime.metrics.queue_wait.observe(waited)
         job = loop.run_in_executor(runtime.executor, _synthesize, engine, spec, emit, cancelled)
         getting = asyncio.ensure_future(queue.get())
@@ -194,7 +201,7 @@ async def start_speech(
             cancelled.set()
             await job
             await admission.aclose()
-            raise _gone(runtime, "running")
+            raise client_gone_error(runtime, "running")
     first = getting.result()
     if isinstance(first, BaseException):
         await job
@@ -245,7 +252,6 @@ async def _body(
                 header = CACHED_HEADER.pack(tokens, audio_seconds)
                 await runtime.cache.store(cache_key, header + b"".join(encoded))
             if sse:
-                usage = {"input_tokens": tokens, "output_tokens": 0, "total_tokens": tokens}
-                yield _sse({"type": "speech.audio.done", "usage": usage})
+                yield _done_event(tokens)
     finally:
         cancelled.set()

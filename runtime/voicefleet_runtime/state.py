@@ -38,7 +38,13 @@ WARMUP_SPEECH = "Ready."
 
 
 def load_tts_engine(settings: RuntimeSettings) -> TtsEngine:
-    return load_speech_engine(settings.tts_assets_dir, settings.tts_voices, settings.tts_threads)
+    return load_speech_engine(
+        settings.tts_assets_dir,
+        settings.tts_voices,
+        settings.tts_threads,
+        backend=settings.tts_engine,
+        device=settings.tts_device,
+    )
 
 
 class RuntimeState:

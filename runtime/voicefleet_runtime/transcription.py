@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from typing import BinaryIO, TypeVar
 
@@ -36,6 +36,7 @@ from voicefleet_runtime.cache.stt import (
     remember_transcript,
     transcription_cache_key,
 )
+from voicefleet_runtime.client_watch import ClientWatch, client_gone_error, watching
 from voicefleet_runtime.engine.base import (
     SAMPLE_RATE,
     DecodeOptions,
@@ -50,9 +51,6 @@ from voicefleet_runtime.state import RuntimeState
 
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 """OpenAI's meaning of temperature 0: start greedy, raise it when a decode looks degenerate."""
-
-CLIENT_CLOSED_REQUEST = 499
-"""nginx's status for a client that left before the answer: what the access log records."""
 
 _END = object()
 T = TypeVar("T")
@@ -191,36 +189,7 @@ async def _in_engine_thread(runtime: RuntimeState, work: Callable[[], T]) -> T:
     except EngineError as exc:
         raise _engine_error(exc) from exc
     except ClientGoneError:
-        raise _gone(runtime, "running") from None
-
-
-class ClientWatch:
-    """Notices the client leaving once its body is read: the only message left is a
-    disconnect. The asyncio event serves the queue, the threading one the engine thread."""
-
-    def __init__(self) -> None:
-        self.gone = threading.Event()
-        self.left = asyncio.Event()
-
-    def mark_gone(self) -> None:
-        self.gone.set()
-        self.left.set()
-
-
-@asynccontextmanager
-async def watching(receive: Receive) -> AsyncIterator[ClientWatch]:
-    watch = ClientWatch()
-
-    async def wait_for_disconnect() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        watch.mark_gone()
-
-    watcher = asyncio.create_task(wait_for_disconnect())
-    try:
-        yield watch
-    finally:
-        watcher.cancel()
+        raise client_gone_error(runtime, "running") from None
 
 
 async def _probe(runtime: RuntimeState, upload: UploadFile) -> None:
@@ -236,11 +205,6 @@ async def _probe(runtime: RuntimeState, upload: UploadFile) -> None:
     except ApiError as refusal:
         runtime.count_refusal(refusal.code or "audio")
         raise
-
-
-def _gone(runtime: RuntimeState, stage: str) -> ApiError:
-    runtime.metrics.client_disconnects.labels(stage=stage).inc()
-    return ApiError(CLIENT_CLOSED_REQUEST, "the client closed the request", code="client_gone")
 
 
 async def transcribe_upload(
@@ -260,7 +224,7 @@ async def transcribe_upload(
                 info, segments, engine_seconds = await _in_engine_thread(runtime, job.collect)
                 runtime.metrics.observe_inference(info.duration, engine_seconds, info.batch_size)
         except ClientGoneError:
-            raise _gone(runtime, "queued") from None
+            raise client_gone_error(runtime, "queued") from None
     transcript = Transcript(task=spec.options.task, info=info, segments=segments)
     await remember_transcript(runtime, cache_key, transcript)
     return transcript
@@ -356,7 +320,7 @@ async def stream_upload(
         try:
             waited = await admission.enter_async_context(runtime.admission.admitted(watch.left))
         except ClientGoneError:
-            raise _gone(runtime, "queued") from None
+            raise client_gone_error(runtime, "queued") from None
         try:
             runtime.metrics.queue_wait.observe(waited)
             run = await _in_engine_thread(runtime, job.start)

@@ -53,3 +53,13 @@ def test_both_directions_share_one_pod_and_one_gpu() -> None:
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["initContainers"][0]["name"] == "download-model"
     assert parse_voiceservice(voiceservice(spec)).spec.served_models() == "large-v3+kokoro"
+
+
+def test_torch_tts_engine_runs_on_the_pods_gpu() -> None:
+    on_gpu = env_of(
+        pod_of({"model": None, "gpu": {"type": "NVIDIA-L4"}, "tts": {"engine": "torch"}})
+    )
+    assert (on_gpu["VOICEFLEET_TTS_ENGINE"], on_gpu["VOICEFLEET_TTS_DEVICE"]) == ("torch", "cuda")
+    on_cpu = env_of(pod_of({"model": None, "tts": {}}))
+    assert on_cpu["VOICEFLEET_TTS_ENGINE"] == "onnx"
+    assert "VOICEFLEET_TTS_DEVICE" not in on_cpu

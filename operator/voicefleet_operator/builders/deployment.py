@@ -178,7 +178,7 @@ def runtime_env(spec: VoiceServiceSpec, placement: Placement) -> list[dict[str, 
         "VOICEFLEET_SHUTDOWN_GRACE_SECONDS": str(drain_seconds(spec, placement)),
     }
     if spec.tts is not None:
-        settings |= tts_env(spec.tts)
+        settings |= tts_env(spec.tts, gpu=placement.gpu)
     if spec.model is not None and spec.model.source != "image":
         settings["VOICEFLEET_MODEL_DIR"] = MODEL_DIR
     user_names = {e.name for e in spec.runtime.env}
@@ -196,12 +196,15 @@ def runtime_env(spec: VoiceServiceSpec, placement: Placement) -> list[dict[str, 
     return env
 
 
-def tts_env(tts: TextToSpeechSpec) -> dict[str, str]:
+def tts_env(tts: TextToSpeechSpec, *, gpu: bool) -> dict[str, str]:
     env = {
         "VOICEFLEET_TTS_MODEL": tts.model,
         "VOICEFLEET_TTS_DEFAULT_FORMAT": tts.default_format,
         "VOICEFLEET_TTS_THREADS": str(tts.threads),
+        "VOICEFLEET_TTS_ENGINE": tts.engine,
     }
+    if tts.engine == "torch":
+        env["VOICEFLEET_TTS_DEVICE"] = "cuda" if gpu else "cpu"
     if tts.voices:
         env["VOICEFLEET_TTS_VOICES"] = json.dumps(tts.voices)
     return env

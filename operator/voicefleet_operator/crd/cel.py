@@ -71,6 +71,8 @@ OPERATOR_ENV_NAMES = (
     "VOICEFLEET_TTS_VOICES",
     "VOICEFLEET_TTS_DEFAULT_FORMAT",
     "VOICEFLEET_TTS_THREADS",
+    "VOICEFLEET_TTS_ENGINE",
+    "VOICEFLEET_TTS_DEVICE",
 )
 """Runtime settings the operator derives from the spec; `runtime.env` may not override them.
 

@@ -54,6 +54,7 @@ from voicefleet_runtime.settings import (
     Precision,
     RuntimeSettings,
     Task,
+    TtsBackend,
     TtsModel,
     VadMode,
 )
@@ -933,7 +934,7 @@ KokoroVoice = Annotated[
 
 class TextToSpeechSpec(ApiModel):
     """Text-to-speech (OpenAI's /v1/audio/speech) in the same pods, beside speech-to-text or
-    alone. Kokoro-82M runs on the pods' CPUs (onnxruntime), GPU pods included."""
+    alone. Kokoro-82M runs on the pods' CPUs (onnxruntime) or, with engine torch, on the GPU."""
 
     model: Annotated[TtsModel, WithJsonSchema({"type": "string", "enum": ["kokoro"]})] = Field(
         default="kokoro", description="The TTS model: kokoro (Kokoro-82M)."
@@ -955,6 +956,12 @@ class TextToSpeechSpec(ApiModel):
         le=64,
         description="onnxruntime threads per synthesis; runtime.concurrency requests "
         "synthesise at once.",
+    )
+    engine: TtsBackend = Field(
+        default="onnx",
+        description="onnx: the int8 model on the CPUs (onnxruntime); torch: the same model "
+        "converted to PyTorch at load, on the pod's GPU when it has one (needs an image with "
+        "the torch extra, as engine torch does).",
     )
 
 

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 from voicefleet_runtime.tts.assets import load_vocab, model_bytes, voice_files
 from voicefleet_runtime.tts.chunking import Chunk, plan_chunks
 from voicefleet_runtime.tts.g2p import EnglishG2P
-from voicefleet_runtime.tts.model import SAMPLE_RATE, KokoroOnnx
+from voicefleet_runtime.tts.model import SAMPLE_RATE, KokoroModel, KokoroOnnx
 from voicefleet_runtime.tts.speed import split_speed, time_stretch
 from voicefleet_runtime.tts.vocab import token_ids
 from voicefleet_runtime.tts.voices import Voice, VoiceCatalog, load_voice
@@ -42,7 +42,7 @@ class SpeechEngine:
 
     def __init__(
         self,
-        model: KokoroOnnx,
+        model: KokoroModel,
         voices: VoiceCatalog,
         vocab: Mapping[str, int],
         g2p: EnglishG2P,
@@ -68,7 +68,24 @@ class SpeechEngine:
         return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
 
 
-def load_speech_engine(assets_dir: Path, voice_ids: tuple[str, ...], threads: int) -> SpeechEngine:
+def load_kokoro(backend: str, device: str, threads: int) -> KokoroModel:
+    """The packaged model on the chosen backend (checked by sha256 either way)."""
+    if backend == "torch":
+        # Imported here: torch, onnx and onnx2torch come with the `torch` extra only.
+        from voicefleet_runtime.engine.torch_whisper.precision import resolve_torch_placement
+        from voicefleet_runtime.tts.torch_model import KokoroTorch
+
+        return KokoroTorch(model_bytes(), resolve_torch_placement(device, "float32").device)
+    return KokoroOnnx(model_bytes(), threads)
+
+
+def load_speech_engine(
+    assets_dir: Path,
+    voice_ids: tuple[str, ...],
+    threads: int,
+    backend: str = "onnx",
+    device: str = "auto",
+) -> SpeechEngine:
     """Assemble and check the model, load the voices (all installed ones when none are named)."""
     started = time.monotonic()
     installed = voice_files(assets_dir)
@@ -80,14 +97,13 @@ def load_speech_engine(assets_dir: Path, voice_ids: tuple[str, ...], threads: in
             f"installed: {', '.join(installed)}"
         )
     catalog = VoiceCatalog(load_voice(voice_id, installed[voice_id]) for voice_id in wanted)
-    engine = SpeechEngine(
-        KokoroOnnx(model_bytes(), threads), catalog, load_vocab(assets_dir), EnglishG2P()
-    )
+    model = load_kokoro(backend, device, threads)
+    engine = SpeechEngine(model, catalog, load_vocab(assets_dir), EnglishG2P())
     logger.info(
-        "loaded %s with %d voice(s), %d onnx thread(s), in %.2f s",
+        "loaded %s on %s with %d voice(s) in %.2f s",
         MODEL_ID,
+        model.placement,
         len(catalog.voices),
-        threads,
         time.monotonic() - started,
     )
     return engine

@@ -7,6 +7,7 @@ than one: the thread counts are set, and spinning is off, so an idle slot costs 
 from __future__ import annotations
 
 import threading
+from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -15,6 +16,19 @@ from numpy.typing import NDArray
 SAMPLE_RATE = 24_000
 MODEL_SPEED_RANGE = (0.5, 2.0)
 """Speeds the model itself renders well; beyond them the rest is a time-stretch (speed.py)."""
+
+
+class KokoroModel(Protocol):
+    """A Kokoro backend: onnxruntime on CPU (here) or torch (torch_model.py)."""
+
+    @property
+    def placement(self) -> str:
+        """Where it runs, for the logs."""
+        ...
+
+    def synthesize(
+        self, token_ids: list[int], style: NDArray[np.float32], speed: float
+    ) -> NDArray[np.float32]: ...
 
 
 class KokoroOnnx:
@@ -30,6 +44,10 @@ class KokoroOnnx:
         )
         self._local = threading.local()
         self.threads = threads
+
+    @property
+    def placement(self) -> str:
+        return f"onnxruntime CPU, {self.threads} thread(s)"
 
     def input_shapes(self) -> dict[str, list[object]]:
         """The graph's inputs and their shapes (the batch axis is fixed at 1)."""

@@ -1,0 +1,427 @@
+"""Kokoro on a GPU (the torch path) against onnxruntime's int8 CPU path, in the same run.
+
+Two steps, because the device machine has neither our G2P nor the packaged model:
+
+    # here: phonemise the workload, and stage model, voice and code for the device
+    .venv/bin/python bench/tts_gpu.py prepare DIR
+    # on the device (DIR carried, model joined from its parts there):
+    python3 bench/tts_gpu.py run DIR [--concurrency 1 8 32] [--cpu-threads 1 4]
+
+`run` measures, on the same chunks (the server's own normaliser and chunk planner made them):
+- the baseline: KokoroOnnx (the int8 graph, onnxruntime CPU) single-stream, per thread count;
+- KokoroTorch on `--device` (default cuda): single stream, then `c` concurrent requests from
+  `c` threads (each request speaks its chunks in order, as the server streams them):
+  aggregate real-time factor (audio seconds / wall seconds), time to first audio (the first
+  chunk's audio ready) p50/p95, and per-request latency.
+It prints the figures, their ratio to the baseline, and writes them as JSON to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+SAMPLE_RATE = 24_000
+VOICE = "af_heart"
+TEXTS = (
+    "The meeting starts at 9:30 in the main hall.",
+    "Please bring your badge and a copy of the agenda.",
+    "Lunch will be served on the second floor at noon.",
+    "The train to the airport leaves every 15 minutes.",
+    "Our quarterly revenue grew by 12% to $4.5 million.",
+    "Dr. Brown will present the results of the study.",
+    "Remember to save your work before the update starts.",
+    "The library closes early on Fridays during the summer.",
+)
+REQUESTS = tuple(f"{TEXTS[i % 8]} {TEXTS[(i + 3) % 8]}" for i in range(8))
+"""Eight two-sentence requests (two chunks each), reused round-robin at any concurrency."""
+
+
+def prepare(folder: Path) -> None:
+    from voicefleet_runtime.tts.assets import (
+        DEFAULT_ASSETS_DIR,
+        load_vocab,
+        model_bytes,
+        voice_files,
+    )
+    from voicefleet_runtime.tts.chunking import plan_chunks
+    from voicefleet_runtime.tts.g2p import EnglishG2P
+    from voicefleet_runtime.tts.normalize import normalize_text
+    from voicefleet_runtime.tts.vocab import token_ids
+
+    folder.mkdir(parents=True, exist_ok=True)
+    g2p, vocab = EnglishG2P(), load_vocab(DEFAULT_ASSETS_DIR)
+    workload = [
+        [
+            token_ids(chunk.phonemes, vocab)
+            for chunk in plan_chunks(normalize_text(text), g2p.phonemes)
+        ]
+        for text in REQUESTS
+    ]
+    (folder / "workload.json").write_text(json.dumps({"voice": VOICE, "requests": workload}))
+    shutil.copy(voice_files(DEFAULT_ASSETS_DIR)[VOICE], folder / f"{VOICE}.bin")
+    model = model_bytes()
+    half = len(model) // 2
+    (folder / "model.part1").write_bytes(model[:half])
+    (folder / "model.part2").write_bytes(model[half:])
+    (folder / "model.sha256").write_text(hashlib.sha256(model).hexdigest())
+    print(f"staged {len(workload)} requests, {VOICE}, the model in 2 parts in {folder}")
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _speak_request(
+    model: Any, style_of: Any, chunks: list[list[int]]
+) -> tuple[float, float, float]:
+    """(time to first audio, whole latency, audio seconds) for one request, chunk by chunk."""
+    started = time.perf_counter()
+    first = 0.0
+    samples = 0
+    for index, ids in enumerate(chunks):
+        audio = model.synthesize(ids, style_of(len(ids) - 2), 1.0)
+        samples += audio.shape[0]
+        if index == 0:
+            first = time.perf_counter() - started
+    return first, time.perf_counter() - started, samples / SAMPLE_RATE
+
+
+def _load(
+    concurrency: int, model: Any, style_of: Any, requests: list[list[list[int]]], rounds: int
+) -> dict[str, float]:
+    jobs = [requests[i % len(requests)] for i in range(concurrency * rounds)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(lambda chunks: _speak_request(model, style_of, chunks), jobs))
+    wall = time.perf_counter() - started
+    firsts = [r[0] for r in results]
+    latencies = [r[1] for r in results]
+    audio = sum(r[2] for r in results)
+    return {
+        "concurrency": concurrency,
+        "requests": len(jobs),
+        "audio_seconds": audio,
+        "wall_seconds": wall,
+        "real_time_factor": audio / wall,
+        "first_audio_p50_ms": 1000 * statistics.median(firsts),
+        "first_audio_p95_ms": 1000 * _percentile(firsts, 0.95),
+        "latency_p50_ms": 1000 * statistics.median(latencies),
+    }
+
+
+def _worker(
+    folder: str, device: str, concurrency: int, rounds: int, barrier: Any, out: Any
+) -> None:
+    """One process of the multi-process variant: its own model copy, its own GIL."""
+    from voicefleet_runtime.tts.torch_model import KokoroTorch
+    from voicefleet_runtime.tts.voices import load_voice
+
+    root = Path(folder)
+    model = (root / "model.part1").read_bytes() + (root / "model.part2").read_bytes()
+    spec = json.loads((root / "workload.json").read_text())
+    voice = load_voice(spec["voice"], root / f"{spec['voice']}.bin")
+    requests = spec["requests"]
+    torch_model = KokoroTorch(model, device)
+    for ids in (chunks[0] for chunks in requests[:3]):
+        torch_model.synthesize(ids, voice.style_for(len(ids) - 2), 1.0)
+    barrier.wait()
+    jobs = [requests[i % len(requests)] for i in range(concurrency * rounds)]
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(
+            pool.map(lambda chunks: _speak_request(torch_model, voice.style_for, chunks), jobs)
+        )
+    out.put((time.time(), results))
+
+
+def _load_processes(
+    folder: Path, device: str, processes: int, concurrency: int, rounds: int
+) -> dict[str, float]:
+    """`concurrency` requests at once spread over `processes` processes sharing the GPU."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(processes + 1)
+    out = context.Queue()
+    per_process = max(1, concurrency // processes)
+    workers = [
+        context.Process(
+            target=_worker, args=(str(folder), device, per_process, rounds, barrier, out)
+        )
+        for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    barrier.wait(timeout=600)
+    started = time.time()
+    finished = [out.get(timeout=600) for _ in workers]
+    for worker in workers:
+        worker.join()
+    wall = max(end for end, _ in finished) - started
+    results = [r for _, rs in finished for r in rs]
+    firsts = [r[0] for r in results]
+    audio = sum(r[2] for r in results)
+    return {
+        "processes": processes,
+        "concurrency": per_process * processes,
+        "requests": len(results),
+        "audio_seconds": audio,
+        "wall_seconds": wall,
+        "real_time_factor": audio / wall,
+        "first_audio_p50_ms": 1000 * statistics.median(firsts),
+        "first_audio_p95_ms": 1000 * _percentile(firsts, 0.95),
+        "latency_p50_ms": 1000 * statistics.median(r[1] for r in results),
+    }
+
+
+def run(folder: Path, args: argparse.Namespace) -> None:
+    import torch
+
+    from voicefleet_runtime.tts.model import KokoroOnnx
+    from voicefleet_runtime.tts.torch_model import KokoroTorch
+    from voicefleet_runtime.tts.voices import load_voice
+
+    model = (folder / "model.part1").read_bytes() + (folder / "model.part2").read_bytes()
+    digest = hashlib.sha256(model).hexdigest()
+    assert digest == (folder / "model.sha256").read_text().strip(), "the joined model is corrupt"
+    spec = json.loads((folder / "workload.json").read_text())
+    voice = load_voice(spec["voice"], folder / f"{spec['voice']}.bin")
+    requests: list[list[list[int]]] = spec["requests"][: args.max_requests]
+    report: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
+        "chunks_per_request": [len(r) for r in requests],
+    }
+    print(json.dumps(report["machine"]), flush=True)
+
+    baseline = {}
+    for threads in args.cpu_threads:
+        onnx_model = KokoroOnnx(model, threads)
+        _speak_request(onnx_model, voice.style_for, requests[0])  # warm-up
+        baseline[threads] = _load(1, onnx_model, voice.style_for, requests, 1)
+        print(
+            f"onnxruntime int8 CPU, {threads} thread(s), c=1: {json.dumps(baseline[threads])}",
+            flush=True,
+        )
+    report["onnxruntime_cpu"] = baseline
+
+    started = time.perf_counter()
+    torch_model = KokoroTorch(model, args.device)
+    report["torch_load_seconds"] = time.perf_counter() - started
+    print(
+        f"torch: converted and moved to {args.device} in {report['torch_load_seconds']:.1f} s",
+        flush=True,
+    )
+    for ids in (chunks[0] for chunks in requests[:3]):  # warm-up: a few shapes
+        torch_model.synthesize(ids, voice.style_for(len(ids) - 2), 1.0)
+    best_cpu = max(b["real_time_factor"] for b in baseline.values())
+    rows = []
+    for concurrency in args.concurrency:
+        row = _load(concurrency, torch_model, voice.style_for, requests, args.rounds)
+        row["vs_best_cpu"] = row["real_time_factor"] / best_cpu
+        rows.append(row)
+        print(f"torch {args.device} c={concurrency}: {json.dumps(row)}", flush=True)
+    report["torch"] = rows
+    process_rows = []
+    for processes in args.processes:
+        row = _load_processes(folder, args.device, processes, args.process_concurrency, args.rounds)
+        row["vs_best_cpu"] = row["real_time_factor"] / best_cpu
+        process_rows.append(row)
+        print(f"torch {args.device}, {processes} processes: {json.dumps(row)}", flush=True)
+    report["torch_processes"] = process_rows
+    if torch.cuda.is_available():
+        report["gpu_memory_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+
+
+def profile(folder: Path, args: argparse.Namespace) -> None:
+    """Where one chunk's time goes on the device: each converted ONNX node timed with a sync
+    before and after (so launches do not overlap), summed by op type."""
+    from collections import defaultdict
+
+    import torch
+
+    from voicefleet_runtime.tts.torch_model import KokoroTorch
+    from voicefleet_runtime.tts.voices import load_voice
+
+    model = (folder / "model.part1").read_bytes() + (folder / "model.part2").read_bytes()
+    spec = json.loads((folder / "workload.json").read_text())
+    voice = load_voice(spec["voice"], folder / f"{spec['voice']}.bin")
+    ids = spec["requests"][0][0]
+    torch_model = KokoroTorch(model, args.device)
+    module = torch_model.module
+    inputs = (
+        torch.tensor([ids], device=args.device),
+        torch.from_numpy(voice.style_for(len(ids) - 2).reshape(1, -1)).to(args.device),
+        torch.tensor([1.0], device=args.device),
+    )
+    on_gpu = args.device.startswith("cuda")
+
+    def sync() -> None:
+        if on_gpu:
+            torch.cuda.synchronize()
+
+    by_type: dict[str, float] = defaultdict(float)
+    by_node: dict[str, float] = {}
+
+    class Timed(torch.fx.Interpreter):
+        def run_node(self, node: Any) -> Any:
+            sync()
+            started = time.perf_counter()
+            result = super().run_node(node)
+            sync()
+            elapsed = time.perf_counter() - started
+            if node.op == "call_module":
+                kind = type(self.fetch_attr(node.target)).__name__
+                by_type[kind] += elapsed
+                by_node[f"{kind} {node.target}"] = elapsed
+            return result
+
+    with torch.inference_mode():
+        for _ in range(3):
+            module(*inputs)
+        sync()
+        started = time.perf_counter()
+        for _ in range(5):
+            module(*inputs)
+        sync()
+        print(
+            f"one chunk of {len(ids)} tokens: {(time.perf_counter() - started) / 5 * 1000:.1f} ms"
+        )
+        style = voice.style_for(len(ids) - 2)
+
+        def in_this_thread() -> None:
+            torch_model.synthesize(ids, style, 1.0)
+
+        def in_a_worker_thread() -> None:
+            ThreadPoolExecutor(1).submit(torch_model.synthesize, ids, style, 1.0).result()
+
+        for label, call in (
+            ("synthesize() (numpy in and out, a side stream)", in_this_thread),
+            ("synthesize() from a worker thread", in_a_worker_thread),
+        ):
+            call()
+            started = time.perf_counter()
+            for _ in range(5):
+                call()
+            print(f"{label}: {(time.perf_counter() - started) / 5 * 1000:.1f} ms")
+        if args.device.startswith("cuda"):
+            for dtype in (torch.float16, torch.bfloat16):
+                try:
+                    with torch.autocast("cuda", dtype=dtype):
+                        module(*inputs)
+                        sync()
+                        started = time.perf_counter()
+                        for _ in range(5):
+                            module(*inputs)
+                        sync()
+                    elapsed = (time.perf_counter() - started) / 5 * 1000
+                    print(f"  under autocast {dtype}: {elapsed:.1f} ms")
+                except RuntimeError as error:
+                    print(f"  autocast {dtype} fails: {str(error)[:200]}")
+        by_type.clear()
+        Timed(module).run(*inputs)
+    print(
+        "by op type (ms):",
+        json.dumps(
+            {k: round(v * 1000, 2) for k, v in sorted(by_type.items(), key=lambda kv: -kv[1])[:25]}
+        ),
+    )
+    print("slowest nodes (ms):")
+    for name, seconds in sorted(by_node.items(), key=lambda kv: -kv[1])[:25]:
+        print(f"  {seconds * 1000:8.2f} {name}")
+    if args.compile:
+        _try_compile(module, spec["requests"], voice, args.device, sync)
+    with (
+        torch.inference_mode(),
+        torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+        ) as prof,
+    ):
+        module(*inputs)
+        sync()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+    print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=25))
+
+
+def _try_compile(
+    module: Any, requests: Any, voice: Any, device: str, sync: Callable[[], None]
+) -> None:
+    """torch.compile with dynamic shapes: fewer launches and less Python per chunk, if it works."""
+    import torch
+
+    def inputs(ids: list[int]) -> tuple[Any, ...]:
+        style = voice.style_for(len(ids) - 2).reshape(1, -1)
+        return (
+            torch.tensor([ids], device=device),
+            torch.from_numpy(style).to(device),
+            torch.tensor([1.0], device=device),
+        )
+
+    try:
+        compiled: Any = torch.compile(module, dynamic=True)
+        with torch.inference_mode():
+            for chunks in requests[:4]:
+                started = time.perf_counter()
+                out = compiled(*inputs(chunks[0]))
+                sync()
+                print(
+                    f"compile/warm {len(chunks[0])} tokens: {time.perf_counter() - started:.1f} s"
+                )
+            ids = requests[0][0]
+            eager = module(*inputs(ids))
+            started = time.perf_counter()
+            for _ in range(5):
+                out = compiled(*inputs(ids))
+            sync()
+            elapsed = (time.perf_counter() - started) / 5 * 1000
+            same = out.shape == eager.shape
+            print(f"compiled: {elapsed:.1f} ms per chunk; same length as eager: {same}")
+    except Exception as error:  # a report, not a crash: the other figures still print
+        print(f"torch.compile failed: {type(error).__name__}: {str(error)[:500]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("step", choices=("prepare", "run", "profile"))
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--cpu-threads", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--processes", type=int, nargs="*", default=[], help="multi-process variant"
+    )
+    parser.add_argument("--process-concurrency", type=int, default=32)
+    parser.add_argument("--compile", action="store_true", help="profile: try torch.compile")
+    parser.add_argument("--max-requests", type=int, default=None, help="a quick check")
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    if args.step == "prepare":
+        prepare(args.folder)
+    elif args.step == "profile":
+        profile(args.folder, args)
+    else:
+        run(args.folder, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -41,7 +41,7 @@ import httpx
 
 from voicefleet_runtime.tts.assets import DEFAULT_ASSETS_DIR
 from voicefleet_runtime.tts.engine import SpeechEngine, load_speech_engine
-from voicefleet_runtime.tts.model import SAMPLE_RATE
+from voicefleet_runtime.tts.model import SAMPLE_RATE, KokoroOnnx
 from voicefleet_runtime.tts.normalize import normalize_text
 
 VOICE = "af_heart"
@@ -280,6 +280,7 @@ def main() -> int:
         )
 
     print("\n== batching across requests on CPU")
+    assert isinstance(engine.model, KokoroOnnx)  # this bench measures the CPU backend
     shapes = engine.model.input_shapes()
     print(f"the int8 graph's inputs: {shapes}: the batch axis is fixed at 1")
     two_threads = load_speech_engine(DEFAULT_ASSETS_DIR, (VOICE,), threads=2)

@@ -25,12 +25,10 @@ from onnx import helper, numpy_helper
 
 from tests.runtime.conftest import RunningServer, serve_in_thread, tiny_settings
 from tests.runtime_tts.test_round_trip import MAX_WORD_ERROR_RATE, spoken_words
-from voicefleet_runtime.tts.assets import DEFAULT_ASSETS_DIR, load_vocab, model_bytes, voice_files
+from voicefleet_runtime.tts.assets import model_bytes
 from voicefleet_runtime.tts.float_graph import float_model
-from voicefleet_runtime.tts.g2p import EnglishG2P
 from voicefleet_runtime.tts.torch_model import KokoroTorch
 from voicefleet_runtime.tts.vocab import token_ids
-from voicefleet_runtime.tts.voices import load_voice
 
 SENTENCE = "The train leaves at nine thirty and arrives at eleven forty-five."
 HARMONIC_PHASE = "/decoder/decoder/generator/Where_1_output_0"
@@ -66,13 +64,12 @@ def torch_server() -> Iterator[RunningServer]:
 
 
 def test_converted_graph_matches_onnxruntime(torch_server: RunningServer) -> None:
-    assert torch_server.runtime.tts is not None
-    model = torch_server.runtime.tts.model
+    engine = torch_server.runtime.tts
+    assert engine is not None
+    model = engine.model
     assert isinstance(model, KokoroTorch)
-    vocab = load_vocab(DEFAULT_ASSETS_DIR)
-    ids = token_ids("".join(EnglishG2P().phonemes(SENTENCE)), vocab)
-    voice = load_voice("af_heart", voice_files(DEFAULT_ASSETS_DIR)["af_heart"])
-    style = voice.style_for(len(ids) - 2).reshape(1, -1)
+    ids = token_ids("".join(engine.g2p.phonemes(SENTENCE)), engine.vocab)
+    style = engine.voices.voices["af_heart"].style_for(len(ids) - 2).reshape(1, -1)
 
     phase_node = dict(model.module.named_children())[HARMONIC_PHASE_NODE]
     pin = phase_node.register_forward_hook(lambda _module, _inputs, out: torch.zeros_like(out))

@@ -1,19 +1,25 @@
 """Run the operator: configure kopf, register the handlers into a fresh registry, serve.
 
-High availability: run two replicas without `--standalone`. kopf's peering elects one
-active replica through a KopfPeering object in each watched namespace (or a cluster-wide
-ClusterKopfPeering with `--all-namespaces`), named by `peering_name`; the other replica
-pauses until the active one stops refreshing the peering object (its lifetime, 60 s).
+High availability: run two replicas without `--standalone`. kopf's peering keeps one replica
+active through a KopfPeering object in each watched namespace (or a cluster-wide
+ClusterKopfPeering with `--all-namespaces`), named by `peering_name`, which must exist (the
+chart creates it): the replica that started first acts (see `replica_priority`), the other
+pauses. It takes over at once when the active one stops cleanly (kopf removes its entry), or
+once the active one's entry expires (`peering_lifetime`, 60 s) when it died.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
+import secrets
 import threading
-from collections.abc import AsyncIterator
-from typing import Any
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, cast
 
 import kopf
 from aiohttp import web
@@ -24,19 +30,60 @@ from voicefleet_operator.handlers import OperatorContext
 from voicefleet_operator.handlers import register as register_handlers
 from voicefleet_operator.handlers.context import Clock, utc_now
 from voicefleet_operator.handlers.metrics import OperatorMetrics
-from voicefleet_operator.k8s.client import KubeApi
+from voicefleet_operator.k8s.cache import CachedKubeApi
 from voicefleet_operator.k8s.connection import ClusterConnection, load_connection
 from voicefleet_operator.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
 
 
-def configure_kopf(settings: OperatorSettings, kopf_settings: kopf.OperatorSettings) -> None:
+class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's last-handled state as a digest of what it would store.
+
+    kopf keeps a copy of the spec (with labels and annotations) in an annotation, to tell a
+    change from a status write. All of an object's annotations together may not exceed 256 KiB,
+    while the object may take 1.5 MiB: a VoiceService with 200 KiB of pod annotations made kopf's
+    write refused (422) and retried every second for ever. The handlers never read kopf's diff
+    (they reconcile the whole spec), so a digest tells the same "changed or not" in 64 bytes."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        essence = super().build(body=body, extra_fields=extra_fields)
+        canonical = json.dumps(essence, sort_keys=True, separators=(",", ":"))
+        digest = {"sha256": hashlib.sha256(canonical.encode()).hexdigest()}
+        return cast(kopf.BodyEssence, digest)
+
+
+PRIORITY_SPAN = 10**16
+"""Room below one step of the configured priority for a replica's start time in microseconds
+(until the year 2286); 900 steps either way stay within the int64 the API server stores."""
+
+
+def replica_priority(configured: int, started_at: float) -> int:
+    """The priority this replica announces in the peering.
+
+    kopf pauses every peer when two share the highest priority, so two replicas with the
+    chart's one priority would both stand by for ever. Within one configured priority, the
+    replica that started first ranks highest: the one acting keeps acting while a newer one
+    starts (a rolling update), and the newer one takes over when it goes. The random
+    microseconds part tells apart two replicas started in the same millisecond."""
+    started_us = int(started_at * 1000) * 1000 + secrets.randbelow(1000)
+    return configured * PRIORITY_SPAN + (PRIORITY_SPAN - 1 - started_us)
+
+
+def configure_kopf(
+    settings: OperatorSettings,
+    kopf_settings: kopf.OperatorSettings,
+    *,
+    started_at: float | None = None,
+) -> None:
     """Map our settings onto kopf's (storage, finalizer, timeouts, events, peering)."""
+    started_at = time.time() if started_at is None else started_at
     prefix = settings.annotation_prefix
     kopf_settings.persistence.finalizer = settings.finalizer
     kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
-    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    kopf_settings.persistence.diffbase_storage = DigestDiffBaseStorage(
         prefix=prefix, key="last-handled-configuration"
     )
     kopf_settings.watching.server_timeout = settings.server_timeout
@@ -49,7 +96,8 @@ def configure_kopf(settings: OperatorSettings, kopf_settings: kopf.OperatorSetti
     kopf_settings.posting.level = logging.getLevelName(settings.posting_level)
     kopf_settings.posting.reporting_component = "voicefleet-operator"
     kopf_settings.peering.name = settings.peering_name
-    kopf_settings.peering.priority = settings.peering_priority
+    kopf_settings.peering.priority = replica_priority(settings.peering_priority, started_at)
+    kopf_settings.peering.lifetime = settings.peering_lifetime
     kopf_settings.peering.clusterwide = settings.all_namespaces
     kopf_settings.peering.standalone = settings.standalone
     kopf_settings.peering.mandatory = not settings.standalone
@@ -135,8 +183,9 @@ async def serve(
     configure_kopf(settings, kopf_settings)
     metrics = context.metrics
     # Opened before and closed after kopf: no handler, timer or daemon outlives the client.
-    context.api = KubeApi(
+    context.api = CachedKubeApi(
         load_connection(settings.kubeconfig),
+        cache=context.children,
         request_timeout=settings.request_timeout,
         connect_timeout=settings.connect_timeout,
         on_error=lambda error: metrics.count_api_error(error.status, error.method),
@@ -174,5 +223,8 @@ def run_operator(
     if settings.namespaces and settings.all_namespaces:
         raise SystemExit("--namespace and --all-namespaces exclude each other")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # httpx logs every request at INFO: with a thousand VoiceServices, most of the log and a
+    # good share of the operator's CPU. Failed requests are logged (and counted) by the handlers.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     asyncio.run(serve(settings))
     return 0

@@ -29,7 +29,17 @@ class OperatorSettings(BaseSettings):
         "voicefleet", description="Name of the KopfPeering/ClusterKopfPeering object."
     )
     peering_priority: int = Field(
-        0, description="Higher priority replicas pause lower ones within the same peering."
+        0,
+        ge=-900,
+        le=900,
+        description="Higher priority installations pause lower ones within the same peering "
+        "(among replicas of one installation, the one that started first acts).",
+    )
+    peering_lifetime: int = Field(
+        60,
+        ge=2,
+        description="Seconds a replica's peering entry lives without a keep-alive: how long "
+        "the others wait before taking over from one that died without leaving.",
     )
     finalizer: str = Field("voicefleet.io/finalizer", description="Finalizer kopf manages.")
     annotation_prefix: str = Field(
@@ -68,6 +78,13 @@ class OperatorSettings(BaseSettings):
         gt=0,
         description="Seconds between two full reconciles of every VoiceService: "
         "repairs drift whose watch event was missed or failed.",
+    )
+    child_cache_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds a child seen on the operator's watches is trusted without "
+        "reading it again (bounds how long a deletion missed while a watch was cut goes "
+        "unrepaired).",
     )
     backoff: float = Field(
         5.0, gt=0, description="Seconds before retrying after a conflict or a server error."

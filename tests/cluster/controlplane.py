@@ -14,7 +14,7 @@ import secrets
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,14 +121,17 @@ class ControlPlane:
         controllers: bool = True,
         nodes: Sequence[FakeNode] = DEFAULT_NODES,
         users: Sequence[User] = (),
+        extra_args: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         """`apiserver` names the binary (kube-apiserver-1.30 for the oldest version);
-        `controllers=False` starts etcd and the API server only. `users` are extra token users."""
+        `controllers=False` starts etcd and the API server only. `users` are extra token users.
+        `extra_args` adds flags by component name (e.g. a benchmark's client rate limits)."""
         self.workdir = workdir
         self.apiserver_binary = apiserver
         self.controllers = controllers
         self.nodes = tuple(nodes)
         self.users = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK, *users)
+        self.extra_args = dict(extra_args or {})
         self.port = free_port()
         self.server = f"https://127.0.0.1:{self.port}"
         self.logs = workdir / "logs"
@@ -203,8 +206,9 @@ class ControlPlane:
         if not path.exists():
             raise ControlPlaneError(f"{path} is missing: run scripts/build_kube.sh")
         log = (self.logs / f"{name}.log").open("ab")
+        command = [str(path), *args, *self.extra_args.get(name, ())]
         self._processes[name] = subprocess.Popen(
-            [str(path), *args], stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
         )
         log.close()
 

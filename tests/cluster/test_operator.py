@@ -248,7 +248,7 @@ async def test_gpu_fallback_follows_the_real_schedulers_unschedulable_pods(
             )
             for pod in stuck
             if not pod["metadata"].get("deletionTimestamp")
-        )
+        ), [(p["metadata"]["name"], p["metadata"].get("annotations"), p["status"]) for p in stuck]
         clock.advance(31)  # past fallbackAfterSeconds, without waiting for it
 
     status = await eventually(

@@ -217,6 +217,13 @@ def autoscaling_mode(stored: dict[str, Any]) -> str | None:
         return None
 
 
+def builtin_mode(spec: kopf.Spec, **_: Any) -> bool:
+    """Only VoiceServices the builtin autoscaler scales get its timer (kopf starts and stops
+    it as the mode changes): a thousand idle timers would cost CPU for nothing."""
+    autoscaling = spec.get("autoscaling") or {}
+    return bool(autoscaling.get("mode", "builtin") == "builtin")
+
+
 def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
     interval = context.settings.autoscaler_interval
 
@@ -227,6 +234,7 @@ def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
         registry=registry,
         interval=interval,
         idle=None,
+        when=builtin_mode,
     )
     async def autoscale(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
         await run_once(context.client, body, memo, interval, logger)

@@ -10,6 +10,7 @@ from voicefleet_operator.crd.models import API_GROUP, API_VERSION, KIND, VoiceSe
 
 APP_NAME = "voicefleet"
 MANAGED_BY = "voicefleet-operator"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 COMPONENT = "speech-to-text"
 
 SPEC_HASH_ANNOTATION = "voicefleet.io/spec-hash"
@@ -35,7 +36,7 @@ def common_labels(vs: VoiceService) -> dict[str, str]:
     return {
         **selector_labels(vs),
         "app.kubernetes.io/component": COMPONENT,
-        "app.kubernetes.io/managed-by": MANAGED_BY,
+        MANAGED_BY_LABEL: MANAGED_BY,
         VOICESERVICE_LABEL: vs.name,
     }
 

@@ -55,10 +55,15 @@ WRITE_ACTIONS = {Outcome.CREATED: "create", Outcome.UPDATED: "apply"}
 @dataclass(frozen=True)
 class Reconciled:
     applied: tuple[Applied, ...]
-    status_written: bool
+    written: dict[str, Any] | None
+    """The VoiceService as stored after the status write; None when status was current."""
     replicas_before: int | None
     replicas_after: int | None
     pruned: tuple[Pruned, ...] = ()
+
+    @property
+    def status_written(self) -> bool:
+        return self.written is not None
 
     @property
     def changed(self) -> tuple[Applied, ...]:
@@ -170,19 +175,21 @@ def status_is_stale(body: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
     )
 
 
-async def write_status(api: KubeApi, body: Mapping[str, Any], status: dict[str, Any]) -> bool:
+async def write_status(
+    api: KubeApi, body: Mapping[str, Any], status: dict[str, Any]
+) -> dict[str, Any] | None:
     """Apply the status through /status when it is stale; no request at all when it is not.
+    Returns the VoiceService as stored after the write (None: nothing was written).
 
     Forced: status is the operator's to write (an older operator wrote it by merge patch,
     which left another owner behind)."""
     status = {key: value for key, value in status.items() if key not in AUTOSCALER_STATUS}
     if not status_is_stale(body, status):
-        return False
+        return None
     meta = body["metadata"]
     path = VOICESERVICES.path(meta["namespace"], meta["name"], "status")
     document = apply_document(VOICESERVICES, meta["namespace"], meta["name"], status=status)
-    await api.apply(path, document, field_manager=FIELD_MANAGER, force=True)
-    return True
+    return await api.apply(path, document, field_manager=FIELD_MANAGER, force=True)
 
 
 async def list_pods(api: KubeApi, vs: VoiceService) -> list[dict[str, Any]]:
@@ -235,8 +242,9 @@ async def reconcile(
     applied: list[Applied] = []
     for child in children:
         if child["kind"] == "Deployment":
+            initial = initial_replicas(vs.spec)
             result = await apply_scalable(
-                api, child, replicas=replicas, initial=initial_replicas(vs.spec)
+                api, child, replicas=replicas, initial=initial, live=live_deployment
             )
         else:
             result = await apply_child(api, child)
@@ -270,4 +278,4 @@ async def report_problem(
         now=now,
         problem=problem,
     )
-    return await write_status(api, body, status)
+    return await write_status(api, body, status) is not None

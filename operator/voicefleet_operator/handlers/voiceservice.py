@@ -17,12 +17,12 @@ from typing import Any, cast
 
 import kopf
 
-from voicefleet_operator.builders.labels import MANAGED_BY
+from voicefleet_operator.builders.labels import MANAGED_BY, MANAGED_BY_LABEL
 from voicefleet_operator.crd.models import InvalidVoiceServiceError
 from voicefleet_operator.handlers.context import OperatorContext
 from voicefleet_operator.handlers.metrics import ReconcileResult
 from voicefleet_operator.handlers.reconcile import Reconciled, reconcile, report_problem
-from voicefleet_operator.k8s.apply import Outcome
+from voicefleet_operator.k8s.apply import FIELD_MANAGER, Outcome
 from voicefleet_operator.k8s.discovery import OptionalApis, detect_optional_apis
 from voicefleet_operator.k8s.errors import ApiError, retry_delay
 from voicefleet_operator.k8s.resources import (
@@ -37,13 +37,23 @@ from voicefleet_operator.k8s.resources import (
 )
 from voicefleet_operator.status import CHILD_REJECTED, INVALID_SPEC, Problem
 
-CHILD_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
+CHILD_LABELS = {MANAGED_BY_LABEL: MANAGED_BY}
 
 
 def prunable_resources(apis: OptionalApis) -> tuple[Resource, ...]:
     """Kinds a VoiceService may stop wanting; optional APIs only where the cluster serves them."""
     served = {SERVICEMONITORS: apis.servicemonitors, SCALEDOBJECTS: apis.scaledobjects}
     return tuple(r for r in PRUNABLE_RESOURCES if served.get(r, True))
+
+
+def own_fields_only(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The body without other managers' managedFields (most of a stored VoiceService's size):
+    the reconcile reads only the operator's own (status_fields_owned)."""
+    meta = dict(body["metadata"])
+    meta["managedFields"] = [
+        entry for entry in meta.get("managedFields") or [] if entry.get("manager") == FIELD_MANAGER
+    ]
+    return {**body, "metadata": meta}
 
 
 def _summary(result: Reconciled, outcome: Outcome) -> str:
@@ -85,27 +95,34 @@ def _post_events(raw: Mapping[str, Any], result: Reconciled) -> None:
 
 
 async def _refresh_optional_apis(context: OperatorContext) -> None:
-    checked = context.optional_apis_checked_at
-    if checked is None or time.monotonic() - checked > context.settings.resync_interval:
-        context.optional_apis = await detect_optional_apis(context.client)
-        context.optional_apis_checked_at = time.monotonic()
+    async with context.discovery_lock:  # one discovery for every reconcile waiting on it
+        checked = context.optional_apis_checked_at
+        if checked is None or time.monotonic() - checked > context.settings.resync_interval:
+            context.optional_apis = await detect_optional_apis(context.client)
+            context.optional_apis_checked_at = time.monotonic()
 
 
 async def reconcile_with_errors_mapped(
-    context: OperatorContext, body: Mapping[str, Any], *, retry: int
+    context: OperatorContext, body: Mapping[str, Any], *, retry: int, coalesce: bool = False
 ) -> Reconciled | None:
     """Reconcile and translate failures into kopf's retry semantics.
 
-    None: this generation already failed for good (checked under the lock, so a reconcile
-    queued behind the failing one, from another trigger, skips too).
+    None: nothing to do. This generation already failed for good (checked under the lock, so
+    a reconcile queued behind the failing one, from another trigger, skips too); or a newer
+    generation was reconciled while this body waited; or, with `coalesce` (child events and
+    resyncs), a reconcile of this VoiceService is queued already and will see the same state.
     """
     settings = context.settings
     metrics = context.metrics
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     version = (meta.get("uid"), meta.get("generation"))
-    async with context.lock_for(namespace, name):
-        if failed_permanently(context, body):
+    if coalesce and context.reconcile_queued(namespace, name):
+        return None
+    async with context.turn(namespace, name):
+        body = context.freshest(body)
+        version = (body["metadata"].get("uid"), body["metadata"].get("generation"))
+        if context.superseded(namespace, name, version) or failed_permanently(context, body):
             return None
         started = time.monotonic()
 
@@ -114,15 +131,19 @@ async def reconcile_with_errors_mapped(
 
         try:
             await _refresh_optional_apis(context)
+            prunable = prunable_resources(context.optional_apis)
+            prune = context.prune_due(namespace, name, version, prunable)
             result = await reconcile(
                 context.client,
                 body,
                 servicemonitor_api=context.optional_apis.servicemonitors,
-                prunable=prunable_resources(context.optional_apis),
+                prunable=prunable if prune else (),
                 default_image=settings.default_runtime_image,
                 now=context.clock(),
                 on_write=metrics.count_child_write,
             )
+            if prune:
+                context.mark_pruned(namespace, name, version, prunable)
         except InvalidVoiceServiceError as error:
             counted(ReconcileResult.INVALID_SPEC)
             context.mark_failed(namespace, name, version)
@@ -140,6 +161,9 @@ async def reconcile_with_errors_mapped(
             raise kopf.TemporaryError(str(error), delay=delay) from error
         counted(ReconcileResult.SUCCESS)
         context.clear_failed(namespace, name)
+        context.mark_reconciled(namespace, name, version)
+        if result.written is not None:
+            context.remember_written(own_fields_only(result.written))
     _record_autoscaler(context, body)
     _post_events(body, result)
     return result
@@ -191,17 +215,31 @@ def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
         # Children go with their owner (ownerReferences); only the in-memory lock remains.
         context.forget(body["metadata"]["namespace"], body["metadata"]["name"])
 
-    @kopf.timer(
-        group, version, plural, registry=registry, interval=context.settings.resync_interval
-    )
+    # The first resync comes one interval after the start: creation or resume reconciles then.
+    resync = context.settings.resync_interval
+
+    @kopf.timer(group, version, plural, registry=registry, interval=resync, initial_delay=resync)
     async def voiceservice_resync(body: kopf.Body, **kwargs: Any) -> None:
         # Repairs what a missed or failed child event left behind; quiet when nothing changed.
         try:
-            await reconcile_with_errors_mapped(context, body, retry=int(kwargs.get("retry", 0)))
+            await reconcile_with_errors_mapped(
+                context, body, retry=int(kwargs.get("retry", 0)), coalesce=True
+            )
         except kopf.PermanentError:
             return  # reported as Degraded already; the next spec change retries
 
-    async def child_changed(body: kopf.Body, type: str | None, logger: Any, **_: Any) -> None:
+    @kopf.index(group, version, plural, registry=registry, id="voiceservice_bodies")
+    def voiceservice_bodies(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+        """Every VoiceService as the operator's watch last saw it: a child event finds its
+        owner here instead of asking the API server once per child event."""
+        return {(namespace, name): own_fields_only(body)}
+
+    async def child_changed(body: kopf.Body, type: str | None, logger: Any, **kwargs: Any) -> None:
+        owners: kopf.Index[tuple[str, str], kopf.Body] = kwargs["voiceservice_bodies"]
+        if type == "DELETED":
+            context.children.forget_object(body)
+        else:
+            context.children.remember(body)
         owner = next(
             (
                 ref
@@ -214,13 +252,15 @@ def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
         namespace = body.get("metadata", {}).get("namespace")
         if owner is None or namespace is None:
             return
-        owner_body = await context.client.get_or_none(VOICESERVICES.path(namespace, owner["name"]))
+        if context.reconcile_queued(namespace, owner["name"]):
+            return  # that reconcile reads this child as it is then
+        owner_body = next(iter(owners.get((namespace, owner["name"]), [])), None)
         if owner_body is None or owner_body["metadata"].get("uid") != owner.get("uid"):
             return  # the owner is gone: the garbage collector takes the child
         if owner_body["metadata"].get("deletionTimestamp"):
             return
         try:
-            await reconcile_with_errors_mapped(context, owner_body, retry=0)
+            await reconcile_with_errors_mapped(context, owner_body, retry=0, coalesce=True)
         except (kopf.TemporaryError, kopf.PermanentError) as error:
             # Event handlers are not retried: the resync timer repairs it later.
             logger.warning(f"reconcile after a {type} of {body.get('kind')} failed: {error}")

@@ -160,18 +160,23 @@ def _replicas_only(desired: dict[str, Any], replicas: int) -> dict[str, Any]:
 
 
 async def apply_scalable(
-    api: KubeApi, desired: dict[str, Any], *, replicas: int | None, initial: int
+    api: KubeApi,
+    desired: dict[str, Any],
+    *,
+    replicas: int | None,
+    initial: int,
+    live: dict[str, Any] | None,
 ) -> Applied:
     """Apply a Deployment whose count the operator owns (`replicas`) or leaves to an
     autoscaler (None: `initial` when the Deployment is created, then never set again).
 
     The count is applied apart, as REPLICAS_MANAGER. At creation the first apply carries it
     too, so the Deployment never starts at the default of 1; the second makes it
-    REPLICAS_MANAGER's, so later applies of the rest, which leave it out, keep it."""
+    REPLICAS_MANAGER's, so later applies of the rest, which leave it out, keep it.
+    `live` is the Deployment as the caller just read it (None: there is none)."""
     path = _path_of(desired)
     rest = copy.deepcopy(desired)
     rest.get("spec", {}).pop("replicas", None)
-    live = await api.get_or_none(path)
     if live is None:
         count = replicas if replicas is not None else initial
         created = await _apply_over(

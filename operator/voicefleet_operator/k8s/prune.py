@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from voicefleet_operator.builders.labels import MANAGED_BY, VOICESERVICE_LABEL
+from voicefleet_operator.builders.labels import MANAGED_BY, MANAGED_BY_LABEL, VOICESERVICE_LABEL
 from voicefleet_operator.k8s.client import KubeApi
 from voicefleet_operator.k8s.errors import ApiError
 from voicefleet_operator.k8s.resources import Resource
@@ -25,7 +25,7 @@ class Pruned:
 
 
 def child_selector(owner_name: str) -> str:
-    return f"app.kubernetes.io/managed-by={MANAGED_BY},{VOICESERVICE_LABEL}={owner_name}"
+    return f"{MANAGED_BY_LABEL}={MANAGED_BY},{VOICESERVICE_LABEL}={owner_name}"
 
 
 def owned_by(obj: Mapping[str, Any], owner_uid: str) -> bool:

@@ -53,6 +53,9 @@ CHILD_RESOURCES: tuple[Resource, ...] = (
 )
 """Every kind the builders may produce; rbac.PERMISSIONS grants exactly these."""
 
+WATCHED_CHILDREN: tuple[Resource, ...] = (DEPLOYMENTS, SERVICES, PODDISRUPTIONBUDGETS)
+"""The children built for every VoiceService: the operator watches them to repair drift."""
+
 PRUNABLE_RESOURCES: tuple[Resource, ...] = (
     SERVICEMONITORS,
     SCALEDOBJECTS,

@@ -54,9 +54,9 @@ OPERATOR = User("voicefleet-bench-operator", ("system:masters",))
 BENCH_AGENT = "voicefleet-bench"
 VS_PATH = f"/apis/voicefleet.io/v1alpha1/namespaces/{NAMESPACE}/voiceservices"
 NODES = tuple(
-    FakeNode(f"cpu-{i}", cpu="64", memory="2000Gi", extended={"pods": "300"}) for i in range(4)
+    FakeNode(f"cpu-{i}", cpu="64", memory="4000Gi", extended={"pods": "600"}) for i in range(4)
 )
-"""Room for 1,200 pods of 1.25 GiB each."""
+"""Room for 2,400 pods of 1.25 GiB each: the operator's and the floor's."""
 EMULATOR_LIMIT = 600.0
 """The emulator answers each request after scanning every request it recorded (kmock keeps
 them all for assertions), so it slows down as a run goes on: it gets a fixed time."""

@@ -135,7 +135,9 @@ def decoy(namespace: str, kind: str, api_version: str, owner_uid: str | None) ->
 
 def names(plane: ControlPlane, path: str) -> set[str]:
     listing = plane.client().get(path)
-    if listing.status_code == 404:  # a new CRD's API is served a moment after Established
+    # A new CRD's API is served a moment after Established (404), and answers 429 while its
+    # watch cache fills: not yet.
+    if listing.status_code in (404, 429):
         return set()
     listing.raise_for_status()
     return {o["metadata"]["name"] for o in listing.json()["items"]}

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from voicefleet_operator.k8s.cache import ChildCache
+from voicefleet_operator.k8s.cache import CachedKubeApi, ChildCache
+from voicefleet_operator.k8s.connection import ClusterConnection
 from voicefleet_operator.k8s.resources import (
     DEPLOYMENTS,
     PODS,
@@ -64,6 +65,22 @@ def test_newer_versions_win_and_managed_fields_are_dropped() -> None:
     assert (cache.get(path) or {})["spec"] == {"replicas": 3}
     cache.forget_object(deployment("13"))
     assert cache.get(path) is None
+
+
+async def test_a_write_through_a_subresource_drops_the_cached_object() -> None:
+    cache = ChildCache(WATCHED_CHILDREN, max_age=60)
+    cache.remember(deployment("5", replicas=1))
+
+    class Answering(CachedKubeApi):
+        async def request(self, method: str, path: str, **_: Any) -> Any:
+            return {"kind": "Scale", "spec": {"replicas": 3}}
+
+    connection = ClusterConnection(server="https://127.0.0.1:1")
+    api = Answering(connection, cache=cache, request_timeout=1, connect_timeout=1)
+    path = DEPLOYMENTS.path("speech", "stt")
+    await api.apply(f"{path}/scale", {"spec": {"replicas": 3}}, field_manager="autoscaler")
+    assert cache.get(path) is None, "the next read asks the API server for the new count"
+    await api.close()
 
 
 def test_objects_not_ours_are_not_kept_and_old_entries_are_read_again() -> None:

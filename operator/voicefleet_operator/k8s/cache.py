@@ -112,18 +112,24 @@ class CachedKubeApi(KubeApi):
             self.cache.remember(found)
         return found
 
+    def _written(self, path: str, answer: dict[str, Any]) -> None:
+        if self.cache.covers(path):
+            self.cache.remember(answer)
+            return
+        parent = path.rsplit("/", 1)[0]
+        if self.cache.covers(parent):  # a subresource (scale): the answer is not the object
+            self.cache.forget(parent)
+
     async def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
         patched = await super().merge_patch(path, patch)
-        if self.cache.covers(path):
-            self.cache.remember(patched)
+        self._written(path, patched)
         return patched
 
     async def apply(
         self, path: str, body: dict[str, Any], *, field_manager: str, force: bool = False
     ) -> dict[str, Any]:
         applied = await super().apply(path, body, field_manager=field_manager, force=force)
-        if self.cache.covers(path):
-            self.cache.remember(applied)
+        self._written(path, applied)
         return applied
 
     async def delete(self, path: str, *, uid: str | None = None) -> None:

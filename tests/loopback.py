@@ -6,8 +6,12 @@ repository root)."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
@@ -46,3 +50,30 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@contextmanager
+def serve_on_loopback(
+    port: int, env: Mapping[str, str], log_path: Path, *serve_args: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A ready `voicefleet serve` process on 127.0.0.1:`port`, output in `log_path`; killed on
+    exit if it still runs. A server that dies or never turns ready fails with its log."""
+    voicefleet = Path(sys.executable).with_name("voicefleet")
+    command = [str(voicefleet), "serve", "--host", "127.0.0.1", "--port", str(port), *serve_args]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            try:
+                wait_until_ready(
+                    f"http://127.0.0.1:{port}",
+                    lambda: process.poll() is None,
+                    "voicefleet serve",
+                    120,
+                )
+            except RuntimeError as error:
+                raise AssertionError(f"{error}\n{log_path.read_text()}") from error
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import socket
 import struct
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +21,7 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.loopback import free_port, wait_for
+from tests.loopback import free_port, serve_on_loopback
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 BOUNDARY = "hostileboundary"
@@ -253,29 +251,5 @@ def server_process(log_folder: Path, **settings: str) -> Iterator[ServerProcess]
     }
     key = settings.get("api_key")
     log = log_folder / f"server-{port}.log"
-    with log.open("wb") as log_file:
-        command = [str(Path(sys.executable).with_name("voicefleet")), "serve"]
-        process = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", str(port), "--model", "tiny.en"],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-        server = ServerProcess(
-            process, port, {"Authorization": f"Bearer {key}"} if key else {}, log
-        )
-
-        def ready() -> bool:
-            assert process.poll() is None, log.read_text()
-            try:
-                return httpx.get(f"{server.base_url}/readyz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        try:
-            wait_for(ready, 120, "the server to be ready")
-            yield server
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGKILL)
-            process.wait()
+    with serve_on_loopback(port, env, log, "--model", "tiny.en") as process:
+        yield ServerProcess(process, port, {"Authorization": f"Bearer {key}"} if key else {}, log)

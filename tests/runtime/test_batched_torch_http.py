@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -22,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import JFK_REFERENCE
-from tests.loopback import free_port, wait_for
+from tests.loopback import free_port, serve_on_loopback, wait_for
 from tests.runtime.conftest import RunningServer
 from tests.runtime.test_shutdown import gauges
 from voicefleet_runtime import metric_names
@@ -135,29 +134,8 @@ def batched_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], s
         "VOICEFLEET_BATCH_MEMORY_GIB": "1",
         "VOICEFLEET_SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS),
     }
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("voicefleet")), "serve", "--host", "127.0.0.1",
-             "--port", str(port), "--model", "tiny.en"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        base_url = f"http://127.0.0.1:{port}"
-
-        def ready() -> bool:
-            assert process.poll() is None, log_path.read_text()
-            try:
-                return httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        try:
-            wait_for(ready, 120, "the server to be ready")
-            yield process, base_url
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+    with serve_on_loopback(port, env, tmp_path / "server.log", "--model", "tiny.en") as process:
+        yield process, f"http://127.0.0.1:{port}"
 
 
 def test_sigterm_drains_every_request_in_the_batch(

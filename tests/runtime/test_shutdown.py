@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -15,7 +14,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.loopback import free_port, wait_for
+from tests.loopback import free_port, serve_on_loopback, wait_for
 
 GRACE_SECONDS = 60
 ACCEPTED = 3  # one running, two queued
@@ -43,40 +42,8 @@ def server_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], st
         "VOICEFLEET_QUEUE_SIZE": "4",
         "VOICEFLEET_SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS),
     }
-    voicefleet = Path(sys.executable).with_name("voicefleet")
-    log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen(
-        [
-            str(voicefleet),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--model",
-            "tiny.en",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        assert process.poll() is None, (tmp_path / "server.log").read_text()
-        try:
-            return httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for(ready, 120, "the server to be ready")
-        yield process, base_url
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        log.close()
+    with serve_on_loopback(port, env, tmp_path / "server.log", "--model", "tiny.en") as process:
+        yield process, f"http://127.0.0.1:{port}"
 
 
 def transcribe(base_url: str, audio: bytes) -> httpx.Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Generator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -57,13 +58,13 @@ def clock() -> MovableClock:
     return MovableClock()
 
 
-@pytest.fixture
-def operator_settings(control_plane: ControlPlane, namespace: str) -> OperatorSettings:
-    # Short watch and retry timings; a resync every second makes idle-write checks strict.
+def quick_operator_settings(kubeconfig: Path, namespace: str) -> OperatorSettings:
+    """A standalone operator watching `namespace`, with short watch and retry timings; a resync
+    every second makes idle-write checks strict."""
     return OperatorSettings(
         namespaces=[namespace],
         standalone=True,
-        kubeconfig=control_plane.kubeconfig(OPERATOR, namespace=namespace),
+        kubeconfig=kubeconfig,
         server_timeout=30,
         client_timeout=40,
         resync_interval=1.0,
@@ -72,6 +73,13 @@ def operator_settings(control_plane: ControlPlane, namespace: str) -> OperatorSe
         idle_timeout=1.0,
         metrics_host="127.0.0.1",
         metrics_port=free_port(),
+    )
+
+
+@pytest.fixture
+def operator_settings(control_plane: ControlPlane, namespace: str) -> OperatorSettings:
+    return quick_operator_settings(
+        control_plane.kubeconfig(OPERATOR, namespace=namespace), namespace
     )
 
 

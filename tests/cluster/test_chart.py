@@ -13,9 +13,9 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.cluster.conftest import quick_operator_settings
 from tests.cluster.controlplane import REPO_ROOT, ControlPlane
 from tests.cluster.test_operator import apply, get, items, ready, voiceservice
-from tests.loopback import free_port
 from tests.operator.harness.running import RunningOperator, eventually
 from voicefleet_operator.settings import OperatorSettings
 
@@ -56,19 +56,8 @@ def service_account_settings(
     ).stdout.strip()
     kubeconfig = workdir / "kubeconfig-chart-account"
     kubeconfig.write_text(yaml.safe_dump(plane.kubeconfig_dict(token, namespace=watched)))
-    return OperatorSettings(
-        namespaces=[watched],
-        standalone=True,  # the chart's default: peering.enabled=false runs --standalone
-        kubeconfig=kubeconfig,
-        server_timeout=30,
-        client_timeout=40,
-        resync_interval=1.0,
-        backoff=0.2,
-        backoff_max=1.0,
-        idle_timeout=1.0,
-        metrics_host="127.0.0.1",
-        metrics_port=free_port(),
-    )
+    # The chart's default, peering.enabled=false, runs the operator --standalone.
+    return quick_operator_settings(kubeconfig, watched)
 
 
 def forbidden(plane: ControlPlane, username: str) -> list[dict[str, Any]]:

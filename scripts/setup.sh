@@ -59,7 +59,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # project adds about 1.5 GiB. --no-cache-dir: a copy of those wheels in pip's cache would be
   # another 2.8 GiB that only a second venv ever reads.
   # A torch already in the venv stays (the user's own build, or an earlier setup's).
-  if installed=$(.venv/bin/python -c 'import torch; print(torch.__version__)' 2>/dev/null); then
+  # pip's version of it: torch.__version__ adds a label (2.14.1+cu130) that PyPI's wheel lacks.
+  if installed=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null); then
     torch_version=$installed
     echo "setup: keeping torch $torch_version in .venv"
   elif cpu_wheel=$(local_torch_cpu_wheel); then

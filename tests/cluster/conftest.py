@@ -8,13 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.controlplane import ControlPlane, User
+from tests.cluster.controlplane import REPO_ROOT, ControlPlane, User
 from tests.loopback import free_port
 from tests.operator.harness.running import MovableClock, RunningOperator
 from voicefleet_operator.settings import OperatorSettings
 
 OPERATOR = User("voicefleet-test-operator", ("system:masters",))
 """The operator's identity in tests that are not about RBAC (the chart test uses the chart's)."""
+
+KEDA_CRD = REPO_ROOT / "tests" / "chart" / "schemas" / "keda.sh_scaledobjects.yaml"
+PROMETHEUS = {"source": "prometheus", "prometheus": {"url": "http://prometheus.example:9090"}}
+"""The metrics of autoscaling modes that query Prometheus (no server answers there)."""
 
 _started: list[ControlPlane] = []
 
@@ -29,6 +33,15 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         yield plane
     finally:
         plane.stop()
+
+
+@pytest.fixture(scope="session")
+def keda(control_plane: ControlPlane) -> None:
+    """KEDA's ScaledObject API (its CRD; no KEDA controller: nothing acts on the objects)."""
+    control_plane.kubectl("apply", "--server-side", "-f", str(KEDA_CRD))
+    control_plane.kubectl(
+        "wait", "--for=condition=Established", "crd/scaledobjects.keda.sh", "--timeout=60s"
+    )
 
 
 @pytest.hookimpl(wrapper=True)

@@ -14,15 +14,13 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.cluster.conftest import OPERATOR
-from tests.cluster.controlplane import REPO_ROOT, ControlPlane, FakeNode
+from tests.cluster.conftest import OPERATOR, PROMETHEUS
+from tests.cluster.controlplane import ControlPlane, FakeNode
 from tests.cluster.test_operator import apply, condition, get, items, now_rfc3339, voiceservice
 from tests.operator.harness.running import MovableClock, RunningOperator, eventually
 from tests.operator_api.spec_cases import INVALID
 from tests.operator_api.spec_cases import OPERATOR as OPERATOR_LAYER
 
-KEDA_CRD = REPO_ROOT / "tests" / "chart" / "schemas" / "keda.sh_scaledobjects.yaml"
-PROMETHEUS = {"source": "prometheus", "prometheus": {"url": "http://prometheus.example:9090"}}
 Json = dict[str, Any]
 
 
@@ -97,15 +95,6 @@ async def test_every_spec_only_the_operator_refuses_is_degraded_once_and_left_al
 
 
 # ----- pruning, with KEDA's CRD -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def keda(control_plane: ControlPlane) -> None:
-    """KEDA's ScaledObject API (its CRD; no KEDA controller: nothing acts on the objects)."""
-    control_plane.kubectl("apply", "--server-side", "-f", str(KEDA_CRD))
-    control_plane.kubectl(
-        "wait", "--for=condition=Established", "crd/scaledobjects.keda.sh", "--timeout=60s"
-    )
 
 
 def decoy(namespace: str, kind: str, api_version: str, owner_uid: str | None) -> Json:

@@ -390,9 +390,17 @@ def condition(plane: ControlPlane, namespace: str, kind: str, name: str = "stt")
     return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
 
 
-def warning_reasons(plane: ControlPlane, namespace: str) -> list[str]:
+def warnings(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
     events = plane.client().get(f"/api/v1/namespaces/{namespace}/events").json()["items"]
-    return [e["reason"] for e in events if e.get("type") == "Warning"]
+    return [e for e in events if e.get("type") == "Warning"]
+
+
+def warning_reasons(plane: ControlPlane, namespace: str) -> list[str]:
+    return [e["reason"] for e in warnings(plane, namespace)]
+
+
+def warning_messages(plane: ControlPlane, namespace: str, reason: str) -> list[str]:
+    return [e.get("message", "") for e in warnings(plane, namespace) if e["reason"] == reason]
 
 
 async def test_updates_roll_and_an_invalid_spec_is_degraded_without_a_retry_storm(

@@ -3,7 +3,8 @@
 Each request, with probability `rate`, gets one fault: a 503 (the API server's Status body),
 a 409 Conflict on a write, a slow answer (a few seconds before it is forwarded), or, on a watch,
 a stream cut after its first bytes. Everything else passes through untouched, watches streamed.
-Seeded, so that a failing run can be replayed.
+Seeded, so that a failing run can be replayed. `before_forward`, when given, runs before each
+request is forwarded: a test makes something happen at an exact point of the operator's work.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import collections
 import random
 import ssl
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -36,8 +38,17 @@ def status_body(code: int, reason: str, message: str) -> dict[str, object]:
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, ca_path: Path, *, rate: float, seed: int = 7) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        ca_path: Path,
+        *,
+        rate: float,
+        seed: int = 7,
+        before_forward: Callable[[web.Request], Awaitable[None]] | None = None,
+    ) -> None:
         self.upstream = upstream
+        self.before_forward = before_forward
         self.rate = rate
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -78,6 +89,8 @@ class FaultProxy:
             )
         if fault == "slow":
             await asyncio.sleep(self._random.uniform(1.0, 3.0))
+        if self.before_forward is not None:
+            await self.before_forward(request)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
         body = await request.read()
         async with self._session.request(

@@ -27,14 +27,24 @@ import httpx
 import kopf
 import numpy as np
 import pytest
+from aiohttp import web
 
 from tests.cluster.conftest import OPERATOR
 from tests.cluster.controlplane import ControlPlane
+from tests.cluster.faultproxy import FaultProxy
 from tests.cluster.podrunner import RUNNER_TAINT, PodRunner, pod_network
-from tests.cluster.test_operator import apply, get, now_rfc3339, voiceservice
+from tests.cluster.test_operator import (
+    apply,
+    get,
+    kubeconfig_through,
+    now_rfc3339,
+    ready,
+    voiceservice,
+)
 from tests.operator.harness.running import RunningOperator, eventually
 from voicefleet_operator.autoscaler.timer import DELETION_COST, scale_deployment
 from voicefleet_operator.crd.models import parse_voiceservice
+from voicefleet_operator.k8s.apply import FIELD_MANAGER
 from voicefleet_operator.k8s.client import KubeApi
 from voicefleet_operator.k8s.connection import load_connection
 from voicefleet_operator.settings import OperatorSettings
@@ -234,12 +244,34 @@ def pods(api: httpx.Client, namespace: str) -> list[dict[str, Any]]:
     return list(read(api, f"/api/v1/namespaces/{namespace}/pods")["items"])
 
 
+AUTOSCALER_DECISIONS = ("scale up", "scale down")
+"""How the builtin autoscaler's Scaled events begin; the operator's own say "Deployment ..."."""
+
+
 def scaled_events(api: httpx.Client, namespace: str) -> list[str]:
-    """The autoscaler's decisions to scale (a reconcile that sees the count change between its
-    reads says "replicas a -> b" under the same reason)."""
+    """The message of every Scaled event: the autoscaler's, and the reconcile's own when it set
+    the count (replicas.fixed, or autoscaling off)."""
     listing = read(api, f"/api/v1/namespaces/{namespace}/events")
-    messages = [e.get("message", "") for e in listing["items"] if e.get("reason") == "Scaled"]
-    return [m for m in messages if m.startswith(("scale up", "scale down"))]
+    return [e.get("message", "") for e in listing["items"] if e.get("reason") == "Scaled"]
+
+
+async def one_event_per_scale(plane: ControlPlane, api: httpx.Client, namespace: str) -> list[str]:
+    """The Scaled events, once there is one for each scale the operator carried out (an event is
+    posted a moment after its write) and each is the autoscaler's own."""
+
+    def scales() -> int:
+        return sum(w["responseStatus"]["code"] < 300 for w in scale_writes(plane, namespace))
+
+    def settled() -> list[str] | None:
+        events = scaled_events(api, namespace)
+        mine = all(e.startswith(AUTOSCALER_DECISIONS) for e in events)
+        return events if events and mine and len(events) == scales() else None
+
+    try:
+        return await eventually(settled, within=30, what="one Scaled event per scale")
+    except AssertionError as error:
+        events = scaled_events(api, namespace)
+        raise AssertionError(f"{error}: {scales()} scales, events {events}") from None
 
 
 def cost(annotations: dict[str, str]) -> int:
@@ -335,10 +367,11 @@ async def test_the_autoscaler_scales_real_runtimes_through_the_real_controllers(
     assert statuses[200] >= REQUESTS // 2
     assert all("americans" in a.text.lower() for a in load.answers if a.status == 200)
 
-    events = scaled_events(api, namespace)
+    # One event per scale, the autoscaler's: the reconcile that follows each scale says nothing.
+    events = await one_event_per_scale(plane, api, namespace)
     assert len(events) >= 3, events
-    assert any("scale up" in e for e in events)
-    assert any("scale down" in e for e in events)
+    assert any(e.startswith("scale up") for e in events)
+    assert any(e.startswith("scale down") for e in events)
 
     # The ReplicaSet removed the pods the operator priced lowest.
     assert len(removed) == 2, removed
@@ -388,11 +421,15 @@ def template_env(api: httpx.Client, namespace: str, name: str) -> dict[str, str]
     return {e["name"]: e.get("value", "") for e in container.get("env") or []}
 
 
-def scale_writes(plane: ControlPlane, after: str) -> list[dict[str, Any]]:
+def scale_writes(
+    plane: ControlPlane, namespace: str, *, after: str | None = None
+) -> list[dict[str, Any]]:
+    """The operator's requests to write a scale subresource in `namespace` (refused ones too)."""
     return [
         event
         for event in plane.writes_by(OPERATOR.name, after=after)
         if event.get("objectRef", {}).get("subresource") == "scale"
+        and event["objectRef"].get("namespace") == namespace
     ]
 
 
@@ -421,7 +458,9 @@ async def test_the_autoscaler_and_the_reconcile_do_not_fight_over_the_count(
     await asyncio.sleep(3)  # a few autoscaler rounds: time for a fight to show
     assert replicas(api, namespace, "stt") == 2
     assert replica_owners(plane, namespace, "stt") == {("voicefleet-autoscaler", "Apply", "scale")}
-    assert scale_writes(plane, after) == [], "the autoscaler had to put its count back"
+    assert scale_writes(plane, namespace, after=after) == [], (
+        "the autoscaler had to put its count back"
+    )
 
     # Someone scales by hand below the floor: in builtin mode the autoscaler takes the count
     # back, and says from whom.
@@ -434,6 +473,8 @@ async def test_the_autoscaler_and_the_reconcile_do_not_fight_over_the_count(
         if e.get("reason") == "FieldConflict"
     ]
     assert any("spec.replicas back from kubectl" in w for w in warnings), warnings
+    events = await one_event_per_scale(plane, api, namespace)
+    assert len(events) == 2, "the floor, then the count taken back"
 
 
 async def test_a_count_set_by_an_hpa_is_never_clobbered(
@@ -466,7 +507,7 @@ async def test_a_count_set_by_an_hpa_is_never_clobbered(
     assert len(owners) == 1, owners
     ((manager, operation, subresource),) = owners
     assert (manager.startswith("kubectl"), operation, subresource) == (True, "Update", "scale")
-    assert scale_writes(plane, after) == []
+    assert scale_writes(plane, namespace, after=after) == []
 
     # A builtin decision made on a stale view (the mode changed since) leaves the count alone:
     # the conflict makes the autoscaler read the stored VoiceService first.
@@ -479,3 +520,69 @@ async def test_a_count_set_by_an_hpa_is_never_clobbered(
         assert not await scale_deployment(kube, stale, 1, kopf.Body(stored))
     assert replicas(api, namespace, "stt") == 3
     assert replica_owners(plane, namespace, "stt") == owners
+
+
+async def test_a_scale_during_a_reconcile_is_reported_once_by_whoever_scaled(
+    control_plane: ControlPlane,
+    namespace: str,
+    operator_settings: OperatorSettings,
+    api: httpx.Client,
+    tmp_path: Path,
+) -> None:
+    """A reconcile that applies the Deployment while an autoscaler scales it posts no Scaled
+    event of its own (the autoscaler reports its scale); a count the operator sets itself gets
+    exactly one. The scale is made to land inside the reconcile, between its read of the
+    Deployment and its apply, by a proxy in front of the API server."""
+    plane = control_plane
+    deployment = f"/apis/apps/v1/namespaces/{namespace}/deployments/stt"
+    armed: list[bool] = []
+    scaled_meanwhile: list[bool] = []
+
+    async def scale_first(request: web.Request) -> None:
+        """Before the operator's next apply of the Deployment reaches the server, scale the
+        Deployment as an HPA does: through the scale subresource, as another field manager."""
+        if not (
+            armed
+            and request.method == "PATCH"
+            and request.path == deployment
+            and request.query.get("fieldManager") == FIELD_MANAGER
+        ):
+            return
+        armed.clear()
+        await asyncio.to_thread(
+            plane.kubectl, "scale", "deployment", "stt", "-n", namespace, "--replicas=3"
+        )
+        scaled_meanwhile.append(True)
+
+    proxy = FaultProxy(plane.server, plane.ca_path, rate=0, before_forward=scale_first)
+    await proxy.start()
+    kubeconfig = kubeconfig_through(plane, proxy, namespace, tmp_path)
+    running = RunningOperator(operator_settings.model_copy(update={"kubeconfig": kubeconfig}))
+    try:
+        await running.start()
+        body = voiceservice(namespace, replicas={"min": 1, "max": 4}, autoscaling={"mode": "hpa"})
+        apply(plane, body)
+        await eventually(lambda: ready(plane, namespace), within=90, what="Ready")
+        armed.append(True)
+        apply(plane, with_env(body, "EXAMPLE_SETTING", "on"))
+        await eventually(
+            lambda: "EXAMPLE_SETTING" in template_env(api, namespace, "stt"),
+            within=60,
+            what="the operator applies the changed Deployment",
+        )
+        assert scaled_meanwhile, "the Deployment was scaled while the reconcile applied it"
+        assert replicas(api, namespace, "stt") == 3
+        await asyncio.sleep(3)  # that reconcile's events are posted by now
+        assert scaled_events(api, namespace) == []
+
+        # The operator sets the count itself: one event, its own.
+        apply(plane, voiceservice(namespace, replicas={"fixed": 2}, autoscaling={"mode": "off"}))
+        await eventually(lambda: scaled_events(api, namespace), within=60, what="a Scaled event")
+        await asyncio.sleep(3)  # a second one would be posted by now
+        assert replicas(api, namespace, "stt") == 2
+        assert scaled_events(api, namespace) == [
+            "Deployment stt: replicas 3 -> 2, as the spec sets them"
+        ]
+    finally:
+        await running.stop()
+        await proxy.stop()

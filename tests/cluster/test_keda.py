@@ -177,7 +177,7 @@ async def test_keda_mode_never_takes_the_count_or_a_users_annotations(
 
         assert replicas(api, namespace, "stt") == 3
         assert replica_owners(plane, namespace, "stt") == hpa_owners
-        assert scale_writes(plane, after) == []
+        assert scale_writes(plane, namespace, after=after) == []
         for kind, path in paths.items():
             annotations = read_or_none(api, path)["metadata"].get("annotations") or {}  # type: ignore[index]
             assert annotations.get(USER_ANNOTATION) == "team-speech", kind

@@ -267,6 +267,17 @@ async def test_gpu_fallback_follows_the_real_schedulers_unschedulable_pods(
     assert pod["spec"]["nodeName"].startswith("cpu-")
 
 
+def kubeconfig_through(
+    plane: ControlPlane, proxy: FaultProxy, namespace: str, folder: Path
+) -> Path:
+    """The operator's kubeconfig, with the proxy in front of the API server."""
+    config = plane.kubeconfig_dict(OPERATOR.token, namespace=namespace)
+    config["clusters"][0]["cluster"] = {"server": proxy.url}
+    kubeconfig = folder / "kubeconfig-through-proxy"
+    kubeconfig.write_text(yaml.safe_dump(config))
+    return kubeconfig
+
+
 async def test_the_operator_converges_through_faults_and_resumes_its_watches(
     control_plane: ControlPlane,
     namespace: str,
@@ -275,10 +286,7 @@ async def test_the_operator_converges_through_faults_and_resumes_its_watches(
 ) -> None:
     proxy = FaultProxy(control_plane.server, control_plane.ca_path, rate=0.1)
     await proxy.start()
-    config = control_plane.kubeconfig_dict(OPERATOR.token, namespace=namespace)
-    config["clusters"][0]["cluster"] = {"server": proxy.url}
-    kubeconfig = tmp_path / "kubeconfig-through-proxy"
-    kubeconfig.write_text(yaml.safe_dump(config))
+    kubeconfig = kubeconfig_through(control_plane, proxy, namespace, tmp_path)
     # Short watches: each is reopened (resumed from its resourceVersion) every few seconds.
     settings = operator_settings.model_copy(
         update={"kubeconfig": kubeconfig, "server_timeout": 4, "client_timeout": 8}

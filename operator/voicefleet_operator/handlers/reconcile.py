@@ -57,8 +57,6 @@ class Reconciled:
     applied: tuple[Applied, ...]
     written: dict[str, Any] | None
     """The VoiceService as stored after the status write; None when status was current."""
-    replicas_before: int | None
-    replicas_after: int | None
     pruned: tuple[Pruned, ...] = ()
 
     @property
@@ -68,6 +66,11 @@ class Reconciled:
     @property
     def changed(self) -> tuple[Applied, ...]:
         return tuple(a for a in self.applied if a.outcome is not Outcome.UNCHANGED)
+
+    @property
+    def scaled(self) -> tuple[Applied, ...]:
+        """The children whose count this reconcile set itself (fixed, or autoscaling off)."""
+        return tuple(a for a in self.applied if a.scaled_from is not None)
 
 
 def desired_replicas(vs: VoiceService) -> int | None:
@@ -221,7 +224,6 @@ async def reconcile(
     previous_fallback = previous.fallback or FallbackStatus()
     deployment_path = DEPLOYMENTS.path(vs.namespace, vs.name)
     live_deployment = await api.get_or_none(deployment_path)
-    before = (live_deployment or {}).get("spec", {}).get("replicas")
     # Pods are read only while a fallback is left to move to.
     pods = await list_pods(api, vs) if has_fallback_left(vs, previous_fallback) else []
     fallback = placement_decision(vs, previous_fallback, pods, now)
@@ -260,8 +262,7 @@ async def reconcile(
         now=now,
     )
     written = await write_status(api, body, status)
-    after = (deployment or {}).get("spec", {}).get("replicas")
-    return Reconciled(tuple(applied), written, before, after, tuple(pruned))
+    return Reconciled(tuple(applied), written, tuple(pruned))
 
 
 async def report_problem(

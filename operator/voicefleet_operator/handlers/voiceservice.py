@@ -83,14 +83,15 @@ def _post_events(raw: Mapping[str, Any], result: Reconciled) -> None:
                 message=f"{applied.kind} {applied.name}: took back fields another field "
                 f"manager had changed: {applied.took_back}"[:1000],
             )
-    if result.replicas_after is not None and result.replicas_before not in (
-        None,
-        result.replicas_after,
-    ):
+    # Only the counts this reconcile wrote: one an autoscaler set meanwhile (a reconcile runs
+    # after each of its scales) has the autoscaler's own event already.
+    for scaled in result.scaled:
+        count = (scaled.live.get("spec") or {}).get("replicas")
         kopf.info(
             body,
             reason="Scaled",
-            message=f"replicas {result.replicas_before} -> {result.replicas_after}",
+            message=f"{scaled.kind} {scaled.name}: replicas {scaled.scaled_from} -> {count}, "
+            "as the spec sets them",
         )
 
 

@@ -49,6 +49,9 @@ class Applied:
     live: dict[str, Any]
     took_back: str | None = None
     """The API server's conflict message when another manager had changed our fields."""
+    scaled_from: int | None = None
+    """The count this apply replaced with the operator's own (None: it wrote no count). A count
+    that changed meanwhile by another hand (an autoscaler's) is theirs to report, not ours."""
 
 
 def contains(live: Any, desired: Any) -> bool:
@@ -193,4 +196,11 @@ async def apply_scalable(
     scaled, took_back = await apply_as(
         api, path, _replicas_only(desired, replicas), field_manager=REPLICAS_MANAGER
     )
-    return Applied(result.kind, result.name, Outcome.UPDATED, scaled, result.took_back or took_back)
+    return Applied(
+        result.kind,
+        result.name,
+        Outcome.UPDATED,
+        scaled,
+        result.took_back or took_back,
+        scaled_from=current,
+    )

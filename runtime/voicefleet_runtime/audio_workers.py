@@ -25,8 +25,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from voicefleet_runtime.audio import AudioSource, decode_audio
+from voicefleet_runtime.cpu_budget import decode_processes_for
 from voicefleet_runtime.errors import ApiError
-from voicefleet_runtime.memory_budget import AUTO_MAX_DECODE_PROCESSES
 
 logger = logging.getLogger("voicefleet.runtime")
 
@@ -50,13 +50,13 @@ def available_cpus() -> int:
 def decode_process_count(setting: DecodeProcesses, engine_batches: bool) -> int:
     """0 decodes in the request thread. `auto`: processes only for an engine that batches
     requests in this process (one per available CPU but one, kept for the server itself, at most
-    AUTO_MAX_DECODE_PROCESSES);
+    AUTO_MAX_DECODE_PROCESSES, see cpu_budget);
     elsewhere the engine thread decodes, as it always did (no extra memory, no hop)."""
     if setting != "auto":
         return setting
     if not engine_batches:
         return 0
-    return min(AUTO_MAX_DECODE_PROCESSES, max(1, available_cpus() - 1))
+    return decode_processes_for(available_cpus())
 
 
 def _warm() -> int:

@@ -42,9 +42,6 @@ FEATURE_BYTES_PER_SECOND = {
 DECODER_WORKING_MIB = 32
 """FFmpeg's decoder and resampler state and one frame, per running request."""
 SPOOLED_UPLOAD_MIB = 1
-AUTO_MAX_DECODE_PROCESSES = 8
-"""The most upload-decoding processes `decode_processes=auto` starts (audio_workers.py): 8
-decode about 100 clips of 20 s a second, more than an H200 transcribes with tiny.en."""
 DECODE_PROCESS_MIB = 80
 HEADROOM = 1.25
 """Allocator fragmentation and what the measurements missed."""
@@ -107,12 +104,12 @@ def memory_budget(
     max_uploads_in_progress: int,
     max_audio_seconds: float,
     batched_min_audio_seconds: float | None,
+    decode_processes: int = 0,
 ) -> MemoryBudget:
+    """`decode_processes`: the upload-decoding processes the server starts (audio_workers.py)."""
     model = model_weights_mib + CUDA_CONTEXT_MIB if gpu else 2 * model_weights_mib
-    decoding = 0
-    if engine == "torch" and gpu:
-        audio_mib = max_audio_seconds * DECODED_AUDIO_BYTES_PER_SECOND / MIB
-        decoding = AUTO_MAX_DECODE_PROCESSES * math.ceil(DECODE_PROCESS_MIB + 2 * audio_mib)
+    audio_mib = max_audio_seconds * DECODED_AUDIO_BYTES_PER_SECOND / MIB
+    decoding = decode_processes * math.ceil(DECODE_PROCESS_MIB + 2 * audio_mib)
     return MemoryBudget(
         runtime_mib=RUNTIME_MIB.get(engine, max(RUNTIME_MIB.values())),
         model_mib=math.ceil(model),

@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 
 from voicefleet_operator.builders.children import build_children
+from voicefleet_operator.builders.cpu import DECODE_PROCESSES_ENV
 from voicefleet_operator.builders.deployment import (
     PRE_STOP_SECONDS,
     build_deployment,
@@ -29,6 +30,7 @@ from voicefleet_operator.builders.placement import (
 )
 from voicefleet_operator.crd import cel
 from voicefleet_operator.crd.models import VoiceService, parse_voiceservice
+from voicefleet_runtime.cpu_budget import decode_processes_for
 from voicefleet_runtime.settings import RuntimeSettings
 
 Json = dict[str, Any]
@@ -272,7 +274,7 @@ def test_env_is_a_valid_runtime_configuration(
     settings_fields = {f"VOICEFLEET_{field.upper()}" for field in RuntimeSettings.model_fields}
     emitted = {name for name in names if name.startswith("VOICEFLEET_")}
     assert emitted <= settings_fields
-    derived = emitted - {"VOICEFLEET_WARMUP", "VOICEFLEET_CPU_THREADS"}
+    derived = emitted - {"VOICEFLEET_WARMUP", "VOICEFLEET_CPU_THREADS", DECODE_PROCESSES_ENV}
     assert derived <= set(cel.OPERATOR_ENV_NAMES), "runtime.env could override these"
     for variable in container["env"]:
         if variable["name"].startswith("VOICEFLEET_"):
@@ -349,6 +351,88 @@ def test_cpu_threads_follow_the_cpu_limit() -> None:
     spec, _ = SCENARIOS["cpu-with-cpu-limit"]
     env = env_of(runtime_container(build_deployment(make(spec), replicas=1)))
     assert env["VOICEFLEET_CPU_THREADS"]["value"] == "3"
+
+
+def torch_on_gpus(count: int = 1, **runtime: Any) -> Json:
+    return {
+        "model": {"name": "large-v3"},
+        "engine": "torch",
+        "precision": "float16",
+        "gpu": {"type": "NVIDIA-L4", "count": count},
+        "runtime": runtime,
+    }
+
+
+def cpu_and_decoding(spec: Json, index: int = 0) -> tuple[Json, str | None]:
+    """(the container's resources, its VOICEFLEET_DECODE_PROCESSES) as built for `spec`."""
+    container = runtime_container(build_deployment(make(spec), replicas=1, placement_index=index))
+    decoding = env_of(container).get(DECODE_PROCESSES_ENV)
+    return container["resources"], decoding["value"] if decoding else None
+
+
+def test_gpu_pods_request_a_core_for_the_server_and_one_per_decoding_process() -> None:
+    resources, decoding = cpu_and_decoding(torch_on_gpus())
+    assert (resources["requests"]["cpu"], decoding) == ("3", "2")
+    assert "cpu" not in resources["limits"], "no CPU limit: idle cores stay usable"
+    resources, decoding = cpu_and_decoding(torch_on_gpus(count=2))
+    assert (resources["requests"]["cpu"], decoding) == ("5", "4")
+    resources, decoding = cpu_and_decoding(torch_on_gpus(count=8))
+    assert (resources["requests"]["cpu"], decoding) == ("9", "8"), "at most 8 processes"
+    # faster-whisper decodes in the request's thread: a core for the server and that thread.
+    spec, _ = SCENARIOS["a100-float16"]
+    resources, decoding = cpu_and_decoding(spec)
+    assert (resources["requests"]["cpu"], decoding) == ("1", None)
+
+
+@pytest.mark.parametrize(
+    ("cpu", "whole_cpus", "processes"),
+    [
+        ({"requests": {"cpu": "6"}}, 6, 5),
+        ({"requests": {"cpu": "500m"}}, 1, 1),
+        ({"requests": {"cpu": "4"}, "limits": {"cpu": "12"}}, 12, 8),
+    ],
+)
+def test_the_decoding_processes_follow_the_cpus_the_spec_gives(
+    cpu: Json, whole_cpus: int, processes: int
+) -> None:
+    resources, decoding = cpu_and_decoding(torch_on_gpus(resources=cpu))
+    assert decoding == str(processes)
+    assert resources["requests"]["cpu"] == cpu["requests"]["cpu"], "the spec's own, unchanged"
+    # As many as the runtime's own `auto` starts where it may use those CPUs.
+    assert decode_processes_for(whole_cpus) == processes
+
+
+def test_a_decoding_setting_of_the_spec_is_kept_and_sizes_the_request() -> None:
+    spec = torch_on_gpus(env=[{"name": DECODE_PROCESSES_ENV, "value": "6"}])
+    resources, decoding = cpu_and_decoding(spec)
+    assert (resources["requests"]["cpu"], decoding) == ("7", "6")
+    names = [e["name"] for e in runtime_container(build_deployment(make(spec), replicas=1))["env"]]
+    assert names.count(DECODE_PROCESSES_ENV) == 1
+
+
+def test_cpu_pods_and_cpu_fallbacks_get_no_default_cpu_request() -> None:
+    for name in ("cpu", "fallback-cpu"):
+        spec, index = SCENARIOS[name]
+        resources, decoding = cpu_and_decoding(spec, index)
+        assert "cpu" not in resources.get("requests", {}), name
+        assert decoding is None, name
+    # The torch engine's CPU fallback does not batch: no decoding processes there either.
+    fallback = {**torch_on_gpus(), "gpu": {"type": "NVIDIA-L4", "fallbacks": [{"cpu": {}}]}}
+    fallback["precision"] = "float32"
+    resources, decoding = cpu_and_decoding(fallback, 1)
+    assert ("cpu" in resources.get("requests", {}), decoding) == (False, None)
+
+
+def test_the_memory_default_counts_the_decoding_processes_the_pod_runs() -> None:
+    def mebibytes(spec: Json) -> int:
+        resources, _ = cpu_and_decoding(spec)
+        return int(resources["limits"]["memory"].removesuffix("Mi"))
+
+    two = mebibytes(torch_on_gpus())
+    eight = mebibytes(torch_on_gpus(resources={"requests": {"cpu": "9"}}))
+    # Each process: 80 MiB and the longest allowed audio twice (1800 s of float32 at 16 kHz).
+    per_process = 80 + 2 * 1800 * 16_000 * 4 / 2**20
+    assert eight - two == pytest.approx(6 * per_process * 1.25, abs=64)
 
 
 def test_overrides_reach_the_pod_without_breaking_the_selector() -> None:

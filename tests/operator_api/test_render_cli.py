@@ -119,3 +119,29 @@ def test_other_input_is_refused_readably(voicefleet: Path, text: str, expected: 
     assert result.returncode != 0
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
+
+
+TORCH_ON_AN_L4 = """\
+apiVersion: voicefleet.io/v1alpha1
+kind: VoiceService
+metadata: {name: batched}
+spec:
+  model: {name: large-v3}
+  engine: torch
+  precision: float16
+  gpu: {type: NVIDIA-L4}
+"""
+
+
+def test_render_gives_a_gpu_pod_the_cores_its_decoding_processes_use(
+    voicefleet: Path, validate_k8s: Callable[[dict[str, Any]], None]
+) -> None:
+    result = run(voicefleet, "-f", "-", stdin=TORCH_ON_AN_L4)
+    assert result.returncode == 0, result.stderr
+    (deployment,) = [d for d in yaml.safe_load_all(result.stdout) if d["kind"] == "Deployment"]
+    validate_k8s(deployment)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert container["resources"]["requests"]["cpu"] == "3"
+    assert env["VOICEFLEET_DECODE_PROCESSES"] == "2"
+    assert "cpu" not in container["resources"]["limits"]

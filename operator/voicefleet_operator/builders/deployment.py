@@ -6,6 +6,11 @@ import json
 import math
 from typing import Any
 
+from voicefleet_operator.builders.cpu import (
+    cpu_env,
+    decode_processes,
+    default_cpu_request,
+)
 from voicefleet_operator.builders.labels import (
     MODEL_REVISION_ANNOTATION,
     PLACEMENT_ANNOTATION,
@@ -22,7 +27,6 @@ from voicefleet_operator.crd.models import (
     VoiceService,
     VoiceServiceSpec,
 )
-from voicefleet_operator.crd.quantity import parse_quantity
 from voicefleet_runtime.memory_budget import memory_budget
 from voicefleet_runtime.routes import HEALTH_PATH, METRICS_PATH, READY_PATH
 from voicefleet_runtime.settings import RuntimeSettings
@@ -124,15 +128,6 @@ def download_repository(model: ModelSpec) -> str:
     return f"{owner}/{prefix}{name}"
 
 
-def _cpu_threads(spec: VoiceServiceSpec) -> int | None:
-    """Whole CPUs granted to the container: more engine threads than that only thrash."""
-    resources = spec.runtime.resources
-    quantity = resources.limits.get("cpu") or resources.requests.get("cpu")
-    if quantity is None:
-        return None
-    return max(1, math.floor(parse_quantity(quantity)))
-
-
 BATCHED_REQUESTS_PER_GPU = 64
 """Requests one GPU's continuous batching loop decodes at once (bench/results/
 batching-notes.md, H200): tiny.en levels off from 32 clients (3.6k audio s/s) to 128
@@ -181,10 +176,7 @@ def runtime_env(spec: VoiceServiceSpec, placement: Placement) -> list[dict[str, 
         settings |= tts_env(spec.tts, gpu=placement.gpu)
     if spec.model is not None and spec.model.source != "image":
         settings["VOICEFLEET_MODEL_DIR"] = MODEL_DIR
-    user_names = {e.name for e in spec.runtime.env}
-    threads = _cpu_threads(spec)
-    if not placement.gpu and threads is not None and "VOICEFLEET_CPU_THREADS" not in user_names:
-        settings["VOICEFLEET_CPU_THREADS"] = str(threads)
+    settings |= cpu_env(spec, placement)
     if spec.runtime.api_key_secret_ref is not None:
         settings["VOICEFLEET_API_KEY_FILE"] = f"{API_KEY_DIR}/{spec.runtime.api_key_secret_ref.key}"
     # A read-only root filesystem: caches (assembled models, Hugging Face) go to the /tmp volume.
@@ -238,6 +230,7 @@ def default_memory_mib(spec: VoiceServiceSpec, placement: Placement) -> int:
         max_uploads_in_progress=defaults["max_uploads_in_progress"].default,
         max_audio_seconds=spec.runtime.max_audio_seconds,
         batched_min_audio_seconds=None if spec.engine == "torch" else batched_from,
+        decode_processes=decode_processes(spec, placement),
     )
     if spec.tts is None:
         return budget.total_mib
@@ -252,6 +245,10 @@ def _resources(spec: VoiceServiceSpec, placement: Placement) -> dict[str, Any]:
         memory = f"{default_memory_mib(spec, placement)}Mi"
         requests["memory"] = memory
         limits["memory"] = memory
+    cpu = default_cpu_request(spec, placement)
+    if cpu is not None:
+        # A request and no limit: the cores are the pod's, idle ones beside them too.
+        requests["cpu"] = cpu
     if placement.gpu and placement.resource_name is not None:
         # Extended resources cannot be overcommitted: the limit is also the request.
         limits[placement.resource_name] = str(placement.count)

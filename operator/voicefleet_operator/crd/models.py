@@ -717,7 +717,10 @@ class RuntimeSpec(ApiModel):
     )
     resources: ResourceRequirements = Field(
         default_factory=ResourceRequirements,
-        description="CPU and memory requests and limits of the runtime container.",
+        description="CPU and memory requests and limits of the runtime container. Without "
+        "memory, request and limit come from the runtime's memory budget; without CPU, a GPU "
+        "pod requests a core plus one per upload-decoding process (torch engine: 2 per GPU), "
+        "and VOICEFLEET_DECODE_PROCESSES follows the CPUs given.",
     )
     env: list[EnvVar] = Field(
         default_factory=list,

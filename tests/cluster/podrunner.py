@@ -7,22 +7,26 @@ readiness probe against it and writes the pod's status (Running, podIP, Ready) t
 kubelet does; on delete it runs the preStop sleep, sends SIGTERM, waits at most the pod's grace
 period (then SIGKILL) and finalises the deletion.
 
-Networking: every pod gets an address of its own from a /24 routed to the loopback device
-(`ip route add local`; root here, as on CI), so each process binds its pod's IP and its
-containerPort like in a pod's network namespace. A loopback address (127/8) would not do: the
-EndpointSlice controller publishes pod IPs, and the API server refuses loopback endpoints.
+Networking: every pod gets an address of its own from a /24 of local addresses (`ip route add
+local`, through a TUN device the test process holds, see `pod_network`; root here, as on CI),
+so each process binds its pod's IP and its containerPort like in a pod's network namespace. A
+loopback address (127/8) would not do: the EndpointSlice controller publishes pod IPs, and the
+API server refuses loopback endpoints.
 """
 
 from __future__ import annotations
 
 import datetime
+import fcntl
 import os
+import random
 import secrets
 import signal
+import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,25 +46,55 @@ def now_rfc3339() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+POD_NETWORK_PREFIX = "10.245"
+POD_DEVICE_PREFIX = "vfpods"
+
+
+def _ip(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True)
+
+
 @contextmanager
-def pod_network() -> Iterator[Callable[[], str]]:
-    """A /24 of 10.245.0.0/16 routed to the loopback device; yields a function that hands
-    out its addresses. Each session picks its own /24, so concurrent test runs do not meet."""
-    third = secrets.randbelow(250) + 1
-    cidr = f"10.245.{third}.0/24"
-    added = subprocess.run(
-        ["ip", "route", "add", "local", cidr, "dev", "lo"], capture_output=True, text=True
-    )
-    if added.returncode != 0:
-        raise RuntimeError(
-            f"the pod runner routes {cidr} to lo, which needs root (CAP_NET_ADMIN): "
-            f"{added.stderr.strip()}"
-        )
-    hosts = iter(range(2, 255))
+def pod_network(subnets: Sequence[int] | None = None) -> Iterator[Callable[[], str]]:
+    """A /24 of 10.245.0.0/16 whose addresses are all local, each a pod's; yields a function
+    that hands them out.
+
+    The route goes through a TUN device that only this process holds open, so the kernel
+    deletes the device, and the route with it, when the process ends, however it ends: a test
+    session that is killed leaves nothing behind, and nothing needs cleaning at the next start.
+    Each session picks its own /24 (from `subnets`, else at random), and the next one where a
+    /24 is taken (by a concurrent run, or a route an older runner left on lo)."""
     try:
-        yield lambda: f"10.245.{third}.{next(hosts)}"
+        tun = os.open("/dev/net/tun", os.O_RDWR)
+    except OSError as error:
+        raise RuntimeError(
+            f"the pod runner needs a TUN device for its pod addresses (root, /dev/net/tun): {error}"
+        ) from error
+    try:
+        device = POD_DEVICE_PREFIX + secrets.token_hex(4)  # 14 characters: IFNAMSIZ is 16
+        request = struct.pack("16sH", device.encode(), IFF_TUN | IFF_NO_PI)
+        fcntl.ioctl(tun, TUNSETIFF, request)
+        up = _ip("link", "set", device, "up")
+        if up.returncode != 0:
+            raise RuntimeError(f"cannot bring {device} up: {up.stderr.strip()}")
+        candidates = list(subnets) if subnets is not None else random.sample(range(1, 255), 16)
+        for third in candidates:
+            cidr = f"{POD_NETWORK_PREFIX}.{third}.0/24"
+            added = _ip("route", "add", "local", cidr, "dev", device)
+            if added.returncode == 0:
+                break
+        else:
+            raise RuntimeError(
+                f"no free /24 among {candidates} in {POD_NETWORK_PREFIX}.0.0/16: "
+                f"{added.stderr.strip()}"
+            )
+        hosts = iter(range(2, 255))
+        yield lambda: f"{POD_NETWORK_PREFIX}.{third}.{next(hosts)}"
     finally:
-        subprocess.run(["ip", "route", "del", "local", cidr, "dev", "lo"], check=False)
+        os.close(tun)  # the device goes, and its route with it
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from voicefleet_runtime.engine.batching import BatchedMode
 from voicefleet_runtime.tts.assets import DEFAULT_ASSETS_DIR
-from voicefleet_runtime.tts.encode import SpeechFormat
+from voicefleet_runtime.tts.formats import SpeechFormat
 
 Engine = Literal["faster-whisper", "torch"]
 Device = Literal["auto", "cpu", "cuda"]

@@ -26,8 +26,9 @@ from voicefleet_runtime.cache.keys import speech_key
 from voicefleet_runtime.client_watch import client_gone_error, watching
 from voicefleet_runtime.errors import ApiError
 from voicefleet_runtime.state import RuntimeState
-from voicefleet_runtime.tts.encode import SpeechEncoder, SpeechFormat
+from voicefleet_runtime.tts.encode import SpeechEncoder
 from voicefleet_runtime.tts.engine import SpeechEngine
+from voicefleet_runtime.tts.formats import SpeechFormat
 from voicefleet_runtime.tts.normalize import normalize_text
 from voicefleet_runtime.tts.voices import Voice
 

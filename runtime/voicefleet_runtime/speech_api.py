@@ -19,7 +19,8 @@ from voicefleet_runtime.speech import (
     start_speech,
     tts_engine_for,
 )
-from voicefleet_runtime.tts.encode import MEDIA_TYPES, SpeechFormat
+from voicefleet_runtime.tts.encode import MEDIA_TYPES
+from voicefleet_runtime.tts.formats import SpeechFormat
 
 MAX_INPUT_CHARACTERS = 4096
 """OpenAI's limit on `input`."""

@@ -5,6 +5,7 @@ when idle (counted in the API server's audit log), no duplicates after a restart
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime
 import sys
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from tests.cluster.conftest import OPERATOR
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.faultproxy import FaultProxy
 from tests.operator.harness.running import MovableClock, RunningOperator, eventually
+from voicefleet_operator.k8s.resources import PRUNABLE_RESOURCES
 from voicefleet_operator.settings import OperatorSettings
 
 CHILD_KINDS = ("deployments", "services", "poddisruptionbudgets")
@@ -165,6 +167,49 @@ async def test_idle_operator_writes_nothing_and_a_restart_duplicates_nothing(
         if w["verb"] == "create" and w["objectRef"]["resource"] != "events"
     ]
     assert creates == []
+
+
+async def test_a_burst_of_voiceservices_writes_each_child_once_and_lists_nothing_to_prune(
+    control_plane: ControlPlane, namespace: str, operator: RunningOperator
+) -> None:
+    """Two dozen VoiceServices at once: every one is reconciled until its rollout is complete;
+    a first reconcile lists nothing to prune; a child is written once, not again after the echo
+    of that write or its own status changes. (No pods: the kwok nodes' room is no part of it.)"""
+    count = 24
+    started = now_rfc3339()
+    burst = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [voiceservice(namespace, f"stt-{i}", replicas={"fixed": 0}) for i in range(count)],
+    }
+    apply(control_plane, burst)
+
+    def rolled_out(vs: dict[str, Any]) -> bool:
+        conditions = {c["type"]: c for c in (vs.get("status") or {}).get("conditions") or []}
+        return bool(conditions.get("Progressing", {}).get("reason") == "RolloutComplete")
+
+    await eventually(
+        lambda: sum(map(rolled_out, items(control_plane, namespace, "voiceservices"))) == count,
+        within=240,
+        what=f"{count} VoiceServices rolled out",
+    )
+    await asyncio.sleep(3)  # a reconcile that a late child event started ends
+    requests = [
+        event
+        for event in control_plane.audit_events()
+        if event.get("user", {}).get("username") == OPERATOR.name
+        and (event.get("objectRef") or {}).get("namespace") == namespace
+        and event.get("requestReceivedTimestamp", "") > started
+    ]
+    prunable = {resource.plural for resource in PRUNABLE_RESOURCES}
+    lists = [e["objectRef"]["resource"] for e in requests if e["verb"] == "list"]
+    assert not prunable & set(lists), "a new VoiceService's first reconcile has nothing to prune"
+    writes = collections.Counter(
+        e["objectRef"]["resource"] for e in requests if e["verb"] in ("patch", "create", "update")
+    )
+    assert writes["services"] == count
+    assert writes["poddisruptionbudgets"] == count
+    assert writes["deployments"] == 2 * count  # the apply, then the count as its own manager
 
 
 def gpu_blocker(namespace: str, product: str, gpus: int = 1) -> dict[str, Any]:

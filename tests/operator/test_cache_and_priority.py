@@ -1,20 +1,29 @@
-"""The child cache's rules (what it keeps, for how long, which version wins) and the peering
-priority that keeps two replicas of one installation from pausing each other."""
+"""The child cache's rules (what it keeps, for how long, which version wins, which events are
+news), kopf's digest of a spec, the bound on reconciles at once, and the peering priority that
+keeps two replicas of one installation from pausing each other."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import hashlib
+import json
+from typing import Any, cast
 
+import kopf
+
+from voicefleet_operator.handlers.context import RECONCILES_AT_ONCE, OperatorContext
 from voicefleet_operator.k8s.cache import CachedKubeApi, ChildCache
 from voicefleet_operator.k8s.connection import ClusterConnection
 from voicefleet_operator.k8s.resources import (
     DEPLOYMENTS,
+    PODDISRUPTIONBUDGETS,
     PODS,
     SERVICES,
     VOICESERVICES,
     WATCHED_CHILDREN,
 )
-from voicefleet_operator.main import replica_priority
+from voicefleet_operator.main import DigestDiffBaseStorage, replica_priority
+from voicefleet_operator.settings import OperatorSettings
 
 OURS = {"app.kubernetes.io/managed-by": "voicefleet-operator"}
 
@@ -103,3 +112,98 @@ def test_the_replica_started_first_outranks_later_ones_of_its_installation_only(
     assert replica_priority(-1, started_at=0.0) < later
     assert abs(replica_priority(900, started_at=0.0)) < 2**63
     assert abs(replica_priority(-900, started_at=9_000_000_000.0)) < 2**63
+
+
+def test_only_what_a_reconcile_reads_is_kept_and_only_its_changes_count() -> None:
+    cache = ChildCache(WATCHED_CHILDREN, max_age=60, with_status=(DEPLOYMENTS,))
+    path = DEPLOYMENTS.path("speech", "stt")
+    ready = {"status": {"readyReplicas": 1}, **deployment("20", replicas=1)}
+    assert cache.remember(ready), "a first sight is news"
+    kept = cache.get(path) or {}
+    assert kept["status"] == {"readyReplicas": 1}
+    assert set(kept["metadata"]) == {"name", "namespace", "resourceVersion", "labels"}
+    assert not cache.remember({**ready, "metadata": {**ready["metadata"], "resourceVersion": "21"}})
+    assert (cache.get(path) or {})["metadata"]["resourceVersion"] == "21"
+    assert cache.remember(deployment("22", replicas=2)), "a spec edit is news"
+    assert not cache.remember(deployment("19", replicas=5)), "an older event is not"
+
+    pdb: dict[str, Any] = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "stt", "namespace": "speech", "resourceVersion": "30", "labels": OURS},
+        "spec": {"maxUnavailable": 1},
+        "status": {"currentHealthy": 0},
+    }
+    assert cache.remember(pdb)
+    healthier = {**pdb, "status": {"currentHealthy": 1}}
+    healthier["metadata"] = {**pdb["metadata"], "resourceVersion": "31"}
+    assert not cache.remember(healthier), "a status the reconcile never reads is no news"
+    kept_pdb = cache.get(PODDISRUPTIONBUDGETS.path("speech", "stt"))
+    assert kept_pdb is not None
+    assert "status" not in kept_pdb
+
+
+def as_body(raw: dict[str, Any]) -> kopf.Body:
+    return kopf.Body(cast(kopf.RawBody, raw))
+
+
+def test_the_digest_of_the_spec_ignores_status_and_metadata_kopf_leaves_out() -> None:
+    storage = DigestDiffBaseStorage(prefix="voicefleet.io", key="last-handled-configuration")
+    body: dict[str, Any] = {
+        "apiVersion": "voicefleet.io/v1alpha1",
+        "kind": "VoiceService",
+        "metadata": {
+            "name": "stt",
+            "namespace": "speech",
+            "labels": {"team": "a"},
+            "annotations": {"note": "x", "voicefleet.io/last-handled-configuration": "{}"},
+            "managedFields": [{"manager": "kubectl"}],
+            "resourceVersion": "1",
+        },
+        "spec": {"model": {"name": "tiny.en"}},
+        "status": {"phase": "Ready"},
+    }
+    digest = storage.build(body=as_body(body))
+    # What kopf's own build keeps (spec, labels, annotations but its own), digested alike.
+    essence = kopf.AnnotationsDiffBaseStorage.build(storage, body=as_body(body))
+    canonical = json.dumps(essence, sort_keys=True, separators=(",", ":"))
+    assert dict(digest) == {"sha256": hashlib.sha256(canonical.encode()).hexdigest()}
+    noisier = {
+        **body,
+        "metadata": {**body["metadata"], "resourceVersion": "2", "managedFields": []},
+        "status": {"phase": "Progressing"},
+    }
+    assert storage.build(body=as_body(noisier)) == digest
+    relabelled = {**body, "metadata": {**body["metadata"], "labels": {"team": "b"}}}
+    assert storage.build(body=as_body(relabelled)) != digest
+    respecced = {**body, "spec": {"model": {"name": "base.en"}}}
+    assert storage.build(body=as_body(respecced)) != digest
+
+
+async def test_reconciles_beyond_the_slots_wait_and_count_as_queued() -> None:
+    context = OperatorContext(settings=OperatorSettings(kubeconfig=None))
+    running = 0
+    most = 0
+    release = asyncio.Event()
+
+    async def one(name: str) -> None:
+        nonlocal running, most
+        async with context.turn("speech", name):
+            running += 1
+            most = max(most, running)
+            await release.wait()
+            running -= 1
+
+    tasks = [asyncio.create_task(one(f"stt-{i}")) for i in range(RECONCILES_AT_ONCE + 5)]
+    for _ in range(RECONCILES_AT_ONCE + 20):  # every task has reached its turn or its wait
+        await asyncio.sleep(0)
+    assert most == RECONCILES_AT_ONCE
+    waiting = [
+        f"stt-{i}"
+        for i in range(RECONCILES_AT_ONCE + 5)
+        if context.reconcile_queued("speech", f"stt-{i}")
+    ]
+    assert len(waiting) == 5, "a child event for one of these needs no reconcile of its own"
+    release.set()
+    await asyncio.gather(*tasks)
+    assert running == 0

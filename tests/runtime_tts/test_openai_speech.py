@@ -10,7 +10,7 @@ import pytest
 
 from tests.runtime.conftest import API_KEY, RunningServer
 from tests.runtime_tts.conftest import SPEECH_SAMPLE_RATE, decode
-from voicefleet_runtime.tts.encode import SPEECH_FORMATS, SpeechFormat
+from voicefleet_runtime.tts.formats import SPEECH_FORMATS, SpeechFormat
 
 TEXT = "Speech for every format."
 EXPECTED = {

@@ -58,7 +58,7 @@ from voicefleet_runtime.settings import (
     TtsModel,
     VadMode,
 )
-from voicefleet_runtime.tts.encode import SpeechFormat
+from voicefleet_runtime.tts.formats import SpeechFormat
 from voicefleet_runtime.tts.voices import ENGLISH_VOICES
 
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/voicefleet/voicefleet:0.1.0"

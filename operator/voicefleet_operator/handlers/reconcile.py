@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Mapping, Sequence
+import asyncio
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from voicefleet_operator.builders.children import build_children
 from voicefleet_operator.builders.deployment import initial_replicas
@@ -42,6 +42,7 @@ from voicefleet_operator.status import (
     rollout_of,
 )
 
+T = TypeVar("T")
 WriteObserver = Callable[[str, str], None]
 """Called with (kind, action) after each child write: action is create, apply or delete."""
 
@@ -73,6 +74,14 @@ class Reconciled:
         return tuple(a for a in self.applied if a.scaled_from is not None)
 
 
+def may_own_unwanted_children(body: Mapping[str, Any]) -> bool:
+    """False for a VoiceService no operator has reconciled yet (no observedGeneration) whose
+    spec never changed (generation 1): every child it owns was built from this very spec, so
+    its first reconcile lists no prunable kinds (a request per VoiceService created)."""
+    observed = (body.get("status") or {}).get("observedGeneration")
+    return observed is not None or body["metadata"].get("generation") != 1
+
+
 def desired_replicas(vs: VoiceService) -> int | None:
     """The count the operator owns; None leaves it to the autoscaler (builtin, KEDA or HPA).
 
@@ -86,11 +95,11 @@ def desired_replicas(vs: VoiceService) -> int | None:
 
 
 def with_default_image(body: Mapping[str, Any], image: str) -> dict[str, Any]:
-    """Fill runtime.image from the operator's settings where the stored spec names none."""
-    copied = copy.deepcopy(dict(body))
-    runtime = copied.setdefault("spec", {}).setdefault("runtime", {})
-    runtime.setdefault("image", image)
-    return copied
+    """Fill runtime.image from the operator's settings where the stored spec names none.
+    Copies only the path it writes: `body` is the watch's (or the cache's) object."""
+    spec = dict(body.get("spec") or {})
+    spec["runtime"] = {"image": image, **(spec.get("runtime") or {})}
+    return {**body, "spec": spec}
 
 
 def _pod_condition(pod: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
@@ -200,6 +209,17 @@ async def list_pods(api: KubeApi, vs: VoiceService) -> list[dict[str, Any]]:
     return list(listing.get("items") or [])
 
 
+async def concurrently(steps: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run `steps` at once; their results in order. The first failure cancels the others and
+    is raised as itself (the callers map ApiError, not an ExceptionGroup)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(step) for step in steps]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
+
+
 def _ignore_write(kind: str, action: str) -> None:
     return None
 
@@ -241,8 +261,8 @@ async def reconcile(
     )
     for gone in pruned:
         on_write(gone.kind, "delete")
-    applied: list[Applied] = []
-    for child in children:
+
+    async def apply_one(child: dict[str, Any]) -> Applied:
         if child["kind"] == "Deployment":
             initial = initial_replicas(vs.spec)
             result = await apply_scalable(
@@ -252,7 +272,11 @@ async def reconcile(
             result = await apply_child(api, child)
         if result.outcome in WRITE_ACTIONS:
             on_write(result.kind, WRITE_ACTIONS[result.outcome])
-        applied.append(result)
+        return result
+
+    # Side by side: no child needs another to exist, and a VoiceService's first reconcile
+    # then waits for three round trips instead of seven.
+    applied = await concurrently(apply_one(child) for child in children)
     deployment = next((a.live for a in applied if a.kind == "Deployment"), None)
     status = derive_status(
         generation=vs.metadata.generation,

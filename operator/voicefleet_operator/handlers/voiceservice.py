@@ -21,7 +21,12 @@ from voicefleet_operator.builders.labels import MANAGED_BY, MANAGED_BY_LABEL
 from voicefleet_operator.crd.models import InvalidVoiceServiceError
 from voicefleet_operator.handlers.context import OperatorContext
 from voicefleet_operator.handlers.metrics import ReconcileResult
-from voicefleet_operator.handlers.reconcile import Reconciled, reconcile, report_problem
+from voicefleet_operator.handlers.reconcile import (
+    Reconciled,
+    may_own_unwanted_children,
+    reconcile,
+    report_problem,
+)
 from voicefleet_operator.k8s.apply import FIELD_MANAGER, Outcome
 from voicefleet_operator.k8s.discovery import OptionalApis, detect_optional_apis
 from voicefleet_operator.k8s.errors import ApiError, retry_delay
@@ -133,7 +138,9 @@ async def reconcile_with_errors_mapped(
         try:
             await _refresh_optional_apis(context)
             prunable = prunable_resources(context.optional_apis)
-            prune = context.prune_due(namespace, name, version, prunable)
+            prune = context.prune_due(
+                namespace, name, version, prunable
+            ) and may_own_unwanted_children(body)
             result = await reconcile(
                 context.client,
                 body,
@@ -143,8 +150,7 @@ async def reconcile_with_errors_mapped(
                 now=context.clock(),
                 on_write=metrics.count_child_write,
             )
-            if prune:
-                context.mark_pruned(namespace, name, version, prunable)
+            context.mark_pruned(namespace, name, version, prunable)
         except InvalidVoiceServiceError as error:
             counted(ReconcileResult.INVALID_SPEC)
             context.mark_failed(namespace, name, version)
@@ -230,17 +236,20 @@ def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
             return  # reported as Degraded already; the next spec change retries
 
     @kopf.index(group, version, plural, registry=registry, id="voiceservice_bodies")
-    def voiceservice_bodies(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+    async def voiceservice_bodies(
+        namespace: str | None, name: str, body: kopf.Body, **_: Any
+    ) -> Any:
         """Every VoiceService as the operator's watch last saw it: a child event finds its
-        owner here instead of asking the API server once per child event."""
+        owner here instead of asking the API server once per child event. (async: kopf runs
+        a plain function in a thread, a hand-over that cost more than the function.)"""
         return {(namespace, name): own_fields_only(body)}
 
     async def child_changed(body: kopf.Body, type: str | None, logger: Any, **kwargs: Any) -> None:
         owners: kopf.Index[tuple[str, str], kopf.Body] = kwargs["voiceservice_bodies"]
         if type == "DELETED":
             context.children.forget_object(body)
-        else:
-            context.children.remember(body)
+        elif not context.children.remember(body):
+            return  # nothing a reconcile reads changed
         owner = next(
             (
                 ref
@@ -260,11 +269,16 @@ def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
             return  # the owner is gone: the garbage collector takes the child
         if owner_body["metadata"].get("deletionTimestamp"):
             return
-        try:
-            await reconcile_with_errors_mapped(context, owner_body, retry=0, coalesce=True)
-        except (kopf.TemporaryError, kopf.PermanentError) as error:
-            # Event handlers are not retried: the resync timer repairs it later.
-            logger.warning(f"reconcile after a {type} of {body.get('kind')} failed: {error}")
+        kind = body.get("kind")
+
+        async def reconcile_owner() -> None:
+            try:
+                await reconcile_with_errors_mapped(context, owner_body, retry=0)
+            except (kopf.TemporaryError, kopf.PermanentError) as error:
+                # Event handlers are not retried: the resync timer repairs it later.
+                logger.warning(f"reconcile after a {type} of {kind} failed: {error}")
+
+        context.reconcile_in_background(namespace, owner["name"], reconcile_owner)
 
     for child in (DEPLOYMENTS, SERVICES, PODDISRUPTIONBUDGETS):
         kopf.on.event(

@@ -7,7 +7,11 @@ Services and PodDisruptionBudgets to repair drift) and from the answers to its o
 entry older than `max_age` is read again from the server: a watch that was cut and re-listed
 does not report what was deleted in between, and this bounds how long such a child stays
 unrepaired. Only objects that carry the operator's managed-by label are kept (only those are
-watched), and managedFields are dropped (large, and nothing here reads a child's).
+watched), and of each only what a reconcile reads (its identity, labels, annotations, owners,
+spec, and the status of the kinds whose status it reads): managedFields alone are about half of
+a Deployment. `remember` also tells whether an event changed any of that, so that the events
+a reconcile has nothing to learn from (a PodDisruptionBudget's status, the echo of the
+operator's own write, a re-listing) start none.
 """
 
 from __future__ import annotations
@@ -19,6 +23,18 @@ from typing import Any
 from voicefleet_operator.builders.labels import MANAGED_BY, MANAGED_BY_LABEL
 from voicefleet_operator.k8s.client import KubeApi
 from voicefleet_operator.k8s.resources import Resource
+
+KEPT_METADATA = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "deletionTimestamp",
+)
 
 
 def is_newer(incoming: Mapping[str, Any], known: Mapping[str, Any]) -> bool:
@@ -32,15 +48,26 @@ def is_newer(incoming: Mapping[str, Any], known: Mapping[str, Any]) -> bool:
     return True
 
 
+def _same_apart_from_version(one: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
+    def unversioned(view: Mapping[str, Any]) -> dict[str, Any]:
+        meta = {k: v for k, v in view["metadata"].items() if k != "resourceVersion"}
+        return {**view, "metadata": meta}
+
+    return unversioned(one) == unversioned(other)
+
+
 class ChildCache:
     def __init__(
         self,
         resources: Iterable[Resource],
         *,
         max_age: float,
+        with_status: Iterable[Resource] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`with_status`: the resources whose status is kept too (the others' is dropped)."""
         self._resources = {(r.api_version, r.kind): r for r in resources}
+        self._with_status = {(r.api_version, r.kind) for r in with_status}
         # (the URL before /namespaces/, plural) of each resource, to recognise its object paths
         self._collections = {(r.path().rsplit("/", 1)[0], r.plural) for r in resources}
         self._max_age = max_age
@@ -74,16 +101,33 @@ class ChildCache:
             return None
         return obj
 
-    def remember(self, obj: Mapping[str, Any]) -> None:
+    def _view(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """What a reconcile reads of `obj`."""
+        meta = obj["metadata"]
+        view: dict[str, Any] = {
+            "apiVersion": obj.get("apiVersion"),
+            "kind": obj.get("kind"),
+            "metadata": {key: meta[key] for key in KEPT_METADATA if key in meta},
+        }
+        if "spec" in obj:
+            view["spec"] = obj["spec"]
+        if "status" in obj and (view["apiVersion"], view["kind"]) in self._with_status:
+            view["status"] = obj["status"]
+        return view
+
+    def remember(self, obj: Mapping[str, Any]) -> bool:
+        """Keep what a reconcile reads of `obj`. True when that differs from what was kept
+        (its resourceVersion apart), or nothing was: only then has a reconcile news to read."""
         path = self._path_of(obj)
         labels = (obj.get("metadata") or {}).get("labels") or {}
         if path is None or labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
-            return
+            return False
         current = self._objects.get(path)
         if current is not None and not is_newer(obj, current[1]):
-            return  # a watch event older than the answer to our own write
-        meta = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
-        self._objects[path] = (self._clock(), {**obj, "metadata": meta})
+            return False  # a watch event older than the answer to our own write
+        view = self._view(obj)
+        self._objects[path] = (self._clock(), view)
+        return current is None or not _same_apart_from_version(view, current[1])
 
     def forget(self, path: str) -> None:
         self._objects.pop(path, None)

@@ -3,7 +3,7 @@
 The `kubernetes` package parses the configuration here (it understands every kubeconfig flavour:
 tokens, client certificates, exec plugins) and keeps the bearer token current: it re-reads a
 rotated service-account token file (once a minute) and re-runs an exec plugin once the credential
-it gave expires. So the token is asked for at each request, never frozen. Requests go through httpx.
+it gave expires. So the token is asked for at each request, never frozen.
 """
 
 from __future__ import annotations

@@ -10,16 +10,13 @@ streamed WAV does; FFmpeg, browsers and soundfile read it to the end of the data
 from __future__ import annotations
 
 import struct
-from typing import Literal
 
 import av
 import numpy as np
 from numpy.typing import NDArray
 
+from voicefleet_runtime.tts.formats import SpeechFormat
 from voicefleet_runtime.tts.model import SAMPLE_RATE
-
-SpeechFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
-SPEECH_FORMATS: tuple[SpeechFormat, ...] = ("mp3", "opus", "aac", "flac", "wav", "pcm")
 
 MEDIA_TYPES: dict[SpeechFormat, str] = {
     "mp3": "audio/mpeg",

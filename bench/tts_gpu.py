@@ -30,18 +30,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-SAMPLE_RATE = 24_000
-VOICE = "af_heart"
-TEXTS = (
-    "The meeting starts at 9:30 in the main hall.",
-    "Please bring your badge and a copy of the agenda.",
-    "Lunch will be served on the second floor at noon.",
-    "The train to the airport leaves every 15 minutes.",
-    "Our quarterly revenue grew by 12% to $4.5 million.",
-    "Dr. Brown will present the results of the study.",
-    "Remember to save your work before the update starts.",
-    "The library closes early on Fridays during the summer.",
-)
+from tts_workload import TEXTS, VOICE
+
+from voicefleet_runtime.tts.model import SAMPLE_RATE
+
 REQUESTS = tuple(f"{TEXTS[i % 8]} {TEXTS[(i + 3) % 8]}" for i in range(8))
 """Eight two-sentence requests (two chunks each), reused round-robin at any concurrency."""
 
@@ -187,7 +179,7 @@ def _load_processes(
 def run(folder: Path, args: argparse.Namespace) -> None:
     import torch
 
-    from voicefleet_runtime.tts.model import KokoroOnnx
+    from voicefleet_runtime.tts.onnx_model import KokoroOnnx
     from voicefleet_runtime.tts.torch_model import KokoroTorch
     from voicefleet_runtime.tts.voices import load_voice
 
@@ -209,7 +201,7 @@ def run(folder: Path, args: argparse.Namespace) -> None:
 
     baseline = {}
     for threads in args.cpu_threads:
-        onnx_model = KokoroOnnx(model, threads)
+        onnx_model = KokoroOnnx(model, threads, max_parallel_runs=1)
         _speak_request(onnx_model, voice.style_for, requests[0])  # warm-up
         baseline[threads] = _load(1, onnx_model, voice.style_for, requests, 1)
         print(

@@ -13,7 +13,7 @@ rm -rf "$dir"
 mkdir -p "$dir/src" "$dir/whl"
 cp -r runtime/voicefleet_runtime "$dir/src/"
 find "$dir/src" -name __pycache__ -prune -exec rm -rf {} +
-cp bench/tts_gpu.py "$dir/"
+cp bench/tts_gpu.py bench/tts_workload.py "$dir/"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp --platform manylinux_2_28_x86_64 -d "$dir/whl" onnx2torch==1.5.15
 .venv/bin/python bench/tts_gpu.py prepare "$dir/data"

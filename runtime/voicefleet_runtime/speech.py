@@ -29,7 +29,6 @@ from voicefleet_runtime.state import RuntimeState
 from voicefleet_runtime.tts.encode import SpeechEncoder
 from voicefleet_runtime.tts.engine import SpeechEngine
 from voicefleet_runtime.tts.formats import SpeechFormat
-from voicefleet_runtime.tts.normalize import normalize_text
 from voicefleet_runtime.tts.voices import Voice
 
 StreamFormat = Literal["audio", "sse"]
@@ -92,6 +91,10 @@ def speech_spec(
     stream_format: StreamFormat,
 ) -> SpeechSpec:
     """Check what the pydantic body cannot: the voice, and that there is something to say."""
+    # Imported on a speech request only: its number words come from sanotts, which a server
+    # that only transcribes never loads (the G2P has loaded it by the time one arrives).
+    from voicefleet_runtime.tts.normalize import normalize_text
+
     voice = engine.voices.resolve(voice_name)
     if voice is None:
         raise ApiError(

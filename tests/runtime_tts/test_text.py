@@ -68,3 +68,25 @@ def test_a_sentence_longer_than_the_window_is_cut_into_chunks() -> None:
     chunks = list(plan_chunks(sentence, EnglishG2P().phonemes))
     assert len(chunks) > 1
     assert all(len(chunk.phonemes) <= MAX_PHONEMES for chunk in chunks)
+
+
+def test_unknown_words_are_phonemised_without_changing_numpys_threads() -> None:
+    """The neural fallback runs on one BLAS thread (g2p.py says why) and gives the process's
+    own setting back afterwards."""
+    from threadpoolctl import ThreadpoolController
+
+    from voicefleet_runtime.tts.g2p import EnglishG2P
+
+    def blas_threads() -> list[int]:
+        return [
+            int(lib["num_threads"])
+            for lib in ThreadpoolController().info()
+            if lib["user_api"] == "blas"
+        ]
+
+    g2p = EnglishG2P()
+    before = blas_threads()
+    assert before, "numpy's BLAS is loaded once the G2P is"
+    (phonemes,) = g2p.phonemes("Zorblax met Kwazulu.")
+    assert len(phonemes.split()) == 3 and all(phonemes.split())
+    assert blas_threads() == before

@@ -3,12 +3,14 @@ hit/miss/eviction/bytes/backend-error series."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from voicefleet_runtime.cache.memory import MemoryCache
-from voicefleet_runtime.cache.shared import RedisCache
 from voicefleet_runtime.metrics import RuntimeMetrics
 from voicefleet_runtime.settings import RuntimeSettings
+
+if TYPE_CHECKING:
+    from voicefleet_runtime.cache.shared import RedisCache
 
 Direction = Literal["stt", "tts"]
 
@@ -24,6 +26,9 @@ class ResultCache:
         )
         self.shared: RedisCache | None = None
         if self.enabled and settings.cache_redis_url is not None:
+            # Imported only when configured: the redis client is not loaded for nothing.
+            from voicefleet_runtime.cache.shared import RedisCache
+
             self.shared = RedisCache(
                 settings.cache_redis_url.get_secret_value(),
                 settings.cache_ttl_seconds,

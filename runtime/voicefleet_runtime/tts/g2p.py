@@ -6,10 +6,11 @@ words to a small neural G2P (PeterReid/graphemes_to_phonemes_en_us, Apache-2.0) 
 espeak. Its output uses Kokoro's phoneme alphabet directly.
 
 The neural fallback is small numpy matrix products. numpy's BLAS (OpenBLAS) would run each on
-a thread per CPU whose workers spin-wait between calls: on 2 busy CPUs a sentence with unknown
-words cost 7x the CPU time (200 ms instead of 27) and up to 10x the wall time, under a lock
-every speech request takes. The G2P runs its products on the calling thread instead; requests
-already run in parallel, one engine thread each.
+a thread per CPU whose workers spin-wait between calls: on 2 busy CPUs a sentence with four
+unknown words cost 13x the CPU time (575 ms instead of 43) and 20x the wall time
+(bench/tts_throughput.py's g2p part), under a lock every speech request takes. The G2P runs
+its products on the calling thread instead; requests already run in parallel, one engine
+thread each.
 """
 
 from __future__ import annotations

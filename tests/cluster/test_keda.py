@@ -207,8 +207,14 @@ async def test_keda_mode_never_takes_the_count_or_a_users_annotations(
             within=30,
             what="the operator takes the ceiling back",
         )
-        conflicts = warning_messages(plane, namespace, "FieldConflict")
-        assert any("ScaledObject stt" in m and "kubectl-patch" in m for m in conflicts), conflicts
+        await eventually(  # posted a moment after the write
+            lambda: any(
+                "ScaledObject stt" in m and "kubectl-patch" in m
+                for m in warning_messages(plane, namespace, "FieldConflict")
+            ),
+            within=30,
+            what="a FieldConflict Warning naming kubectl-patch",
+        )
         annotations = (read_or_none(api, paths["scaledobject"]) or {})["metadata"]["annotations"]
         assert annotations.get(USER_ANNOTATION) == "team-speech"
         assert replicas(api, namespace, "stt") == 3

@@ -34,6 +34,7 @@ from voicefleet_runtime.engine.torch_whisper.features import (
     LogMelExtractor,
     pad_or_trim_frames,
 )
+from voicefleet_runtime.engine.torch_whisper.identity import TorchEngineIdentity
 from voicefleet_runtime.engine.torch_whisper.model import Whisper, build_whisper
 from voicefleet_runtime.engine.torch_whisper.precision import (
     TorchPlacement,
@@ -68,7 +69,7 @@ class FallbackPolicy:
         )
 
 
-class TorchWhisperEngine:
+class TorchWhisperEngine(TorchEngineIdentity):
     """A Whisper model in torch; read-only after load, so concurrent requests are safe."""
 
     CAPABILITIES: ClassVar[EngineCapabilities] = ENGINE_CAPABILITIES["torch"]
@@ -81,10 +82,8 @@ class TorchWhisperEngine:
         placement: TorchPlacement,
         policy: FallbackPolicy | None = None,
     ) -> None:
+        super().__init__(resolved.name, placement, tokenizer)
         self._model = model
-        self._tokenizer = tokenizer
-        self._resolved = resolved
-        self._placement = placement
         self._policy = policy or FallbackPolicy()
         device = placement.torch_device
         self._features = LogMelExtractor(model.dims.n_mels, device)
@@ -111,32 +110,8 @@ class TorchWhisperEngine:
         return cls(whisper, tokenizer, model, placement)
 
     @property
-    def backend(self) -> str:
-        return "torch"
-
-    @property
-    def model_id(self) -> str:
-        return self._resolved.name
-
-    @property
-    def device(self) -> str:
-        return self._placement.device
-
-    @property
-    def compute_type(self) -> str:
-        return self._placement.precision
-
-    @property
-    def multilingual(self) -> bool:
-        return bool(self._tokenizer.vocabulary.language_ids)
-
-    @property
-    def capabilities(self) -> EngineCapabilities:
-        return self.CAPABILITIES
-
-    @property
     def supported_languages(self) -> tuple[str, ...]:
-        return tuple(self._tokenizer.vocabulary.language_ids) or ("en",)
+        return tuple(self.tokenizer.vocabulary.language_ids) or ("en",)
 
     def check(self, options: DecodeOptions) -> None:
         refuse_what_the_model_lacks(
@@ -158,7 +133,7 @@ class TorchWhisperEngine:
 
     def detect_language(self, audio_features: torch.Tensor) -> tuple[str, float]:
         """The likeliest language of an encoded window, and its probability."""
-        vocabulary = self._tokenizer.vocabulary
+        vocabulary = self.tokenizer.vocabulary
         state = self._model.decoder.start(audio_features)
         sot = torch.tensor([[vocabulary.sot]], device=audio_features.device)
         logits, _, _ = self._model.decoder(sot, state)
@@ -190,10 +165,8 @@ class TorchWhisperEngine:
 
     def _prompt_tokens(self, options: DecodeOptions) -> tuple[list[int], list[int]]:
         """(hotword tokens kept in every prompt, initial previous-text tokens)."""
-        hotwords = (
-            self._tokenizer.encode(" " + options.hotwords.strip()) if options.hotwords else []
-        )
-        initial = self._tokenizer.encode(" " + options.prompt.strip()) if options.prompt else []
+        hotwords = self.tokenizer.encode(" " + options.hotwords.strip()) if options.hotwords else []
+        initial = self.tokenizer.encode(" " + options.prompt.strip()) if options.prompt else []
         return hotwords, initial
 
     @torch.inference_mode()
@@ -205,8 +178,8 @@ class TorchWhisperEngine:
         language: str,
         options: DecodeOptions,
     ) -> Iterator[Segment]:
-        vocabulary = self._tokenizer.vocabulary
-        sot_sequence = self._tokenizer.sot_sequence(language, options.task)
+        vocabulary = self.tokenizer.vocabulary
+        sot_sequence = self.tokenizer.sot_sequence(language, options.task)
         prompt_room = self._model.dims.n_text_ctx // 2 - 1
         hotwords, history = self._prompt_tokens(options)
         # As faster-whisper does: hotwords take at most the prompt's room, history the rest.
@@ -236,9 +209,9 @@ class TorchWhisperEngine:
                 continue
             split = split_window(result.tokens, vocabulary.timestamp_begin, time_offset, frames)
             seek += split.advance_frames
-            text_of_window = self._tokenizer.decode(result.tokens)
+            text_of_window = self.tokenizer.decode(result.tokens)
             for piece in split.pieces:
-                text = self._tokenizer.decode(piece.tokens)
+                text = self.tokenizer.decode(piece.tokens)
                 if not text.strip():
                     continue
                 yield Segment(
@@ -275,7 +248,7 @@ class TorchWhisperEngine:
                 max(options.beam_size, 1),
                 generator,
             )
-            if not self._policy.needs_fallback(result, self._tokenizer.decode(result.tokens)):
+            if not self._policy.needs_fallback(result, self.tokenizer.decode(result.tokens)):
                 break
         assert result is not None  # check() guarantees at least one temperature
         return result

@@ -47,6 +47,7 @@ from voicefleet_runtime.engine.torch_whisper.features import (
     LogMelExtractor,
     pad_or_trim_frames,
 )
+from voicefleet_runtime.engine.torch_whisper.identity import TorchEngineIdentity
 from voicefleet_runtime.engine.torch_whisper.model import (
     Whisper,
     WhisperDimensions,
@@ -147,7 +148,7 @@ class BatchedSegments(Iterator[Segment]):
         self.close()
 
 
-class BatchedWhisperEngine:
+class BatchedWhisperEngine(TorchEngineIdentity):
     """Whisper in torch with continuous batching across requests, one loop per device."""
 
     CAPABILITIES: ClassVar[EngineCapabilities] = EngineCapabilities(vad=True, word_timestamps=True)
@@ -162,11 +163,9 @@ class BatchedWhisperEngine:
         policy: FallbackPolicy | None = None,
         on_event: EventSink | None = None,
     ) -> None:
-        self.tokenizer = tokenizer
+        super().__init__(name, placement, tokenizer)
         self.policy = policy or FallbackPolicy()
         self.config = config
-        self._name = name
-        self._placement = placement
         dims = replicas[0].dims
         self.dims = dims
         loop_config = LoopConfig(
@@ -234,30 +233,6 @@ class BatchedWhisperEngine:
         tokenizer = WhisperTokenizer.from_model_folder(tokenizer_model.path, dims.is_multilingual)
         name = f"random-{dims.n_text_layer}x{dims.n_text_state}"
         return cls(replicas, tokenizer, name, placement, config or BatchingConfig(), None, on_event)
-
-    @property
-    def backend(self) -> str:
-        return "torch"
-
-    @property
-    def model_id(self) -> str:
-        return self._name
-
-    @property
-    def device(self) -> str:
-        return self._placement.device
-
-    @property
-    def compute_type(self) -> str:
-        return self._placement.precision
-
-    @property
-    def multilingual(self) -> bool:
-        return bool(self.tokenizer.vocabulary.language_ids)
-
-    @property
-    def capabilities(self) -> EngineCapabilities:
-        return self.CAPABILITIES
 
     @property
     def loops(self) -> tuple[DeviceLoop, ...]:

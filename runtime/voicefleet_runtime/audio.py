@@ -196,9 +196,10 @@ class _Budget:
         self.seconds = 0.0
         self.work = 0
 
-    def charge(self, frame: av.AudioFrame) -> None:
+    def charge(self, frame: av.AudioFrame) -> int:
+        """The frame's sample rate, once its cost is within the limits."""
         rate = int(frame.sample_rate or 0)
-        channels = len(frame.layout.channels)
+        channels = frame.layout.nb_channels
         _check_format(rate, channels)
         self.seconds += frame.samples / rate
         self.work += frame.samples * channels
@@ -215,48 +216,93 @@ class _Budget:
                 code="audio_too_long",
                 param="file",
             )
+        return rate
 
 
 class _PcmBuffer:
-    """float32 output written in place: untouched pages of the reservation cost no memory, so
-    the peak is the decoded audio itself (4 bytes a sample), not chunks plus copies."""
+    """16-bit output written in place: untouched pages of the reservation cost no memory, so
+    the peak is the decoded audio itself (2 bytes a sample), not chunks plus copies."""
 
     def __init__(self, max_seconds: float) -> None:
         # +1 s: the resampler's flush may add a few samples past the last frame.
-        self._pcm = np.empty(int((max_seconds + 1) * SAMPLE_RATE), dtype=np.float32)
+        self._pcm = np.empty(int((max_seconds + 1) * SAMPLE_RATE), dtype=np.int16)
         self.length = 0
 
     def append(self, frame: av.AudioFrame) -> None:
         samples = frame.to_ndarray().reshape(-1)
         end = min(self.length + samples.shape[0], self._pcm.shape[0])
-        np.multiply(samples[: end - self.length], PCM_SCALE, out=self._pcm[self.length : end])
+        self._pcm[self.length : end] = samples[: end - self.length]
         self.length = end
 
-    def audio(self) -> NDArray[np.float32]:
+    def audio(self) -> NDArray[np.int16]:
         return self._pcm[: self.length]
 
 
-def decode_audio(
+RESAMPLE_BLOCK_SAMPLES = 65_536
+"""Decoded samples (per channel) gathered before one resampler call. Codecs emit small frames
+(Opus: 20 ms, 1,100 for a 22 s clip) and a resampler call per frame cost more than FFmpeg's
+decoding itself (bench/decode_cost.py); resampling is continuous across calls, so blocks give
+the same PCM. 65,536 samples of 8-channel float are 2 MiB."""
+
+
+class _Resampling:
+    """Decoded frames to 16 kHz mono s16, in blocks. Stereo and other layouts are mixed down
+    here; s16, not flt: see the module docstring for why the format decides the downmix level.
+
+    A frame whose format, layout or rate differs from the previous one's (codecs may change
+    them mid-stream) ends the block and the resampler: what came before is flushed at its own
+    rate and a new resampler takes the rest, so every part reaches the output at 16 kHz."""
+
+    def __init__(self, pcm: _PcmBuffer) -> None:
+        self._pcm = pcm
+        self._fifo = av.AudioFifo()
+        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        self._source: tuple[str, str, int] | None = None
+
+    def feed(self, frame: av.AudioFrame, rate: int) -> None:
+        source = (frame.format.name, frame.layout.name, rate)
+        if source != self._source:
+            if self._source is not None:
+                self.flush()
+            self._source = source
+        # The FIFO checks timestamps for continuity; a stream's gaps are not ours to refuse.
+        frame.pts = None
+        self._fifo.write(frame)
+        if self._fifo.samples >= RESAMPLE_BLOCK_SAMPLES:
+            self._resample(self._fifo.read())
+
+    def flush(self) -> None:
+        """The block in hand and the resampler's tail; the next frame starts afresh."""
+        if self._fifo.samples:
+            self._resample(self._fifo.read())
+        self._resample(None)
+        self._fifo = av.AudioFifo()
+        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+
+    def _resample(self, block: av.AudioFrame | None) -> None:
+        for resampled in self._resampler.resample(block):
+            self._pcm.append(resampled)
+
+
+def decode_pcm16(
     source: AudioSource, max_seconds: float, *, min_bytes_per_second: float = 0.0
-) -> NDArray[np.float32]:
-    """Blocking and CPU-bound: call it in a worker thread. `min_bytes_per_second` 0: no
-    compression-ratio bound (trusted input, as in benchmarks)."""
+) -> NDArray[np.int16]:
+    """The upload as 16 kHz mono signed 16-bit samples, which is all the decoder produces:
+    half the bytes of float32 to carry between processes, and `pcm16_to_float` makes the
+    engines' input from it exactly. Blocking and CPU-bound: call it in a worker thread or
+    process. `min_bytes_per_second` 0: no compression-ratio bound (trusted input, as in
+    benchmarks)."""
     limits = DecodeLimits(max_seconds, min_bytes_per_second)
     uploaded = _size(source)
     with _open(source) as container:
         _probe_open(container, uploaded, limits)
         budget = _Budget(limits, uploaded)
         pcm = _PcmBuffer(limits.max_seconds)
-        # Stereo and other layouts are mixed down here; every engine gets mono. s16, not flt:
-        # see the module docstring for why the format decides the downmix level.
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        resampling = _Resampling(pcm)
         try:
             for frame in container.decode(audio=0):
-                budget.charge(frame)
-                for resampled in resampler.resample(frame):
-                    pcm.append(resampled)
-            for resampled in resampler.resample(None):
-                pcm.append(resampled)
+                resampling.feed(frame, budget.charge(frame))
+            resampling.flush()
         except av.error.FFmpegError as exc:
             raise ApiError(
                 400,
@@ -267,3 +313,17 @@ def decode_audio(
     if pcm.length == 0:
         raise _empty()
     return pcm.audio()
+
+
+def pcm16_to_float(pcm: NDArray[np.int16]) -> NDArray[np.float32]:
+    """What the engines take: samples scaled to [-1, 1) (exact: 16-bit values fit float32)."""
+    return np.multiply(pcm, np.float32(PCM_SCALE), dtype=np.float32)
+
+
+def decode_audio(
+    source: AudioSource, max_seconds: float, *, min_bytes_per_second: float = 0.0
+) -> NDArray[np.float32]:
+    """`decode_pcm16`, scaled for the engines."""
+    return pcm16_to_float(
+        decode_pcm16(source, max_seconds, min_bytes_per_second=min_bytes_per_second)
+    )

@@ -7,12 +7,15 @@ the same process as the GPU loop thread, which needs the GIL back after each wai
 on an H200's host, 64 threads decoding stretched a loop step that waits six times from 0.95 ms
 to 17.7 ms, and the decoding itself never used more than one core (bench/gil_convoy.py;
 bench/results/batching-notes.md, run 6). In processes the decoding runs on every core and the
-loop keeps the interpreter. `decode_audio` runs there unchanged, with every limit it checks.
+loop keeps the interpreter. `decode_pcm16` runs there unchanged, with every limit it checks,
+and sends back 16-bit samples, half the bytes of float32 through the pipe and the pickle; the
+server scales them to float32 exactly (numpy does that without the GIL).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
 import threading
@@ -24,7 +27,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from voicefleet_runtime.audio import AudioSource, decode_audio
+from voicefleet_runtime.audio import AudioSource, decode_audio, decode_pcm16, pcm16_to_float
 from voicefleet_runtime.cpu_budget import decode_processes_for
 from voicefleet_runtime.errors import ApiError
 
@@ -32,26 +35,100 @@ logger = logging.getLogger("voicefleet.runtime")
 
 DecodeProcesses = int | Literal["auto"]
 
-CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_SELF_CGROUP = Path("/proc/self/cgroup")
+CGROUP_V1_CPU_FOLDERS = ("cpu,cpuacct", "cpu", "cpuacct,cpu")
+"""Where cgroup v1 mounts the cpu controller (`cpu,cpuacct` on most nodes)."""
 
 
-def available_cpus() -> int:
-    """CPUs this process may use: its affinity, capped by a cgroup v2 quota (a pod's limit)."""
+def available_cpus(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_SELF_CGROUP) -> int:
+    """CPUs this process may use: the CPUs its affinity allows, capped by the CPU quota of its
+    cgroups (a pod's CPU limit), rounded up; at least 1. `os.cpu_count()` counts the node."""
     cpus = len(os.sched_getaffinity(0))
+    quota = cgroup_cpu_quota(cgroup_root, proc_cgroup)
+    if quota is not None:
+        cpus = min(cpus, math.ceil(quota))
+    return max(1, cpus)
+
+
+def cgroup_cpu_quota(
+    cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_SELF_CGROUP
+) -> float | None:
+    """The tightest CPU quota, in CPUs (quota over period), of this process's cgroup and its
+    ancestors; None when none sets one.
+
+    cgroup v2: `cpu.max` ("max 100000" or "150000 100000"); v1: `cpu.cfs_quota_us` (-1: none)
+    over `cpu.cfs_period_us` in the cpu controller's hierarchy. The process's cgroup comes from
+    /proc/self/cgroup; in a container with its own cgroup namespace, or with its cgroup mounted
+    at the root (v1), that path is not under the mount and the mount's root is its cgroup, so
+    every folder from the path up to the root that exists is read. Files that are missing or
+    unreadable, or hold values no kernel writes, mean no quota, never a failure."""
+    quotas: list[float] = []
+    for folder in _cgroup_folders(cgroup_root, proc_cgroup):
+        quota = _folder_quota(folder)
+        if quota is not None:
+            quotas.append(quota)
+    return min(quotas, default=None)
+
+
+def _cgroup_folders(cgroup_root: Path, proc_cgroup: Path) -> list[Path]:
+    """The folders of this process's cgroup, from its own up to the root, in the v2 hierarchy
+    and in v1's cpu controller (whichever this node mounts)."""
+    v2_path, v1_cpu_path = "/", "/"
     try:
-        quota, period = CGROUP_CPU_MAX.read_text().split()
-        if quota != "max":
-            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        # "hierarchy-ID:controller-list:path"; v2's has an empty controller list.
+        fields = line.split(":", 2)
+        # A path outside this cgroup namespace ("/../x") says nothing about the mount.
+        if len(fields) != 3 or not fields[2].startswith("/") or ".." in Path(fields[2]).parts:
+            continue
+        if fields[1] == "":
+            v2_path = fields[2]
+        elif "cpu" in fields[1].split(","):
+            v1_cpu_path = fields[2]
+    hierarchies = [(cgroup_root, v2_path)]
+    hierarchies += [(cgroup_root / name, v1_cpu_path) for name in CGROUP_V1_CPU_FOLDERS]
+    folders: list[Path] = []
+    seen: set[Path] = set()
+    for mount, path in hierarchies:
+        relative = Path(path).relative_to("/")
+        for level in [relative, *relative.parents]:
+            folder = mount / level
+            if folder.is_dir() and folder.resolve() not in seen:
+                seen.add(folder.resolve())
+                folders.append(folder)
+    return folders
+
+
+def _folder_quota(folder: Path) -> float | None:
+    try:
+        quota, period = (folder / "cpu.max").read_text().split()
+        return None if quota == "max" else _cpus(quota, period)
     except (OSError, ValueError):
         pass
-    return max(1, cpus)
+    try:
+        quota = (folder / "cpu.cfs_quota_us").read_text().strip()
+        period = (folder / "cpu.cfs_period_us").read_text().strip()
+        return _cpus(quota, period)
+    except (OSError, ValueError):
+        return None
+
+
+def _cpus(quota: str, period: str) -> float | None:
+    """`quota` / `period`; None for no quota (v1's -1) or values no kernel writes."""
+    if int(period) <= 0 or int(quota) <= 0:
+        return None
+    return int(quota) / int(period)
 
 
 def decode_process_count(setting: DecodeProcesses, engine_batches: bool) -> int:
     """0 decodes in the request thread. `auto`: processes only for an engine that batches
-    requests in this process (one per available CPU but one, kept for the server itself, at most
-    AUTO_MAX_DECODE_PROCESSES, see cpu_budget);
-    elsewhere the engine thread decodes, as it always did (no extra memory, no hop)."""
+    requests in this process, `decode_processes_for(available_cpus())` (cpu_budget: one per
+    usable CPU but the server's, 1 to 8); elsewhere the engine thread decodes, as it always did
+    (no extra memory, no hop)."""
     if setting != "auto":
         return setting
     if not engine_batches:
@@ -97,18 +174,25 @@ class AudioDecoder:
             return decode_audio(source, max_seconds, min_bytes_per_second=min_bytes_per_second)
         with self._places:
             data = source if isinstance(source, bytes) else _read_all(source)
-            for _ in range(2):
-                pool = self._pool
-                if pool is None:
-                    raise ApiError(503, "the server is shutting down", code="draining")
-                try:
-                    job = pool.submit(
-                        decode_audio, data, max_seconds, min_bytes_per_second=min_bytes_per_second
-                    )
-                    return job.result()
-                except BrokenProcessPool:
-                    logger.warning("an audio decoding process died; starting a new pool")
-                    self._replace(pool)
+            pcm = self._decode_in_pool(data, max_seconds, min_bytes_per_second)
+        # Outside the upload's place: the next upload goes to a worker while this one scales.
+        return pcm16_to_float(pcm)
+
+    def _decode_in_pool(
+        self, data: bytes, max_seconds: float, min_bytes_per_second: float
+    ) -> NDArray[np.int16]:
+        for _ in range(2):
+            pool = self._pool
+            if pool is None:
+                raise ApiError(503, "the server is shutting down", code="draining")
+            try:
+                job = pool.submit(
+                    decode_pcm16, data, max_seconds, min_bytes_per_second=min_bytes_per_second
+                )
+                return job.result()
+            except BrokenProcessPool:
+                logger.warning("an audio decoding process died; starting a new pool")
+                self._replace(pool)
         raise ApiError(400, "the audio crashed the decoder", code="invalid_audio", param="file")
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:

@@ -90,6 +90,33 @@ def flac_bomb(sample_rate: int, channels: int, frames: int, total_samples: int =
     return b"".join(out)
 
 
+FLAC_RATE_CODES = {
+    8_000: 0x4,
+    16_000: 0x5,
+    22_050: 0x6,
+    24_000: 0x7,
+    32_000: 0x8,
+    44_100: 0x9,
+    48_000: 0xA,
+    96_000: 0xB,
+}
+"""The sample rates a FLAC frame header can name itself (4 bits), overriding STREAMINFO's."""
+
+
+def flac_changing_rate(rates: list[int], block: int = 4096) -> bytes:
+    """A valid mono FLAC whose frames name their own sample rates, one frame per entry of
+    `rates`: a stream that changes rate mid-stream (constant subframes, value 1)."""
+    info = (rates[0] << 44) | (15 << 36)
+    streaminfo = struct.pack(">HH", block, block) + bytes(6) + info.to_bytes(8, "big") + bytes(16)
+    out = [b"fLaC", bytes([0x80]), len(streaminfo).to_bytes(3, "big"), streaminfo]
+    for index, rate in enumerate(rates):
+        head = bytes([0xFF, 0xF8, 0x70 | FLAC_RATE_CODES[rate], 0x08]) + _utf8_number(index)
+        head += struct.pack(">H", block - 1)
+        frame = head + bytes([_crc8(head)]) + b"\x00\x00\x01"
+        out.append(frame + struct.pack(">H", _crc16(frame)))
+    return b"".join(out)
+
+
 def tone_mp3(seconds: float, rate: int = 16_000) -> bytes:
     """A real MP3 (LAME writes an Info header with the frame count)."""
     buffer = io.BytesIO()

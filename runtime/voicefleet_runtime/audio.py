@@ -12,10 +12,11 @@ bounded before and while it is decoded, never after:
 - `probe_audio` opens the container and refuses, before any frame is decoded, sample rates
   outside 8-192 kHz, more than 8 channels, a declared duration over the limit and a declared
   duration no real codec fits in the uploaded bytes;
-- `decode_audio` checks every decoded frame *before* it is resampled (frames may change rate
-  or layout mid-stream): its rate and channels, the seconds decoded so far against the limit
-  and against the uploaded bytes, and the samples decoded against a work budget (what the
-  longest allowed 48 kHz stereo file needs), so CPU and memory stop growing at the limit.
+- `decode_pcm16` checks every decoded frame *before* it joins a block to resample (frames
+  may change rate or layout mid-stream): its rate and channels, the seconds decoded so far
+  against the limit and against the uploaded bytes, and the samples decoded against a work
+  budget (what the longest allowed 48 kHz stereo file needs), so CPU and memory stop growing
+  at the limit.
 
 Statuses the failures map to (documented in the README):
 - 415: not audio at all (FFmpeg cannot open it, or it has no audio stream);
@@ -240,9 +241,10 @@ class _PcmBuffer:
 
 RESAMPLE_BLOCK_SAMPLES = 65_536
 """Decoded samples (per channel) gathered before one resampler call. Codecs emit small frames
-(Opus: 20 ms, 1,100 for a 22 s clip) and a resampler call per frame cost more than FFmpeg's
-decoding itself (bench/decode_cost.py); resampling is continuous across calls, so blocks give
-the same PCM. 65,536 samples of 8-channel float are 2 MiB."""
+(Opus: 20 ms, 1,100 for a 22 s clip), and resampling each on its own, with its per-frame
+Python, cost more than FFmpeg's Opus decoding itself (bench/decode_cost.py); the resampler is
+continuous across calls, so blocks give the same samples. 65,536 samples of 8-channel float
+are 2 MiB."""
 
 
 class _Resampling:

@@ -49,6 +49,7 @@ from voicefleet_runtime.audio import (
     _probe_open,
     _size,
     decode_pcm16,
+    pcm16_to_float,
     probe_audio,
 )
 from voicefleet_runtime.audio_workers import AudioDecoder
@@ -183,6 +184,12 @@ def transfer_ms(seconds: float, dtype: type[np.generic], repeats: int = 30) -> f
     )
 
 
+def scaling_ms(seconds: float, repeats: int = 30) -> float:
+    """CPU ms for the server to scale `seconds` of 16-bit samples to float32."""
+    pcm = np.zeros(int(seconds * SAMPLE_RATE), dtype=np.int16)
+    return statistics.median(cpu_ms(lambda: pcm16_to_float(pcm)) for _ in range(repeats))
+
+
 def drive(
     decode_one: Callable[[bytes], object], uploads: list[Upload], count: int
 ) -> tuple[float, float]:
@@ -288,7 +295,7 @@ def main() -> None:
         f32, i16 = transfer_ms(seconds, np.float32), transfer_ms(seconds, np.int16)
         print(
             f"sending {seconds:.1f} s of PCM back (pickle + unpickle): float32 {f32:.3f} ms, "
-            f"int16 {i16:.3f} ms"
+            f"int16 {i16:.3f} ms, then int16 to float32 {scaling_ms(seconds):.3f} ms"
         )
 
     if args.pool_uploads:

@@ -49,6 +49,10 @@ RATIO_FREE_SECONDS = 30.0
 WORK_BUDGET_RATE = 48_000 * 2
 """Source samples per allowed second the decoder may process: a 48 kHz stereo file at the
 limit fits, an 8-channel 192 kHz one is stopped after a sixteenth of it."""
+MAX_FORMAT_CHANGES = 32
+"""Times a stream may change its sample rate, layout or sample format: each change starts a new
+resampler (~0.2 ms, ten frames' worth), so a file that flips every frame is refused rather
+than costing ten times its decoding; real streams change rarely (chained Ogg, joined MP3s)."""
 PCM_SCALE = 1.0 / 32768.0
 """signed 16-bit to [-1, 1), as faster-whisper's decode_audio scales."""
 
@@ -260,11 +264,21 @@ class _Resampling:
         self._fifo = av.AudioFifo()
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
         self._source: tuple[str, str, int] | None = None
+        self._changes = 0
 
     def feed(self, frame: av.AudioFrame, rate: int) -> None:
         source = (frame.format.name, frame.layout.name, rate)
         if source != self._source:
             if self._source is not None:
+                self._changes += 1
+                if self._changes > MAX_FORMAT_CHANGES:
+                    raise ApiError(
+                        400,
+                        f"the audio changes its sample rate, channel layout or sample format "
+                        f"more than {MAX_FORMAT_CHANGES} times",
+                        code="unsupported_audio_format",
+                        param="file",
+                    )
                 self.flush()
             self._source = source
         # The FIFO checks timestamps for continuity; a stream's gaps are not ours to refuse.

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from tests.runtime.hostile import flac_changing_rate
-from voicefleet_runtime.audio import decode_audio, decode_pcm16, pcm16_to_float
+from voicefleet_runtime.audio import MAX_FORMAT_CHANGES, decode_audio, decode_pcm16, pcm16_to_float
+from voicefleet_runtime.errors import ApiError
 
 BENCH_AUDIO = Path(__file__).resolve().parents[2] / "bench" / "audio"
 NO_LIMIT_SECONDS = 3600.0
@@ -19,7 +20,7 @@ NO_LIMIT_SECONDS = 3600.0
 
 def resampled_frame_by_frame(data: bytes) -> np.ndarray:
     """What FFmpeg's resampler gives when each decoded frame is its own call."""
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), mode="r") as container:
         resampler = av.AudioResampler(format="s16", layout="mono", rate=16_000)
         chunks = [
             resampled.to_ndarray().reshape(-1)
@@ -60,7 +61,7 @@ def test_a_stream_that_changes_rate_midway_is_resampled_part_by_part() -> None:
     block = 4096
     rates = [16_000] * 4 + [48_000] * 4 + [16_000] * 4
     data = flac_changing_rate(rates, block)
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), mode="r") as container:
         decoded_rates = [frame.sample_rate for frame in container.decode(audio=0)]
     assert set(decoded_rates) == {16_000, 48_000}, "FFmpeg no longer reads per-frame rates"
 
@@ -68,3 +69,12 @@ def test_a_stream_that_changes_rate_midway_is_resampled_part_by_part() -> None:
 
     expected_seconds = sum(block / rate for rate in decoded_rates)
     assert pcm.shape[0] == pytest.approx(expected_seconds * 16_000, abs=64)
+
+
+def test_a_stream_that_keeps_changing_rate_is_refused() -> None:
+    """Each change costs a new resampler: a file flipping every frame must not multiply that."""
+    flapping = flac_changing_rate([16_000, 48_000] * MAX_FORMAT_CHANGES, block=16)
+    with pytest.raises(ApiError) as refused:
+        decode_pcm16(flapping, NO_LIMIT_SECONDS)
+    assert (refused.value.status, refused.value.code) == (400, "unsupported_audio_format")
+    assert "changes its sample rate" in refused.value.message

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 AUTO_MAX_DECODE_PROCESSES = 8
 """The most upload-decoding processes `decode_processes=auto` starts (audio_workers.py): 8
-decode about 100 clips of 20 s a second, more than an H200 transcribes with tiny.en."""
+decode about 3,900 audio seconds a second of the GPU benchmark's uploads (488 per core in
+bench/decode_cost.py), near the 4,600 an H200 transcribes with tiny.en in-process."""
 SERVER_CPUS = 1
 """The HTTP server and every GPU's batching loop run in one process and share its interpreter
 lock: together they keep about one core busy, however many GPUs there are."""

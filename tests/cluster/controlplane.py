@@ -408,7 +408,9 @@ class ControlPlane:
             return
         with self.audit_log.open() as lines:
             for line in lines:
-                if line.strip():
+                # The API server may be writing the last line as we read: an event is whole
+                # only once its newline is there, and it is read on the next call.
+                if line.endswith("\n") and line.strip():
                     yield json.loads(line)
 
     def writes_by(self, username: str, *, after: str | None = None) -> list[dict[str, Any]]:

@@ -11,7 +11,9 @@ peak is the sum of a few terms, each measured here on tiny.en and base on a 2-co
   the engine derives from it. faster-whisper's sequential decoder computes the features of the
   whole file at once (0.75 MB per audio second at its peak: 1.3 GB for 30 minutes), so that is
   what long files cost unless they go through the batched pipeline (features per 30 s chunk,
-  0.13 MB per second); the torch engine's features cost 0.38 MB per second;
+  0.13 MB per second); the torch engine's features cost 0.38 MB per second on a CPU. On a GPU
+  it computes them on the device, and the host keeps only a long request's windows waiting
+  their turn (0.1 MB per second at most, below);
 - per upload in progress or request queued: at most 1 MiB in memory (Starlette spools the rest
   to the /tmp volume);
 - with the torch engine on a GPU (continuous batching), the processes that decode uploads
@@ -37,8 +39,12 @@ FEATURE_BYTES_PER_SECOND = {
     "faster-whisper": 768 * 1024,
     "faster-whisper-batched": 128 * 1024,
     "torch": 384 * 1024,
+    # Host memory only: with VAD every two windows still advance at least 30 s (windows.py),
+    # and a window is 3000 frames of at most 128 mels in at most float32.
+    "torch-gpu": 2 * 128 * 100 * 4,
 }
-"""The engine's peak working memory per audio second of a request (features and their STFT)."""
+"""The engine's peak host working memory per audio second of a request (features and their
+STFT, or on a GPU the windows that wait on the host)."""
 DECODER_WORKING_MIB = 32
 """FFmpeg's decoder and resampler state and one frame, per running request."""
 SPOOLED_UPLOAD_MIB = 1
@@ -76,13 +82,13 @@ class MemoryBudget:
 
 
 def per_request_mib(
-    engine: str, max_audio_seconds: float, batched_min_audio_seconds: float | None
+    engine: str, max_audio_seconds: float, batched_min_audio_seconds: float | None, gpu: bool
 ) -> int:
-    """The peak of one running request. `batched_min_audio_seconds` None: long audio is not
-    batched (the torch engine, or faster-whisper with batching off)."""
+    """The peak of one running request in host memory. `batched_min_audio_seconds` None: long
+    audio is not batched (the torch engine, or faster-whisper with batching off)."""
     audio = max_audio_seconds * DECODED_AUDIO_BYTES_PER_SECOND
     if engine == "torch":
-        features = max_audio_seconds * FEATURE_BYTES_PER_SECOND["torch"]
+        features = max_audio_seconds * FEATURE_BYTES_PER_SECOND["torch-gpu" if gpu else "torch"]
     elif batched_min_audio_seconds is None or batched_min_audio_seconds <= 0:
         features = max_audio_seconds * FEATURE_BYTES_PER_SECOND["faster-whisper"]
     else:
@@ -113,7 +119,7 @@ def memory_budget(
     return MemoryBudget(
         runtime_mib=RUNTIME_MIB.get(engine, max(RUNTIME_MIB.values())),
         model_mib=math.ceil(model),
-        per_request_mib=per_request_mib(engine, max_audio_seconds, batched_min_audio_seconds),
+        per_request_mib=per_request_mib(engine, max_audio_seconds, batched_min_audio_seconds, gpu),
         concurrency=concurrency,
         uploads_mib=(max_uploads_in_progress + queue_size) * SPOOLED_UPLOAD_MIB,
         decode_processes_mib=decoding,

@@ -97,18 +97,21 @@ def _load(
     with ThreadPoolExecutor(concurrency) as pool:
         results = list(pool.map(lambda chunks: _speak_request(model, style_of, chunks), jobs))
     wall = time.perf_counter() - started
+    return {"concurrency": concurrency, **_summary(results, wall)}
+
+
+def _summary(results: list[tuple[float, float, float]], wall: float) -> dict[str, float]:
+    """Figures of finished requests, each (first audio s, latency s, audio s), over `wall` s."""
     firsts = [r[0] for r in results]
-    latencies = [r[1] for r in results]
     audio = sum(r[2] for r in results)
     return {
-        "concurrency": concurrency,
-        "requests": len(jobs),
+        "requests": len(results),
         "audio_seconds": audio,
         "wall_seconds": wall,
         "real_time_factor": audio / wall,
         "first_audio_p50_ms": 1000 * statistics.median(firsts),
         "first_audio_p95_ms": 1000 * _percentile(firsts, 0.95),
-        "latency_p50_ms": 1000 * statistics.median(latencies),
+        "latency_p50_ms": 1000 * statistics.median(r[1] for r in results),
     }
 
 
@@ -161,18 +164,10 @@ def _load_processes(
         worker.join()
     wall = max(end for end, _ in finished) - started
     results = [r for _, rs in finished for r in rs]
-    firsts = [r[0] for r in results]
-    audio = sum(r[2] for r in results)
     return {
         "processes": processes,
         "concurrency": per_process * processes,
-        "requests": len(results),
-        "audio_seconds": audio,
-        "wall_seconds": wall,
-        "real_time_factor": audio / wall,
-        "first_audio_p50_ms": 1000 * statistics.median(firsts),
-        "first_audio_p95_ms": 1000 * _percentile(firsts, 0.95),
-        "latency_p50_ms": 1000 * statistics.median(r[1] for r in results),
+        **_summary(results, wall),
     }
 
 

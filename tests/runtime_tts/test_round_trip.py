@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import httpx
 import jiwer
 
 from tests.runtime.conftest import RunningServer
@@ -28,30 +29,30 @@ def spoken_words(text: str) -> str:
     return " ".join(words.split())
 
 
+def heard_back(client: httpx.Client, sentence: str, voice: str) -> str:
+    """What our STT hears of our TTS speaking `sentence`, in spoken words."""
+    spoken = client.post(
+        "/v1/audio/speech",
+        json={"model": "tts-1", "input": sentence, "voice": voice, "response_format": "flac"},
+    )
+    assert spoken.status_code == 200, spoken.text
+    heard = client.post(
+        "/v1/audio/transcriptions",
+        files={"file": ("speech.flac", spoken.content, "audio/flac")},
+        data={"model": "whisper-1"},
+    )
+    assert heard.status_code == 200, heard.text
+    # tiny.en writes a time as 9.30: read it as the 9:30 it heard
+    return spoken_words(_WHISPER_TIME.sub(r"\1:\2", heard.json()["text"]))
+
+
 def test_tts_then_stt_keeps_the_words(speech_server: RunningServer) -> None:
     references: list[str] = []
     hypotheses: list[str] = []
     with speech_server.client() as client:
         for sentence, voice in SENTENCES:
-            spoken = client.post(
-                "/v1/audio/speech",
-                json={
-                    "model": "tts-1",
-                    "input": sentence,
-                    "voice": voice,
-                    "response_format": "flac",
-                },
-            )
-            assert spoken.status_code == 200, spoken.text
-            heard = client.post(
-                "/v1/audio/transcriptions",
-                files={"file": ("speech.flac", spoken.content, "audio/flac")},
-                data={"model": "whisper-1"},
-            )
-            assert heard.status_code == 200, heard.text
             references.append(spoken_words(sentence))
-            # tiny.en writes a time as 9.30: read it as the 9:30 it heard
-            hypotheses.append(spoken_words(_WHISPER_TIME.sub(r"\1:\2", heard.json()["text"])))
+            hypotheses.append(heard_back(client, sentence, voice))
     error_rate = jiwer.wer(references, hypotheses)
     assert error_rate <= MAX_WORD_ERROR_RATE, list(zip(references, hypotheses, strict=True))
 

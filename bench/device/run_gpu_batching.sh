@@ -48,8 +48,6 @@ run() {
       && rm vfkit.tar)
   fi
   install_wheels
-  [ -d /tmp/vf/whl ] && python3 -m pip install -q --no-index --no-deps --no-compile \
-    --no-cache-dir --upgrade --target "$SITE" /tmp/vf/whl/*.whl && rm -rf /tmp/vf/whl
   environment
   python3 "$SOURCE"/bench/gpu_batching.py --tiny-dir /tmp/vf/models/tiny.en --base-dir /tmp/vf/models/base \
     --jfk /tmp/vf/audio/jfk.flac --json "${OUT:-/tmp}/gpu_batching.json" "$@" 2>&1 \

@@ -26,10 +26,9 @@ import argparse
 import json
 import statistics
 import sys
-import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -41,6 +40,7 @@ from numpy.typing import NDArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from closed_loop import LoopResult, Row, closed_loop
 from gpu_batching_engines import (
     EngineFactory,
     OurEngine,
@@ -48,7 +48,7 @@ from gpu_batching_engines import (
     large_shape,
     tiny_shape,
 )
-from gpu_batching_http import ServedModel
+from gpu_batching_http import ClientPool, ServedModel
 from gpu_batching_measure import (
     GpuMemory,
     bf16_peak_tflops,
@@ -56,7 +56,7 @@ from gpu_batching_measure import (
     time_encoder,
 )
 from hf_whisper import HfAnchor
-from speech_corpus import Clip, as_wav, load_corpus, word_error_rate
+from speech_corpus import Clip, as_wav, load_corpus
 
 from voicefleet_runtime.engine.base import SAMPLE_RATE, DecodeOptions
 from voicefleet_runtime.engine.models import ResolvedModel, resolve_model
@@ -67,97 +67,6 @@ QUICK_CLIPS = 3
 QUICK_DEADLINE_S = 3600.0
 """A shared 2-core CPU takes minutes per model; --quick is for checking, not for timing."""
 """--quick decodes JFK and two passages: enough to exercise every row on a loaded CPU."""
-
-
-@dataclass
-class Row:
-    model: str
-    path: str
-    """in-process, HTTP, HF, sequential, ..."""
-    batch: int
-    """Concurrent requests (in-process threads, HTTP clients) or the HF batch size."""
-    audio_s_per_s: float
-    p50_s: float
-    p95_s: float
-    wer: float | None = None
-    step_ms: float | None = None
-    encoder_peak_fraction: float | None = None
-    gpu_gib: float | None = None
-    requests: int = 0
-    note: str = ""
-
-
-@dataclass
-class LoopResult:
-    latencies: list[float]
-    texts: list[tuple[Clip, str]]
-    wall_s: float
-
-    @property
-    def audio_seconds(self) -> float:
-        return sum(clip.seconds for clip, _ in self.texts)
-
-    def row(self, model: str, path: str, batch: int, **extra: object) -> Row:
-        ordered = sorted(self.latencies)
-        p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-        wer = word_error_rate([c.reference for c, _ in self.texts], [t for _, t in self.texts])
-        return Row(
-            model,
-            path,
-            batch,
-            self.audio_seconds / self.wall_s,
-            statistics.median(ordered),
-            p95,
-            wer=wer,
-            requests=len(self.latencies),
-            **extra,  # type: ignore[arg-type]
-        )
-
-
-def closed_loop(
-    call: Callable[[Clip], str],
-    clips: Sequence[Clip],
-    concurrency: int,
-    requests: int,
-    budget_s: float,
-) -> LoopResult:
-    """`concurrency` callers each send the next clip as soon as their last one returns, until
-    `requests` were sent or `budget_s` has passed (then the ones in flight finish)."""
-    lock = threading.Lock()
-    issued = 0
-    latencies: list[float] = []
-    texts: list[tuple[Clip, str]] = []
-    errors: list[BaseException] = []
-    started = time.perf_counter()
-    deadline = started + budget_s
-
-    def worker() -> None:
-        nonlocal issued
-        while True:
-            with lock:
-                if issued >= requests or (issued and time.perf_counter() > deadline) or errors:
-                    return
-                clip = clips[issued % len(clips)]
-                issued += 1
-            begun = time.perf_counter()
-            try:
-                text = call(clip)
-            except BaseException as error:  # surfaced below, after the others stop
-                with lock:
-                    errors.append(error)
-                return
-            with lock:
-                latencies.append(time.perf_counter() - begun)
-                texts.append((clip, text))
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return LoopResult(latencies, texts, time.perf_counter() - started)
 
 
 def transcribe_text(engine: OurEngine, clip: Clip) -> str:
@@ -285,35 +194,43 @@ class Bench:
         self, name: str, model: ResolvedModel, clips: list[Clip], gpus: int, clients: list[int]
     ) -> None:
         s = self.settings
+        wav_clips = [as_wav(clip) for clip in clips]
         with ServedModel(
             model.path, s.device, s.precision, max(clients), gpus, self.factory.server_env()
         ) as server:
-            server.transcribe(clips[0])  # first request: lazy kernels, graph capture
-            closed_loop(server.transcribe, clips, max(clients), max(clients), s.row_budget_s)
-            label = "HTTP" if gpus == 1 else f"HTTP, {gpus} GPUs"
-            for count in clients:
-                if self.out_of_time(f"{name} HTTP {count}"):
-                    break
-                self.add(self.served_row(server, clips, count, name, label))
-            count = goal_clients(s)
-            if gpus == 1 and count in clients and not self.out_of_time(f"{name} HTTP WAV"):
-                # The same load with PCM uploads: what serving costs beside decoding Opus.
-                wav_clips = [as_wav(clip) for clip in clips]
-                self.add(self.served_row(server, wav_clips, count, name, "HTTP, WAV uploads"))
+            pool = ClientPool(server.url, [clips, wav_clips], max(clients))
+            try:
+                server.transcribe(clips[0])  # first request: lazy kernels, graph capture
+                pool.closed_loop(max(clients), max(clients), s.row_budget_s)
+                label = "HTTP" if gpus == 1 else f"HTTP, {gpus} GPUs"
+                for count in clients:
+                    if self.out_of_time(f"{name} HTTP {count}"):
+                        break
+                    requests = s.requests_for(count, len(clips))
+                    self.add(self.served_row(server, pool, count, requests, name, label))
+                count = goal_clients(s)
+                if gpus == 1 and count in clients and not self.out_of_time(f"{name} HTTP WAV"):
+                    # The same load with PCM uploads: what serving costs beside decoding Opus.
+                    requests = s.requests_for(count, len(clips))
+                    path = "HTTP, WAV uploads"
+                    self.add(self.served_row(server, pool, count, requests, name, path, 1))
+            finally:
+                pool.close()
 
     def served_row(
-        self, server: ServedModel, clips: list[Clip], clients: int, model: str, path: str
+        self,
+        server: ServedModel,
+        pool: ClientPool,
+        clients: int,
+        requests: int,
+        model: str,
+        path: str,
+        clip_set: int = 0,
     ) -> Row:
         """One closed loop against the server; its decode step from the server's counters."""
         server.reset_peak_memory()
         steps_before, seconds_before = server.decode_counters()
-        result = closed_loop(
-            server.transcribe,
-            clips,
-            clients,
-            self.settings.requests_for(clients, len(clips)),
-            self.settings.row_budget_s,
-        )
+        result = pool.closed_loop(clients, requests, self.settings.row_budget_s, clip_set)
         steps, seconds = server.decode_counters()
         step_ms = (
             1000 * (seconds - seconds_before) / (steps - steps_before)

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
@@ -71,9 +70,12 @@ def _post_from_process(clip: Clip) -> str:
     return post_transcription(_process_client, _process_url, clip)
 
 
+ShareResult = tuple[list[float], list[tuple[int, str]], float, float]
+
+
 def _client_share(
     clients: int, requests: int, budget_s: float, clip_set: int, first_clip: int
-) -> tuple[list[float], list[tuple[int, str]], float, float]:
+) -> ShareResult:
     """One process's share of a row: (latencies, (clip index, text), started, ended); the
     clock is CLOCK_MONOTONIC, shared by the processes of one machine."""
     clips = _process_clip_sets[clip_set]
@@ -85,49 +87,73 @@ def _client_share(
     return result.latencies, texts, started, started + result.wall_s
 
 
+def _client_process(
+    url: str,
+    clip_sets: list[list[Clip]],
+    connections: int,
+    tasks: multiprocessing.Queue[tuple[int, int, float, int, int] | None],
+    results: multiprocessing.Queue[ShareResult | str],
+) -> None:
+    _start_client(url, clip_sets, connections)
+    for task in iter(tasks.get, None):
+        try:
+            results.put(_client_share(*task))
+        except Exception as error:  # reported to the bench, which stops the row
+            results.put(repr(error))
+
+
 class ClientPool:
-    """Closed-loop HTTP clients in CLIENT_PROCESSES processes, started once per server."""
+    """Closed-loop HTTP clients in CLIENT_PROCESSES processes, started once per server and
+    each given one share of every row (a ProcessPoolExecutor ran some shares seconds late)."""
 
     def __init__(self, url: str, clip_sets: list[list[Clip]], most_clients: int) -> None:
         self._clip_sets = clip_sets
-        self._processes = min(CLIENT_PROCESSES, most_clients)
-        per_process = math.ceil(most_clients / self._processes)
-        self._pool = ProcessPoolExecutor(
-            self._processes,
-            mp_context=multiprocessing.get_context("spawn"),  # the bench's CUDA stays here
-            initializer=_start_client,
-            initargs=(url, clip_sets, per_process),
-        )
+        context = multiprocessing.get_context("spawn")  # the bench's CUDA stays here
+        count = min(CLIENT_PROCESSES, most_clients)
+        connections = math.ceil(most_clients / count)
+        self._tasks: list[multiprocessing.Queue[tuple[int, int, float, int, int] | None]] = [
+            context.Queue() for _ in range(count)
+        ]
+        self._results: multiprocessing.Queue[ShareResult | str] = context.Queue()
+        self._processes = [
+            context.Process(
+                target=_client_process,
+                args=(url, clip_sets, connections, tasks, self._results),
+                daemon=True,
+            )
+            for tasks in self._tasks
+        ]
+        for process in self._processes:
+            process.start()
 
     def closed_loop(
         self, clients: int, requests: int, budget_s: float, clip_set: int = 0
     ) -> LoopResult:
         """Like closed_loop.closed_loop over clip_sets[clip_set], the callers spread evenly."""
         clips = self._clip_sets[clip_set]
-        shares = [
-            clients // self._processes + (i < clients % self._processes)
-            for i in range(self._processes)
-        ]
-        futures = [
-            self._pool.submit(
-                _client_share,
-                share,
-                math.ceil(requests * share / clients),
-                budget_s,
-                clip_set,
-                (i * len(clips)) // self._processes,
-            )
-            for i, share in enumerate(shares)
-            if share
-        ]
-        parts = [future.result() for future in futures]
-        latencies = [latency for part in parts for latency in part[0]]
-        texts = [(clips[i], text) for part in parts for i, text in part[1]]
-        wall = max(part[3] for part in parts) - min(part[2] for part in parts)
+        count = len(self._tasks)
+        shares = [clients // count + (i < clients % count) for i in range(count)]
+        sent = 0
+        for i, (tasks, share) in enumerate(zip(self._tasks, shares, strict=True)):
+            if share:
+                share_requests = math.ceil(requests * share / clients)
+                tasks.put((share, share_requests, budget_s, clip_set, (i * len(clips)) // count))
+                sent += 1
+        parts = [self._results.get(timeout=REQUEST_TIMEOUT_S + budget_s) for _ in range(sent)]
+        failures = [part for part in parts if isinstance(part, str)]
+        if failures:
+            raise RuntimeError(f"a client process failed: {failures[0]}")
+        shares_done = [part for part in parts if not isinstance(part, str)]
+        latencies = [latency for part in shares_done for latency in part[0]]
+        texts = [(clips[i], text) for part in shares_done for i, text in part[1]]
+        wall = max(part[3] for part in shares_done) - min(part[2] for part in shares_done)
         return LoopResult(latencies, texts, wall)
 
     def close(self) -> None:
-        self._pool.shutdown()
+        for tasks in self._tasks:
+            tasks.put(None)
+        for process in self._processes:
+            process.join(timeout=10)
 
 
 class ProcessGpuMemory:

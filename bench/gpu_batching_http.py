@@ -28,9 +28,10 @@ MEMORY_SAMPLE_S = 0.1
 CLIENT_KEEPALIVE_S = 1.0
 """Under uvicorn's 5 s keep-alive timeout, so the client, not the server, ends idle connections."""
 CLIENT_PROCESSES = 8
-"""The HTTP rows' clients are spread over this many processes. All in one process, 64 client
-threads topped out near 110 requests a second on one GIL: the same with WAV uploads as with
-Opus, with one GPU as with two, while the server's event loop sat in select (issue 8's notes)."""
+"""The HTTP rows' clients are spread over this many processes, so the load generator never
+queues on its own GIL. It was not the limit: on the device, tiny.en at 64 clients served
+1954 audio s/s with clients in 8 processes and 2291 with 64 threads in one (two machines of
+the same kind, bench/results/gpu_batching-h200.txt); the ceiling is the server's."""
 
 
 def new_client(connections: int) -> httpx.Client:

@@ -264,6 +264,10 @@ class ServedModel:
             self._process.kill()
             self._process.wait()
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
     def transcribe(self, clip: Clip) -> str:
         return post_transcription(self._client, self.url, clip)
 

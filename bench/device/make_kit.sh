@@ -34,6 +34,9 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
   fastapi starlette pydantic pydantic-core pydantic-settings python-dotenv annotated-types \
   annotated-doc typing-extensions typing-inspection uvicorn h11 anyio python-multipart "av==$av_version" \
   opentelemetry-api jiwer rapidfuzz
+# py-spy for bench/server_profile.py (a manylinux1 wheel, 3 MB).
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+  --implementation cp --platform manylinux1_x86_64 -d "$stage"/whl py-spy
 # onnxruntime, sanotts and redis stay behind: a server without a TTS model or a shared cache
 # never imports them (tests/runtime_tts/test_lazy_imports.py).
 (cd "$stage" && tar cf vfkit.tar vf && sha256sum vfkit.tar > vfkit.sha256 \

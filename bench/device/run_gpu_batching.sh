@@ -7,6 +7,7 @@
 #   bench/device/run_gpu_batching.sh smoke .device/kit1   # keep kit1, install wheels, check
 #   bench/device/run_gpu_batching.sh stash .device/kitN   # keep a part in /tmp across calls
 #   bench/device/run_gpu_batching.sh run [bench args...]  # join, check sha256, run
+#   bench/device/run_gpu_batching.sh profile [args...]    # or: bench/server_profile.py
 # The run writes the table (and every row as JSON) under $OUT.
 set -euo pipefail
 KIT=/tmp/vfkit
@@ -41,7 +42,7 @@ print("torch", torch.__version__, "transformers", transformers.__version__,
       "fastapi", fastapi.__version__, "GPUs", torch.cuda.device_count())'
 }
 
-run() {
+prepare() {
   for folder in .device/kit*; do [ -d "$folder" ] && cp -r "$folder"/* "$KIT"/; done
   if [ ! -d /tmp/vf ]; then
     (cd "$KIT" && cat part* > vfkit.tar && sha256sum -c vfkit.sha256 && tar xf vfkit.tar -C /tmp \
@@ -49,9 +50,20 @@ run() {
   fi
   install_wheels
   environment
+}
+
+run() {
+  prepare
   python3 "$SOURCE"/bench/gpu_batching.py --tiny-dir /tmp/vf/models/tiny.en --base-dir /tmp/vf/models/base \
     --jfk /tmp/vf/audio/jfk.flac --json "${OUT:-/tmp}/gpu_batching.json" "$@" 2>&1 \
     | tee "${OUT:-/tmp}/gpu_batching.txt"
+}
+
+profile() {
+  prepare
+  python3 "$SOURCE"/bench/server_profile.py --model /tmp/vf/models/tiny.en --jfk /tmp/vf/audio/jfk.flac \
+    --py-spy "$SITE"/bin/py-spy --out "${OUT:-/tmp}/server_profile" "$@" 2>&1 \
+    | tee "${OUT:-/tmp}/server_profile.txt"
 }
 
 command=$1
@@ -60,5 +72,6 @@ case "$command" in
   smoke) smoke "$@" ;;
   stash) stash "$@" ;;
   run) run "$@" ;;
-  *) echo "usage: $0 smoke DIR | stash DIR... | run [bench args...]" >&2; exit 2 ;;
+  profile) profile "$@" ;;
+  *) echo "usage: $0 smoke DIR | stash DIR... | run [bench args...] | profile [args...]" >&2; exit 2 ;;
 esac

@@ -134,6 +134,7 @@ class DeviceLoop:
         self.stats = LoopStats()
         self._condition = threading.Condition()
         self._cancelled: list[RequestHandle] = []
+        self._pending_encoder_timing = False
         self._closed = False
         self._thread = threading.Thread(
             target=self._run, name=f"voicefleet-batching-{self.device}", daemon=True
@@ -266,10 +267,12 @@ class DeviceLoop:
             chunk = jobs[first : first + batch]
             mel = torch.stack([job.features.to(self.device) for job in chunk]).to(dtype=self.dtype)
             if timing:
+                self._collect_encoder_time()
                 self._encoder_started.record()
             audio = self.model.encoder(mel)
             if timing:
                 self._encoder_ended.record()
+                self._pending_encoder_timing = True
             base = len(self.rows)
             layers: list[DecoderLayer] = list(self.model.decoder.layers)  # type: ignore[arg-type]
             for index, layer in enumerate(layers):
@@ -291,14 +294,19 @@ class DeviceLoop:
                 )
                 self._emit("admitted", job)
             self.stats.encoder_passes += 1
-            if timing:
-                # Waits for this pass, which keeps encoder and decoder step times apart.
-                self._encoder_ended.synchronize()
-                self.stats.encoder_gpu_seconds += (
-                    self._encoder_started.elapsed_time(self._encoder_ended) / 1000
-                )
         self.stats.encoder_windows += len(jobs)
         self.stats.encoder_seconds += time.perf_counter() - started
+
+    def _collect_encoder_time(self) -> None:
+        """Add the last encoder pass's GPU time once a decode step has waited for it (or the
+        next pass starts), so reading it never stalls the loop: a synchronize right after each
+        pass kept the GPU idle while the host prepared the next step."""
+        if self._pending_encoder_timing:
+            self._encoder_ended.synchronize()
+            self.stats.encoder_gpu_seconds += (
+                self._encoder_started.elapsed_time(self._encoder_ended) / 1000
+            )
+            self._pending_encoder_timing = False
 
     def _temperature(self, job: WindowJob) -> float:
         return job.request.options.temperature[job.temperature_index]
@@ -335,6 +343,7 @@ class DeviceLoop:
             job = rows[slot].job
             self._remove(slot)
             self._settle(job, outcome)
+        self._collect_encoder_time()  # the step's results were read: the pass is done
         stats = self.stats
         stats.steps += 1
         stats.batch_sizes[len(table)] = stats.batch_sizes.get(len(table), 0) + 1

@@ -20,6 +20,7 @@ from speech_corpus import Clip
 
 # The batched engine's series; absent from the sequential engine's /metrics.
 from voicefleet_runtime.metric_names import DECODE_STEP_SECONDS, DECODE_STEPS
+from voicefleet_runtime.readiness import wait_until_ready
 
 GIB = 2**30
 READY_TIMEOUT_S = 600
@@ -237,17 +238,10 @@ class ServedModel:
         self._client = new_client(clients)
 
     def __enter__(self) -> ServedModel:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"the server exited with {self._process.returncode}")
-            try:
-                if self._client.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"the server was not ready in {READY_TIMEOUT_S} s")
+        wait_until_ready(
+            self.url, lambda: self._process.poll() is None, "voicefleet serve", READY_TIMEOUT_S
+        )
+        return self
 
     def __exit__(
         self,

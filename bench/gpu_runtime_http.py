@@ -29,6 +29,7 @@ from voicefleet_runtime.audio import decode_audio
 from voicefleet_runtime.engine.base import SAMPLE_RATE, DecodeOptions
 from voicefleet_runtime.engine.models import ResolvedModel
 from voicefleet_runtime.engine.torch_whisper import TorchWhisperEngine
+from voicefleet_runtime.readiness import wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,17 +58,8 @@ def start_server(args: argparse.Namespace, port: int, slots: int) -> subprocess.
     command = [sys.executable, "-m", "voicefleet_operator.cli", "serve"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--model", str(args.model_dir)]
     server = subprocess.Popen(command, env=env)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"the server exited with {server.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("the server was not ready in 300 s")
+    wait_until_ready(f"http://127.0.0.1:{port}", lambda: server.poll() is None, "the server", 300)
+    return server
 
 
 def wait_accepted(url: str, count: int, timeout: float = 30) -> None:

@@ -54,6 +54,7 @@ import av
 import httpx
 
 from voicefleet_runtime.audio import decode_audio
+from voicefleet_runtime.readiness import wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_AUDIO = ROOT.parent / "shared" / "audio"
@@ -230,16 +231,7 @@ def running_server(args: argparse.Namespace) -> Iterator[Server]:
     process = subprocess.Popen([*command, "--model", args.model], env=env)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the server did not become ready in 120 s")
-            try:
-                if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        wait_until_ready(base_url, lambda: process.poll() is None, "voicefleet serve", 120)
         yield Server(base_url, process.pid)
     finally:
         process.send_signal(signal.SIGTERM)

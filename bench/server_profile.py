@@ -63,8 +63,8 @@ def summarise(raw: Path, seconds: float, top: int) -> None:
         ours = [frame for frame in rest if any(name in frame for name in OWN_CODE)]
         frames[thread][(ours[-1] if ours else rest[-1] if rest else "?")[:110]] += int(count)
     window = seconds * SAMPLES_PER_SECOND
-    for thread, count in per_thread.most_common(top):
-        print(f"{100 * count / window:6.1f}% busy  {thread}")
+    for thread, samples in per_thread.most_common(top):
+        print(f"{100 * samples / window:6.1f}% busy  {thread}")
         for frame, hits in frames[thread].most_common(6):
             print(f"          {100 * hits / window:5.1f}%  {frame}")
 

@@ -55,6 +55,7 @@ import httpx
 from tts_workload import TEXTS, VOICE
 
 from voicefleet_runtime.metric_names import ENGINE_BUSY_SECONDS
+from voicefleet_runtime.readiness import wait_until_ready
 from voicefleet_runtime.tts.assets import DEFAULT_ASSETS_DIR
 from voicefleet_runtime.tts.engine import SpeechEngine, load_speech_engine
 from voicefleet_runtime.tts.model import SAMPLE_RATE
@@ -95,16 +96,8 @@ def server(port: int, *extra: str, env: dict[str, str]) -> Iterator[subprocess.P
         command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert process.poll() is None, "the server exited"
-            assert time.monotonic() < deadline, "the server was not ready"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
+        base_url = f"http://127.0.0.1:{port}"
+        wait_until_ready(base_url, lambda: process.poll() is None, "voicefleet serve", 300)
         yield process
     finally:
         process.send_signal(signal.SIGTERM)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 
+from voicefleet_runtime.readiness import wait_until_ready
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_AUDIO = ROOT.parent / "shared" / "audio" / "jfk.flac"
 SENTENCE = "Dr. Lee's train leaves at 9:30, and the ticket costs $12.50."
@@ -29,20 +31,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def wait_ready(base_url: str, server: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"the runtime exited with status {server.returncode} before ready")
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"the runtime was not ready after {timeout:.0f} s")
 
 
 def speak_and_hear(base_url: str, model: str, sentence: str) -> None:
@@ -101,7 +89,7 @@ def main() -> int:
     )
     try:
         started = time.monotonic()
-        wait_ready(base_url, server, timeout=180)
+        wait_until_ready(base_url, lambda: server.poll() is None, "voicefleet serve", 180)
         print(f"demo: ready in {time.monotonic() - started:.1f} s (model loaded, warm-up done)")
         started = time.monotonic()
         with args.audio.open("rb") as audio:

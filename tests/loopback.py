@@ -1,4 +1,5 @@
-"""Servers the tests start on 127.0.0.1: a port to give them, and waiting for `/readyz`.
+"""Servers the tests start on 127.0.0.1: a port to give them, waiting for a condition, and
+serving `voicefleet serve` on loopback.
 
 Imported as `tests.loopback` (pytest's importlib mode names modules by their path from the
 repository root)."""
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
+from voicefleet_runtime.readiness import wait_until_ready
 
 
 def free_port() -> int:
@@ -22,24 +23,6 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def wait_until_ready(
-    base_url: str, is_running: Callable[[], bool], what: str, timeout: float = 180
-) -> None:
-    """Poll `/readyz` until it answers 200; fail at once if `what` stops running first, so a
-    server that crashed on start-up is reported as such, not as a timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not is_running():
-            raise RuntimeError(f"{what} stopped before it was ready")
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass  # not listening yet
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} was not ready after {timeout} s")
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:

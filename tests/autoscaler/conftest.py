@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.autoscaler.runtime_fleet import VOICEFLEET, RuntimeProcess
-from tests.loopback import free_port, wait_until_ready
+from tests.loopback import free_port
+from voicefleet_runtime.readiness import wait_until_ready
 
 
 @pytest.fixture(scope="session")

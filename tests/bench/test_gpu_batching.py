@@ -7,7 +7,8 @@ import threading
 
 import numpy as np
 import torch
-from gpu_batching import Goal, closed_loop
+from closed_loop import closed_loop
+from gpu_batching import Goal
 from gpu_batching_engines import tiny_shape
 from gpu_batching_measure import WINDOW_FRAMES, encoder_flops
 from speech_corpus import Clip

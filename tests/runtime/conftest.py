@@ -16,8 +16,8 @@ import jiwer
 import pytest
 import uvicorn
 
-from tests.loopback import wait_until_ready
 from voicefleet_runtime.app import create_app
+from voicefleet_runtime.readiness import wait_until_ready
 from voicefleet_runtime.server import uvicorn_config
 from voicefleet_runtime.settings import RuntimeSettings
 from voicefleet_runtime.state import RuntimeState, TtsEngineFactory, load_tts_engine

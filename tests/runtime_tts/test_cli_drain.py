@@ -12,8 +12,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.loopback import free_port, wait_until_ready
+from tests.loopback import free_port
 from tests.runtime_tts.conftest import decode
+from voicefleet_runtime.readiness import wait_until_ready
 
 GRACE_SECONDS = 180
 TEXT = " ".join(

@@ -59,7 +59,7 @@ from voicefleet_runtime.settings import (
     VadMode,
 )
 from voicefleet_runtime.tts.formats import SpeechFormat
-from voicefleet_runtime.tts.voices import ENGLISH_VOICES
+from voicefleet_runtime.tts.voice_names import ENGLISH_VOICES
 
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/voicefleet/voicefleet:0.1.0"
 """The image children run when neither the VoiceService nor the operator's settings name one

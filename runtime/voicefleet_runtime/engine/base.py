@@ -13,6 +13,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
+from voicefleet_runtime.engine.capabilities import EngineCapabilities
 from voicefleet_runtime.errors import quote_input
 
 SAMPLE_RATE = 16_000
@@ -70,16 +71,6 @@ class DecodeOptions:
     vad_filter: bool = False
     hotwords: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class EngineCapabilities:
-    """What an engine can do beyond plain decoding; the server asks before it sends options."""
-
-    vad: bool
-    """Voice activity detection (`DecodeOptions.vad_filter`)."""
-    word_timestamps: bool
-    """Per-word timings (`DecodeOptions.word_timestamps`)."""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from numpy.typing import NDArray
 from voicefleet_runtime.engine.base import (
     SAMPLE_RATE,
     DecodeOptions,
-    EngineCapabilities,
     Segment,
     TranscriptionInfo,
     Word,
@@ -19,6 +18,7 @@ from voicefleet_runtime.engine.base import (
     refuse_what_the_model_lacks,
 )
 from voicefleet_runtime.engine.batching import BatchedMode, BatchingPolicy, batching_policy
+from voicefleet_runtime.engine.capabilities import EngineCapabilities
 from voicefleet_runtime.engine.models import ResolvedModel
 from voicefleet_runtime.engine.precision import resolve_placement
 from voicefleet_runtime.engine.support import ENGINE_CAPABILITIES

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from voicefleet_runtime.engine.base import EngineCapabilities, SpeechEngine
+from voicefleet_runtime.engine.base import SpeechEngine
+from voicefleet_runtime.engine.capabilities import EngineCapabilities
 from voicefleet_runtime.engine.models import resolve_model
 from voicefleet_runtime.settings import RuntimeSettings
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from voicefleet_runtime.engine.base import EngineCapabilities
+from voicefleet_runtime.engine.capabilities import EngineCapabilities
 from voicefleet_runtime.settings import Engine, Precision
 
 DeviceKind = str

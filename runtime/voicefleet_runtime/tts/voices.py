@@ -2,43 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
+from voicefleet_runtime.tts.voice_names import OPENAI_VOICES
+
 STYLE_ROWS = 510
 """A voice file holds one 256-wide style vector per phoneme count (510 x 1 x 256 float32)."""
 STYLE_WIDTH = 256
-
-OPENAI_VOICES: Mapping[str, str] = {
-    # Same names where Kokoro has them; the rest by gender and accent of OpenAI's voice.
-    "alloy": "af_alloy",
-    "ash": "am_michael",
-    "ballad": "bm_george",
-    "coral": "af_heart",
-    "echo": "am_echo",
-    "fable": "bm_fable",
-    "nova": "af_nova",
-    "onyx": "am_onyx",
-    "sage": "af_sarah",
-    "shimmer": "af_bella",
-    "verse": "am_puck",
-    "marin": "af_kore",
-    "cedar": "am_liam",
-}
-
-ENGLISH_VOICES = (
-    *(f"af_{n}" for n in ("alloy", "aoede", "bella", "heart", "jessica", "kore", "nicole")),
-    *(f"af_{n}" for n in ("nova", "river", "sarah", "sky")),
-    *(f"am_{n}" for n in ("adam", "echo", "eric", "fenrir", "liam", "michael", "onyx")),
-    *(f"am_{n}" for n in ("puck", "santa")),
-    *(f"bf_{n}" for n in ("alice", "emma", "isabella", "lily")),
-    *(f"bm_{n}" for n in ("daniel", "fable", "george", "lewis")),
-)
-"""The 28 English voices of kokoro-js 1.2.1 that scripts/install_kokoro_assets.py installs."""
 
 ACCENTS = {"a": "en-US", "b": "en-GB"}
 GENDERS = {"f": "female", "m": "male"}

@@ -13,12 +13,12 @@ from numpy.typing import NDArray
 from voicefleet_runtime.engine.base import (
     SAMPLE_RATE,
     DecodeOptions,
-    EngineCapabilities,
     EngineError,
     Segment,
     TranscriptionInfo,
     refuse_what_the_model_lacks,
 )
+from voicefleet_runtime.engine.capabilities import EngineCapabilities
 from voicefleet_runtime.engine.models import ResolvedModel
 from voicefleet_runtime.engine.support import ENGINE_CAPABILITIES
 from voicefleet_runtime.engine.torch_whisper.ct2_weights import load_ct2_model

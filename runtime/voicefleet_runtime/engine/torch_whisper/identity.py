@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from voicefleet_runtime.engine.base import EngineCapabilities
+from voicefleet_runtime.engine.capabilities import EngineCapabilities
 from voicefleet_runtime.engine.torch_whisper.precision import TorchPlacement
 from voicefleet_runtime.engine.torch_whisper.tokens import WhisperTokenizer
 

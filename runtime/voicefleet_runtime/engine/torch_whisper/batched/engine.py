@@ -20,12 +20,12 @@ from voicefleet_runtime.engine.base import (
     SAMPLE_RATE,
     BatchStats,
     DecodeOptions,
-    EngineCapabilities,
     EngineError,
     Segment,
     TranscriptionInfo,
     refuse_what_the_model_lacks,
 )
+from voicefleet_runtime.engine.capabilities import EngineCapabilities
 from voicefleet_runtime.engine.models import ResolvedModel
 from voicefleet_runtime.engine.torch_whisper.batched.cache import SlotCache, slots_for_budget
 from voicefleet_runtime.engine.torch_whisper.batched.loop import (

@@ -27,6 +27,7 @@ import collections
 import contextlib
 import datetime
 import json
+import os
 import signal
 import tempfile
 import time
@@ -96,6 +97,10 @@ class Figures:
     idle_s: float = 0.0
     idle_writes: list[str] = field(default_factory=list)
     idle_reads: int = 0
+    control_plane_cpu_s: dict[str, float] = field(default_factory=dict)
+    """Each control-plane part's CPU seconds up to Ready (the real cluster only)."""
+    load: tuple[float, float] = (0.0, 0.0)
+    """The machine's 1-minute load average at the first apply and at Ready."""
 
     def lines(self) -> Iterator[str]:
         total = sum(self.requests_to_ready.values())
@@ -108,6 +113,10 @@ class Figures:
             median, p99 = times[len(times) // 2], times[min(len(times) - 1, len(times) * 99 // 100)]
             yield f"  one VoiceService Ready after  median {median:.1f} s, p99 {p99:.1f} s"
         yield f"  operator CPU to Ready         {self.cpu_to_ready_s:.1f} s"
+        if self.control_plane_cpu_s:
+            yield f"  control plane CPU to Ready    {cpu_line(self.control_plane_cpu_s)}"
+        start, end = self.load
+        yield f"  load average (1 min)          {start:.1f} at the start, {end:.1f} at Ready"
         yield f"  operator RSS                  {self.rss_mb:.0f} MB (peak {self.peak_rss_mb:.0f})"
         yield f"  API requests per VoiceService {total / self.count:.1f} ({verbs})"
         yield (
@@ -117,6 +126,15 @@ class Figures:
         )
         for write in collections.Counter(self.idle_writes).most_common(5):
             yield f"    write: {write[1]} x {write[0]}"
+
+
+def cpu_line(by_part: dict[str, float]) -> str:
+    parts = ", ".join(f"{name} {seconds:.1f}" for name, seconds in by_part.items())
+    return f"{sum(by_part.values()):.1f} s ({parts})"
+
+
+def cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: after[name] - before.get(name, 0.0) for name in after}
 
 
 def operator_args() -> list[str]:
@@ -275,7 +293,16 @@ async def apply_objects(client: httpx.AsyncClient, objects: Iterable[dict[str, A
     await asyncio.gather(*(one(obj) for obj in objects))
 
 
-async def control_plane_floor(plane: ControlPlane, count: int) -> float | None:
+@dataclass
+class Floor:
+    """The control plane alone, measured in the same run."""
+
+    ready_s: float | None
+    control_plane_cpu_s: dict[str, float]
+    load: tuple[float, float]
+
+
+async def control_plane_floor(plane: ControlPlane, count: int) -> Floor:
     """Without the operator: the same Deployments, Services and PDBs applied directly, until
     every Deployment has its pod ready. What the control plane alone needs, whatever the
     operator does (measured after the operator's run, on the same cluster)."""
@@ -284,6 +311,7 @@ async def control_plane_floor(plane: ControlPlane, count: int) -> float | None:
     path = DEPLOYMENTS.path(FLOOR_NAMESPACE)
     async with bench_client(plane) as client:
         version = await list_version(client, path)
+        cpu_before, load_before = plane.cpu_seconds(), os.getloadavg()[0]
         started = time.monotonic()
         waiting = asyncio.create_task(
             watch_ready(
@@ -297,10 +325,11 @@ async def control_plane_floor(plane: ControlPlane, count: int) -> float | None:
         )
         await apply_objects(client, (c for i in range(count) for c in unowned_children(i)))
         ready_s, _ = await waiting
-    return ready_s
+    spent = cpu_spent(cpu_before, plane.cpu_seconds())
+    return Floor(ready_s, spent, (load_before, os.getloadavg()[0]))
 
 
-async def run_real(count: int, idle: float, workdir: Path) -> tuple[Figures, float | None]:
+async def run_real(count: int, idle: float, workdir: Path) -> tuple[Figures, Floor]:
     figures = Figures("real control plane (kube-apiserver 1.37, etcd, controllers, kwok)", count)
     plane = ControlPlane(
         workdir / "cluster",
@@ -339,6 +368,7 @@ async def run_real(count: int, idle: float, workdir: Path) -> tuple[Figures, flo
                         for e in audited(plane, OPERATOR.name, after, before)
                     ],
                     idle=idle,
+                    control_plane_cpu=plane.cpu_seconds,
                 )
         finally:
             operator.stop()
@@ -452,9 +482,11 @@ async def measure(
     requests: Callable[[str, str], list[tuple[str, str]]],
     idle: float,
     mark: Callable[[], None] = lambda: None,
+    control_plane_cpu: Callable[[], dict[str, float]] = dict,
 ) -> None:
     """Apply, wait for Ready, then stay idle; fill `figures`."""
     cpu_before = operator.cpu_seconds()
+    plane_before, load_before = control_plane_cpu(), os.getloadavg()[0]
     began_at = now_rfc3339()
     mark()
     started = time.monotonic()
@@ -466,6 +498,8 @@ async def measure(
     ready_at = now_rfc3339()
     mark()
     figures.cpu_to_ready_s = operator.cpu_seconds() - cpu_before
+    figures.control_plane_cpu_s = cpu_spent(plane_before, control_plane_cpu())
+    figures.load = (load_before, os.getloadavg()[0])
     figures.requests_to_ready = counted_requests(requests(began_at, ready_at))
     print(f"  all Ready after {figures.ready_s} s; now {idle:.0f} s idle", flush=True)
     # What follows Ready (the last status writes and events) lands before the idle window.
@@ -495,9 +529,7 @@ def per_vs(figures: Figures, value: float | None) -> float | None:
     return None if value is None else value / figures.count
 
 
-def report(
-    real: Figures, floor: float | None, emulated: Figures | None, args: argparse.Namespace
-) -> str:
+def report(real: Figures, floor: Floor, emulated: Figures | None, args: argparse.Namespace) -> str:
     lines = [
         f"bench/operator_scale.py --count {args.count} --idle {args.idle:.0f} "
         + (
@@ -510,8 +542,11 @@ def report(
         "",
         *real.lines(),
         f"  the control plane alone: the same {args.count} Deployments, Services and PDBs "
-        f"applied directly, every pod ready after {'never' if floor is None else f'{floor:.1f} s'}"
-        f" (operator's time / this: {ratio(real.ready_s, floor)})",
+        "applied directly, every pod ready after "
+        f"{'never' if floor.ready_s is None else f'{floor.ready_s:.1f} s'}"
+        f" (operator's time / this: {ratio(real.ready_s, floor.ready_s)})",
+        f"    its control plane CPU {cpu_line(floor.control_plane_cpu_s)}; "
+        f"load average {floor.load[0]:.1f} at the start, {floor.load[1]:.1f} at the end",
         "",
     ]
     if emulated is not None:

@@ -15,9 +15,8 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.cluster import procstat
 from tests.loopback import free_port
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class OperatorProcess:
@@ -101,18 +100,12 @@ class OperatorProcess:
         )
 
     def cpu_seconds(self) -> float:
-        """User plus system CPU time so far, from /proc/PID/stat."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+        """User plus system CPU time so far."""
+        return procstat.cpu_seconds(self.pid)
 
     def memory_mb(self) -> tuple[float, float]:
-        """Resident memory now and at its peak (VmRSS, VmHWM from /proc/PID/status), in MB."""
-        values = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0]) / 1024  # kB
-        return values["VmRSS"], values["VmHWM"]
+        """Resident memory now and at its peak, in MB."""
+        return procstat.memory_mb(self.pid)
 
     def log_tail(self, lines: int = 40) -> str:
         if not self.log.exists():

@@ -204,6 +204,9 @@ async def test_a_burst_of_voiceservices_writes_each_child_once_and_lists_nothing
     prunable = {resource.plural for resource in PRUNABLE_RESOURCES}
     lists = [e["objectRef"]["resource"] for e in requests if e["verb"] == "list"]
     assert not prunable & set(lists), "a new VoiceService's first reconcile has nothing to prune"
+    reads = {e["objectRef"]["resource"] for e in requests if e["verb"] == "get"}
+    children = {"deployments", "services", "poddisruptionbudgets"}
+    assert not children & reads, "a first reconcile applies its children without reading them"
     writes = collections.Counter(
         e["objectRef"]["resource"] for e in requests if e["verb"] in ("patch", "create", "update")
     )

@@ -11,7 +11,11 @@ from typing import Any, cast
 
 import kopf
 
-from voicefleet_operator.handlers.context import RECONCILES_AT_ONCE, OperatorContext
+from voicefleet_operator.handlers.context import (
+    FOLLOW_UPS_AT_ONCE,
+    RECONCILES_AT_ONCE,
+    OperatorContext,
+)
 from voicefleet_operator.k8s.cache import CachedKubeApi, ChildCache
 from voicefleet_operator.k8s.connection import ClusterConnection
 from voicefleet_operator.k8s.resources import (
@@ -207,3 +211,30 @@ async def test_reconciles_beyond_the_slots_wait_and_count_as_queued() -> None:
     release.set()
     await asyncio.gather(*tasks)
     assert running == 0
+
+
+async def test_a_childs_change_is_reconciled_while_every_other_slot_is_taken() -> None:
+    """The follow-up of a rollout's progress (a status write) never queues behind new
+    VoiceServices' first reconciles."""
+    context = OperatorContext(settings=OperatorSettings(kubeconfig=None))
+    release = asyncio.Event()
+    held = 0
+
+    async def hold(name: str, *, follow_up: bool = False) -> None:
+        nonlocal held
+        async with context.turn("speech", name, follow_up=follow_up):
+            held += 1
+            await release.wait()
+
+    creating = [asyncio.create_task(hold(f"new-{i}")) for i in range(RECONCILES_AT_ONCE + 3)]
+    following = [
+        asyncio.create_task(hold(f"rolling-{i}", follow_up=True))
+        for i in range(FOLLOW_UPS_AT_ONCE + 2)
+    ]
+    for _ in range(RECONCILES_AT_ONCE + FOLLOW_UPS_AT_ONCE + 20):
+        await asyncio.sleep(0)
+    assert held == RECONCILES_AT_ONCE + FOLLOW_UPS_AT_ONCE
+    assert context.reconcile_queued("speech", f"rolling-{FOLLOW_UPS_AT_ONCE}")
+    assert not context.reconcile_queued("speech", "rolling-0")
+    release.set()
+    await asyncio.gather(*creating, *following)

@@ -74,12 +74,17 @@ class Reconciled:
         return tuple(a for a in self.applied if a.scaled_from is not None)
 
 
-def may_own_unwanted_children(body: Mapping[str, Any]) -> bool:
-    """False for a VoiceService no operator has reconciled yet (no observedGeneration) whose
-    spec never changed (generation 1): every child it owns was built from this very spec, so
-    its first reconcile lists no prunable kinds (a request per VoiceService created)."""
+def never_reconciled(body: Mapping[str, Any]) -> bool:
+    """No operator has reconciled this VoiceService yet (no observedGeneration) and its spec
+    never changed (generation 1): any child it owns was built from this very spec (by an
+    operator that stopped before its status write)."""
     observed = (body.get("status") or {}).get("observedGeneration")
-    return observed is not None or body["metadata"].get("generation") != 1
+    return observed is None and body["metadata"].get("generation") == 1
+
+
+def may_own_unwanted_children(body: Mapping[str, Any]) -> bool:
+    """A first reconcile lists no prunable kinds (a request per VoiceService created)."""
+    return not never_reconciled(body)
 
 
 def desired_replicas(vs: VoiceService) -> int | None:
@@ -242,12 +247,18 @@ async def reconcile(
     vs = parse_voiceservice(with_default_image(body, default_image))
     previous = vs.status or VoiceServiceStatus()
     previous_fallback = previous.fallback or FallbackStatus()
+    replicas = desired_replicas(vs)
+    # A first reconcile creates the children: reading each before (three GETs answered 404 for
+    # every new VoiceService) tells nothing its apply's answer does not. Only an autoscaled
+    # Deployment is read, so that a count an autoscaler set is kept.
+    read_children = not never_reconciled(body)
     deployment_path = DEPLOYMENTS.path(vs.namespace, vs.name)
-    live_deployment = await api.get_or_none(deployment_path)
+    live_deployment = (
+        await api.get_or_none(deployment_path) if read_children or replicas is None else None
+    )
     # Pods are read only while a fallback is left to move to.
     pods = await list_pods(api, vs) if has_fallback_left(vs, previous_fallback) else []
     fallback = placement_decision(vs, previous_fallback, pods, now)
-    replicas = desired_replicas(vs)
     children = build_children(
         vs, servicemonitor_api=servicemonitor_api, replicas=replicas, placement_index=fallback.index
     )
@@ -269,7 +280,7 @@ async def reconcile(
                 api, child, replicas=replicas, initial=initial, live=live_deployment
             )
         else:
-            result = await apply_child(api, child)
+            result = await apply_child(api, child, read=read_children)
         if result.outcome in WRITE_ACTIONS:
             on_write(result.kind, WRITE_ACTIONS[result.outcome])
         return result

@@ -109,7 +109,12 @@ async def _refresh_optional_apis(context: OperatorContext) -> None:
 
 
 async def reconcile_with_errors_mapped(
-    context: OperatorContext, body: Mapping[str, Any], *, retry: int, coalesce: bool = False
+    context: OperatorContext,
+    body: Mapping[str, Any],
+    *,
+    retry: int,
+    coalesce: bool = False,
+    follow_up: bool = False,
 ) -> Reconciled | None:
     """Reconcile and translate failures into kopf's retry semantics.
 
@@ -117,6 +122,7 @@ async def reconcile_with_errors_mapped(
     a reconcile queued behind the failing one, from another trigger, skips too); or a newer
     generation was reconciled while this body waited; or, with `coalesce` (child events and
     resyncs), a reconcile of this VoiceService is queued already and will see the same state.
+    `follow_up`: started by a child's change (see FOLLOW_UPS_AT_ONCE).
     """
     settings = context.settings
     metrics = context.metrics
@@ -125,7 +131,7 @@ async def reconcile_with_errors_mapped(
     version = (meta.get("uid"), meta.get("generation"))
     if coalesce and context.reconcile_queued(namespace, name):
         return None
-    async with context.turn(namespace, name):
+    async with context.turn(namespace, name, follow_up=follow_up):
         body = context.freshest(body)
         version = (body["metadata"].get("uid"), body["metadata"].get("generation"))
         if context.superseded(namespace, name, version) or failed_permanently(context, body):
@@ -273,7 +279,7 @@ def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
 
         async def reconcile_owner() -> None:
             try:
-                await reconcile_with_errors_mapped(context, owner_body, retry=0)
+                await reconcile_with_errors_mapped(context, owner_body, retry=0, follow_up=True)
             except (kopf.TemporaryError, kopf.PermanentError) as error:
                 # Event handlers are not retried: the resync timer repairs it later.
                 logger.warning(f"reconcile after a {type} of {kind} failed: {error}")

@@ -130,9 +130,12 @@ def _path_of(desired: dict[str, Any]) -> str:
     return resource_of(desired).path(meta.get("namespace"), str(meta["name"]))
 
 
-async def apply_child(api: KubeApi, desired: dict[str, Any]) -> Applied:
+async def apply_child(api: KubeApi, desired: dict[str, Any], *, read: bool = True) -> Applied:
+    """Apply `desired` unless the live child has it already; `read=False` applies without
+    reading it first (a child to create: the apply creates it, or updates one that exists)."""
     path = _path_of(desired)
-    return await _apply_over(api, path, desired, await api.get_or_none(path))
+    live = await api.get_or_none(path) if read else None
+    return await _apply_over(api, path, desired, live)
 
 
 def apply_document(

@@ -17,6 +17,15 @@ timers would scrape kwok's pod addresses, which answer nothing) and reports:
   journal), by verb;
 - the operator's writes (and reads) in IDLE seconds after that, with nothing changing.
 Goal on 2 cores: every one Ready within 60 s, at most 300 MB, no idle write.
+
+    .venv/bin/python -m bench.operator_scale --floor-only [--count 1000] [--profile 40] [--gogc 100]
+
+runs only the control plane alone (the floor above) and shows where its time goes: each part's
+CPU seconds and peak memory, the API server's request, etcd and flow-control (APF) latencies
+(its /metrics over the run), etcd's disk figures, the ClusterIP allocations (from the audit
+log: how long each IPAddress creation took and whether two ever ran at once); with --profile S,
+S-second CPU profiles of the API server and the controller manager and the API server's
+blocking profile, summarised by `go tool pprof`. --gogc: the control plane's GOGC for the run.
 """
 
 from __future__ import annotations
@@ -26,10 +35,15 @@ import asyncio
 import collections
 import contextlib
 import datetime
+import itertools
 import json
 import os
+import re
+import shutil
 import signal
+import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -40,8 +54,10 @@ import httpx
 import kmock
 import yaml
 
+from tests.cluster import controlplane
 from tests.cluster.controlplane import WRITE_VERBS, ControlPlane, FakeNode, User
 from tests.cluster.operatorprocess import OperatorProcess
+from tests.loopback import free_port
 from tests.operator.harness import ApiServer, ScalePaths, register_cluster_resources
 from tests.operator.harness.crd import CrdSchema
 from voicefleet_operator.builders.children import build_children
@@ -300,6 +316,8 @@ class Floor:
     ready_s: float | None
     control_plane_cpu_s: dict[str, float]
     load: tuple[float, float]
+    peak_memory_mb: dict[str, float]
+    """Each control-plane part's peak resident memory over the whole run (both phases)."""
 
 
 async def control_plane_floor(plane: ControlPlane, count: int) -> Floor:
@@ -326,7 +344,7 @@ async def control_plane_floor(plane: ControlPlane, count: int) -> Floor:
         await apply_objects(client, (c for i in range(count) for c in unowned_children(i)))
         ready_s, _ = await waiting
     spent = cpu_spent(cpu_before, plane.cpu_seconds())
-    return Floor(ready_s, spent, (load_before, os.getloadavg()[0]))
+    return Floor(ready_s, spent, (load_before, os.getloadavg()[0]), plane.peak_memory_mb())
 
 
 async def run_real(count: int, idle: float, workdir: Path) -> tuple[Figures, Floor]:
@@ -547,6 +565,8 @@ def report(real: Figures, floor: Floor, emulated: Figures | None, args: argparse
         f" (operator's time / this: {ratio(real.ready_s, floor.ready_s)})",
         f"    its control plane CPU {cpu_line(floor.control_plane_cpu_s)}; "
         f"load average {floor.load[0]:.1f} at the start, {floor.load[1]:.1f} at the end",
+        "  control plane peak memory (MB): "
+        + ", ".join(f"{name} {mb:.0f}" for name, mb in floor.peak_memory_mb.items()),
         "",
     ]
     if emulated is not None:
@@ -567,6 +587,225 @@ def report(real: Figures, floor: Floor, emulated: Figures | None, args: argparse
             "  requests to Ready      "
             + ratio(per_vs(real, real_requests), per_vs(emulated, emulated_requests))
         )
+    return "\n".join(lines)
+
+
+# ----- the control plane alone, with where its time goes (--floor-only) ----------------------
+
+
+GO = shutil.which("go") or "/usr/local/go/bin/go"
+LATENCIES = (
+    ("apiserver_request_duration_seconds", ("verb", "resource")),
+    ("etcd_request_duration_seconds", ("operation", "type")),
+    ("apiserver_flowcontrol_request_wait_duration_seconds", ("priority_level", "execute")),
+)
+ETCD_DISK = re.compile(
+    r"^etcd_disk_(wal_fsync|wal_write|backend_commit)_duration_seconds_(sum|count) "
+)
+
+
+def sums_and_counts(
+    text: str, name: str, keys: tuple[str, ...]
+) -> dict[tuple[str, ...], list[float]]:
+    """{label values: [sum, count]} of one Prometheus histogram."""
+    found: dict[tuple[str, ...], list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
+    for line in text.splitlines():
+        match = re.match(rf"{name}_(sum|count)\{{(.*)\}} (\S+)$", line)
+        if match:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
+            key = tuple(labels.get(k, "") for k in keys)
+            found[key][0 if match.group(1) == "sum" else 1] += float(match.group(3))
+    return found
+
+
+def latency_lines(before: str, after: str, top: int = 12) -> Iterator[str]:
+    for name, keys in LATENCIES:
+        start, end = sums_and_counts(before, name, keys), sums_and_counts(after, name, keys)
+        rows = []
+        for key, (total, count) in end.items():
+            spent = total - start.get(key, [0.0, 0.0])[0]
+            calls = count - start.get(key, [0.0, 0.0])[1]
+            if calls > 0:
+                rows.append((spent, calls, "/".join(key)))
+        yield f"  {name} (by total time; mean per request)"
+        for spent, calls, what in sorted(rows, reverse=True)[:top]:
+            yield f"    {what:48s} n={calls:6.0f} mean {1000 * spent / calls:7.1f} ms"
+
+
+def moment(stamp: str) -> float:
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def allocation_lines(events: Iterable[dict[str, Any]], after: str) -> Iterator[str]:
+    """The IPAddress objects the API server creates for ClusterIPs, and the Services' applies."""
+    spans: list[tuple[float, float]] = []
+    applies: list[float] = []
+    for event in events:
+        ref = event.get("objectRef") or {}
+        if event.get("requestReceivedTimestamp", "") <= after:
+            continue
+        start, end = moment(event["requestReceivedTimestamp"]), moment(event["stageTimestamp"])
+        if ref.get("resource") == "ipaddresses" and event.get("verb") == "create":
+            spans.append((start, end))
+        if ref.get("resource") == "services" and event.get("verb") == "patch":
+            applies.append(end - start)
+    if not spans:
+        return
+    spans.sort()
+    busy = sum(end - start for start, end in spans)
+    overlapping = sum(1 for (_, end), (start, _) in itertools.pairwise(spans) if start < end)
+    window = spans[-1][1] - spans[0][0]
+    applies.sort()
+    mean_ms, share = 1000 * busy / len(spans), 100 * busy / window
+    yield (
+        f"  ClusterIP allocations: {len(spans)} IPAddress creations, {mean_ms:.1f} ms each on "
+        f"average, {overlapping} of them overlapping the one before; together {busy:.1f} s of "
+        f"the {window:.1f} s from the first to the last ({share:.0f}%)"
+    )
+    yield (
+        f"  a Service's apply: median {1000 * applies[len(applies) // 2]:.0f} ms, "
+        f"p90 {1000 * applies[len(applies) * 9 // 10]:.0f} ms ({len(applies)} applies)"
+    )
+
+
+def pprof_top(path: Path, *, cumulative: bool, focus: str | None = None, lines: int = 25) -> str:
+    command = [GO, "tool", "pprof", "-top", f"-nodecount={lines}"]
+    if cumulative:
+        command.append("-cum")
+    if focus:
+        command.append(f"-focus={focus}")
+    return pprof(command, path)
+
+
+def pprof(command: list[str], path: Path) -> str:
+    done = subprocess.run(
+        [*command, str(path)], capture_output=True, text=True, timeout=120, check=False
+    )
+    return done.stdout if done.returncode == 0 else done.stderr
+
+
+class Profiles:
+    """CPU profiles of the API server and the controller manager, taken during the applies."""
+
+    def __init__(self, plane: ControlPlane, manager_port: int, seconds: int) -> None:
+        self.plane, self.manager_port, self.seconds = plane, manager_port, seconds
+        self.paths = {
+            "kube-apiserver": plane.workdir / "apiserver-cpu.pprof",
+            "kube-controller-manager": plane.workdir / "controller-manager-cpu.pprof",
+        }
+        self.threads = [
+            threading.Thread(target=self._apiserver),
+            threading.Thread(target=self._controller_manager),
+        ]
+
+    def _apiserver(self) -> None:
+        with self.plane.client() as client:
+            answer = client.get(
+                "/debug/pprof/profile",
+                params={"seconds": str(self.seconds)},
+                timeout=self.seconds + 60,
+            )
+        self.paths["kube-apiserver"].write_bytes(answer.content)
+
+    def _controller_manager(self) -> None:
+        # Its serving certificate is self-signed, and it is only this bench's own process.
+        answer = httpx.get(
+            f"https://127.0.0.1:{self.manager_port}/debug/pprof/profile",
+            params={"seconds": str(self.seconds)},
+            timeout=self.seconds + 60,
+            verify=False,  # noqa: S501
+        )
+        self.paths["kube-controller-manager"].write_bytes(answer.content)
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join()
+
+
+def floor_evidence(args: argparse.Namespace) -> str:
+    """--floor-only: the control plane alone, with where its time goes (see the docstring)."""
+    workdir = Path(tempfile.mkdtemp(prefix="voicefleet-control-plane-floor-"))
+    gogc = controlplane.GO_GC_PERCENT if args.gogc is None else str(args.gogc)
+    manager_port = free_port()
+    manager_args = [*RATE_LIMITS]
+    apiserver_args: list[str] = []
+    if args.profile:
+        manager_args += [
+            f"--secure-port={manager_port}",
+            "--authorization-always-allow-paths=/healthz,/debug/pprof/profile",
+        ]
+        apiserver_args.append("--contention-profiling=true")
+    plane = ControlPlane(
+        workdir / "cluster",
+        nodes=NODES,
+        extra_args={
+            "kube-controller-manager": manager_args,
+            "kube-scheduler": RATE_LIMITS,
+            "kube-apiserver": apiserver_args,
+        },
+        go_gc_percent=gogc,
+    )
+    lines = [
+        f"bench/operator_scale.py --floor-only --count {args.count} --profile {args.profile}"
+        + (f" --gogc {args.gogc}" if args.gogc is not None else ""),
+        f"GOGC {gogc}; work folder {workdir}",
+    ]
+    try:
+        plane.start()
+        with plane.client() as client:
+            metrics_before = client.get("/metrics").text
+        started_at = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        profiles = Profiles(plane, manager_port, args.profile) if args.profile else None
+        if profiles:
+            profiles.start()
+        started = time.monotonic()
+        floor = asyncio.run(control_plane_floor(plane, args.count))
+        wall = time.monotonic() - started
+        if profiles:
+            profiles.join()
+        with plane.client() as client:
+            metrics_after = client.get("/metrics").text
+            if args.profile:
+                blocking = plane.workdir / "apiserver-block.pprof"
+                blocking.write_bytes(client.get("/debug/pprof/block").content)
+        etcd_metrics = httpx.get(f"{plane.etcd_url}/metrics", timeout=30).text
+        ready = "never" if floor.ready_s is None else f"{floor.ready_s:.1f} s"
+        cpu = floor.control_plane_cpu_s
+        lines += [
+            f"every pod ready after {ready} (the whole run {wall:.1f} s); load average "
+            f"{floor.load[0]:.1f} at the start, {floor.load[1]:.1f} at the end",
+            f"  control plane CPU {sum(cpu.values()):.1f} s: "
+            + ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items()),
+            "  peak memory (MB): "
+            + ", ".join(f"{name} {mb:.0f}" for name, mb in floor.peak_memory_mb.items()),
+            *latency_lines(metrics_before, metrics_after),
+            "  etcd's disk: "
+            + ", ".join(line for line in etcd_metrics.splitlines() if ETCD_DISK.match(line)),
+            *allocation_lines(plane.audit_events(), started_at),
+        ]
+        if args.profile:
+            apiserver = plane.workdir / "apiserver-cpu.pprof"
+            manager = plane.workdir / "controller-manager-cpu.pprof"
+            lines += [
+                "--- API server CPU, cumulative",
+                pprof_top(apiserver, cumulative=True, lines=40),
+                "--- API server CPU spent in garbage collection",
+                pprof_top(apiserver, cumulative=True, focus="gcBgMarkWorker", lines=3),
+                "--- controller manager CPU, cumulative",
+                pprof_top(manager, cumulative=True, lines=40),
+                "--- the ClusterIP allocator: its callers, and where it waited (blocking profile)",
+                pprof(
+                    [GO, "tool", "pprof", "-peek", "MetaAllocator..AllocateNextService$"],
+                    plane.workdir / "apiserver-block.pprof",
+                ),
+            ]
+    finally:
+        plane.stop()
+        shutil.rmtree(plane.workdir / "etcd", ignore_errors=True)
     return "\n".join(lines)
 
 
@@ -594,10 +833,19 @@ def main() -> None:
         "--emulator-idle", type=float, default=60.0, help="idle seconds on the emulator"
     )
     parser.add_argument("--skip-emulator", action="store_true", help="only the real cluster")
+    parser.add_argument(
+        "--floor-only",
+        action="store_true",
+        help="only the control plane alone, with its metrics, disk figures and allocations",
+    )
+    parser.add_argument(
+        "--profile", type=int, default=0, help="--floor-only: seconds of CPU profiles"
+    )
+    parser.add_argument("--gogc", type=int, help="--floor-only: the control plane's GOGC")
     parser.add_argument("--output", type=Path, help="also write the report here")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the cluster and operator
-    text = asyncio.run(main_async(args))
+    text = floor_evidence(args) if args.floor_only else asyncio.run(main_async(args))
     print(text)
     if args.output:
         args.output.write_text(text + "\n")

@@ -128,20 +128,25 @@ class ControlPlane:
         nodes: Sequence[FakeNode] = DEFAULT_NODES,
         users: Sequence[User] = (),
         extra_args: Mapping[str, Sequence[str]] | None = None,
+        go_gc_percent: str = GO_GC_PERCENT,
     ) -> None:
         """`apiserver` names the binary (kube-apiserver-1.30 for the oldest version);
         `controllers=False` starts etcd and the API server only. `users` are extra token users.
-        `extra_args` adds flags by component name (e.g. a benchmark's client rate limits)."""
+        `extra_args` adds flags by component name (e.g. a benchmark's client rate limits);
+        `go_gc_percent` is every part's GOGC."""
         self.workdir = workdir
         self.apiserver_binary = apiserver
         self.controllers = controllers
         self.nodes = tuple(nodes)
         self.users = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK, *users)
         self.extra_args = dict(extra_args or {})
+        self.go_gc_percent = go_gc_percent
         self.port = free_port()
         self.server = f"https://127.0.0.1:{self.port}"
         self.logs = workdir / "logs"
         self.audit_log = self.logs / "audit.log"
+        self.etcd_url = ""
+        """etcd's client URL (its /metrics too), once started."""
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
 
     # ----- files ------------------------------------------------------------------------------
@@ -218,7 +223,7 @@ class ControlPlane:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
-            env={**os.environ, "GOGC": GO_GC_PERCENT},
+            env={**os.environ, "GOGC": self.go_gc_percent},
         )
         log.close()
 
@@ -242,7 +247,7 @@ class ControlPlane:
     def start(self) -> None:
         self._write_files()
         etcd_port, peer_port = free_port(), free_port()
-        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        etcd_url = self.etcd_url = f"http://127.0.0.1:{etcd_port}"
         self._spawn(
             "etcd",
             "etcd",
@@ -367,6 +372,14 @@ class ControlPlane:
         """Each running part's CPU time so far, by name (etcd, kube-apiserver, ...)."""
         return {
             name: procstat.cpu_seconds(process.pid)
+            for name, process in self._processes.items()
+            if process.poll() is None
+        }
+
+    def peak_memory_mb(self) -> dict[str, float]:
+        """Each running part's peak resident memory so far (VmHWM), by name, in MB."""
+        return {
+            name: procstat.memory_mb(process.pid)[1]
             for name, process in self._processes.items()
             if process.poll() is None
         }

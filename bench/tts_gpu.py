@@ -1,4 +1,4 @@
-"""Kokoro on a GPU (the torch path) against onnxruntime's int8 CPU path, in the same run.
+"""Kokoro on a GPU (the torch paths) against onnxruntime's int8 CPU path, in the same run.
 
 Two steps, because the device machine has neither our G2P nor the packaged model:
 
@@ -9,11 +9,15 @@ Two steps, because the device machine has neither our G2P nor the packaged model
 
 `run` measures, on the same chunks (the server's own normaliser and chunk planner made them):
 - the baseline: KokoroOnnx (the int8 graph, onnxruntime CPU) single-stream, per thread count;
-- KokoroTorch on `--device` (default cuda): single stream, then `c` concurrent requests from
-  `c` threads (each request speaks its chunks in order, as the server streams them):
-  aggregate real-time factor (audio seconds / wall seconds), time to first audio (the first
-  chunk's audio ready) p50/p95, and per-request latency.
-It prints the figures, their ratio to the baseline, and writes them as JSON to --out.
+- the old GPU path, KokoroTorch (tts_onnx2torch.py: the graph converted node by node), unless
+  --skip-onnx2torch: `c` concurrent requests from `c` threads, one CUDA stream each;
+- the runtime's torch backend, KokoroNative (tts/native/, behind its micro-batcher), in each of
+  --native-dtypes: `c` concurrent requests from `c` threads (each request speaks its chunks in
+  order, as the server streams them), then synthesize_batch directly at fixed batch sizes, its
+  launches and host syncs per forward, and its agreement with float32 (durations, audio).
+Figures: aggregate real-time factor (audio seconds / wall seconds), time to first audio (the
+first chunk's audio ready) p50/p95, and per-request latency. It prints them, their ratio to the
+baseline, and writes them as JSON to --out.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from tts_onnx2torch import KokoroTorch
 from tts_workload import TEXTS, VOICE
 
 from voicefleet_runtime.tts.model import SAMPLE_RATE
@@ -119,7 +124,6 @@ def _worker(
     folder: str, device: str, concurrency: int, rounds: int, barrier: Any, out: Any
 ) -> None:
     """One process of the multi-process variant: its own model copy, its own GIL."""
-    from voicefleet_runtime.tts.torch_model import KokoroTorch
     from voicefleet_runtime.tts.voices import load_voice
 
     root = Path(folder)
@@ -175,7 +179,6 @@ def run(folder: Path, args: argparse.Namespace) -> None:
     import torch
 
     from voicefleet_runtime.tts.onnx_model import KokoroOnnx
-    from voicefleet_runtime.tts.torch_model import KokoroTorch
     from voicefleet_runtime.tts.voices import load_voice
 
     model = (folder / "model.part1").read_bytes() + (folder / "model.part2").read_bytes()
@@ -205,23 +208,30 @@ def run(folder: Path, args: argparse.Namespace) -> None:
         )
     report["onnxruntime_cpu"] = baseline
 
-    started = time.perf_counter()
-    torch_model = KokoroTorch(model, args.device)
-    report["torch_load_seconds"] = time.perf_counter() - started
-    print(
-        f"torch: converted and moved to {args.device} in {report['torch_load_seconds']:.1f} s",
-        flush=True,
-    )
-    for ids in (chunks[0] for chunks in requests[:3]):  # warm-up: a few shapes
-        torch_model.synthesize(ids, voice.style_for(len(ids) - 2), 1.0)
     best_cpu = max(b["real_time_factor"] for b in baseline.values())
-    rows = []
-    for concurrency in args.concurrency:
-        row = _load(concurrency, torch_model, voice.style_for, requests, args.rounds)
-        row["vs_best_cpu"] = row["real_time_factor"] / best_cpu
-        rows.append(row)
-        print(f"torch {args.device} c={concurrency}: {json.dumps(row)}", flush=True)
-    report["torch"] = rows
+    if not args.skip_onnx2torch:
+        started = time.perf_counter()
+        torch_model = KokoroTorch(model, args.device)
+        report["torch_load_seconds"] = time.perf_counter() - started
+        print(
+            f"onnx2torch: converted and moved to {args.device} in "
+            f"{report['torch_load_seconds']:.1f} s",
+            flush=True,
+        )
+        for ids in (chunks[0] for chunks in requests[:3]):  # warm-up: a few shapes
+            torch_model.synthesize(ids, voice.style_for(len(ids) - 2), 1.0)
+        rows = []
+        for concurrency in args.concurrency:
+            row = _load(concurrency, torch_model, voice.style_for, requests, args.rounds)
+            row["vs_best_cpu"] = row["real_time_factor"] / best_cpu
+            rows.append(row)
+            print(f"onnx2torch {args.device} c={concurrency}: {json.dumps(row)}", flush=True)
+        report["torch"] = rows
+        del torch_model
+    report["native"] = {
+        dtype: _native(model, args, voice, requests, dtype, best_cpu)
+        for dtype in args.native_dtypes
+    }
     process_rows = []
     for processes in args.processes:
         row = _load_processes(folder, args.device, processes, args.process_concurrency, args.rounds)
@@ -237,6 +247,131 @@ def run(folder: Path, args: argparse.Namespace) -> None:
         Path(args.out).write_text(text)
 
 
+def _native(
+    model: bytes,
+    args: argparse.Namespace,
+    voice: Any,
+    requests: list[list[list[int]]],
+    dtype_name: str,
+    best_cpu: float,
+) -> dict[str, Any]:
+    """KokoroNative in one precision: served-style load, fixed batches, launches, agreement."""
+    import torch
+
+    from voicefleet_runtime.tts.native.backend import KokoroNative, load_net
+    from voicefleet_runtime.tts.native.model import ChunkRequest
+
+    dtype = getattr(torch, dtype_name)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    result: dict[str, Any] = {}
+    started = time.perf_counter()
+    try:
+        native = KokoroNative(model, args.device, dtype, max_batch=args.max_batch)
+    except Exception as error:  # a report, not a crash: the other rows still print
+        print(f"native {dtype_name}: fails to load: {type(error).__name__}: {error}", flush=True)
+        return {"error": str(error)}
+    result["load_seconds"] = time.perf_counter() - started
+    chunks = [ChunkRequest(ids, voice.style_for(len(ids) - 2), 1.0) for r in requests for ids in r]
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    try:
+        for size in (1, 2, 8, 32):  # warm-up: cuDNN picks its algorithms per shape
+            native.synthesize_batch([chunks[i % len(chunks)] for i in range(size)])
+        sync()
+    except Exception as error:
+        print(f"native {dtype_name}: fails: {type(error).__name__}: {error}", flush=True)
+        native.close()
+        return {"error": str(error)}
+    print(f"native {dtype_name}: loaded in {result['load_seconds']:.1f} s", flush=True)
+    rows = []
+    for concurrency in args.concurrency:
+        before = dict(native.batcher.batch_sizes)
+        row: dict[str, Any] = _load(concurrency, native, voice.style_for, requests, args.rounds)
+        row["vs_best_cpu"] = row["real_time_factor"] / best_cpu
+        after = native.batcher.batch_sizes
+        row["batches"] = {
+            n: after[n] - before.get(n, 0) for n in after if after[n] - before.get(n, 0)
+        }
+        rows.append(row)
+        print(f"native {dtype_name} {args.device} c={concurrency}: {json.dumps(row)}", flush=True)
+    result["served"] = rows
+    direct = []
+    for size in args.batch_sizes:
+        batch = [chunks[i % len(chunks)] for i in range(size)]
+        native.synthesize_batch(batch)
+        sync()
+        started = time.perf_counter()
+        repeats = 3
+        audio = 0.0
+        for _ in range(repeats):
+            audio += sum(piece.shape[0] for piece in native.synthesize_batch(batch)) / SAMPLE_RATE
+        wall = (time.perf_counter() - started) / repeats
+        row = {
+            "batch": size,
+            "ms_per_batch": 1000 * wall,
+            "real_time_factor": audio / repeats / wall,
+        }
+        direct.append(row)
+        print(f"native {dtype_name} synthesize_batch: {json.dumps(row)}", flush=True)
+    result["direct"] = direct
+    if device.type == "cuda":
+        result["gpu_memory_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        result["per_forward"] = {size: _launches(native, chunks[:size]) for size in (1, 32)}
+        print(f"native {dtype_name} per forward: {json.dumps(result['per_forward'])}", flush=True)
+    if dtype_name != "float32":
+        reference = load_net(model, device, torch.float32)
+        result["vs_float32"] = _agreement(native.net, reference, chunks)
+        del reference
+        print(f"native {dtype_name} vs float32: {json.dumps(result['vs_float32'])}", flush=True)
+    native.close()
+    return result
+
+
+def _launches(native: Any, chunks: list[Any]) -> dict[str, float]:
+    """Kernel launches, host syncs and device time of one forward of `chunks`."""
+    import torch
+
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    ) as prof:
+        native.synthesize_batch(chunks)
+        torch.cuda.synchronize()
+    events = prof.key_averages()
+    count = {e.key: e.count for e in events}
+    launches = sum(n for key, n in count.items() if "LaunchKernel" in key)
+    syncs = sum(n for key, n in count.items() if "Synchronize" in key or key == "aten::item")
+    copies = sum(n for key, n in count.items() if "Memcpy" in key and "cuda" in key.lower())
+    device_ms = sum(e.self_device_time_total for e in events) / 1000
+    return {"launches": launches, "syncs": syncs, "memcpy_calls": copies, "device_ms": device_ms}
+
+
+def _agreement(half: Any, reference: Any, chunks: list[Any]) -> dict[str, float]:
+    """How a half-precision model's output compares with float32's on every chunk."""
+    import numpy as np
+    import torch
+
+    same_durations = 0
+    errors = []
+    with torch.inference_mode():
+        for chunk in chunks:
+            ours, theirs = half([chunk]), reference([chunk])
+            if torch.equal(ours.durations.cpu(), theirs.durations.cpu()):
+                same_durations += 1
+                a, b = ours.audio[0].float().cpu().numpy(), theirs.audio[0].float().cpu().numpy()
+                errors.append(float(np.linalg.norm(a - b) / np.linalg.norm(b)))
+    return {
+        "chunks": len(chunks),
+        "same_durations": same_durations,
+        "audio_relative_error_median": statistics.median(errors) if errors else float("nan"),
+        "audio_relative_error_max": max(errors) if errors else float("nan"),
+    }
+
+
 def profile(folder: Path, args: argparse.Namespace) -> None:
     """Where one chunk's time goes on the device: each converted ONNX node timed with a sync
     before and after (so launches do not overlap), summed by op type."""
@@ -244,7 +379,6 @@ def profile(folder: Path, args: argparse.Namespace) -> None:
 
     import torch
 
-    from voicefleet_runtime.tts.torch_model import KokoroTorch
     from voicefleet_runtime.tts.voices import load_voice
 
     model = (folder / "model.part1").read_bytes() + (folder / "model.part2").read_bytes()
@@ -399,6 +533,10 @@ def main() -> None:
     )
     parser.add_argument("--process-concurrency", type=int, default=32)
     parser.add_argument("--compile", action="store_true", help="profile: try torch.compile")
+    parser.add_argument("--skip-onnx2torch", action="store_true")
+    parser.add_argument("--native-dtypes", nargs="*", default=["float32", "float16", "bfloat16"])
+    parser.add_argument("--max-batch", type=int, default=32, help="the native batcher's bound")
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[1, 8, 32, 64])
     parser.add_argument("--max-requests", type=int, default=None, help="a quick check")
     parser.add_argument("--out", default="")
     args = parser.parse_args()

@@ -71,8 +71,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     check_free_disk 10
   fi
   .venv/bin/python -m pip install -q --no-cache-dir "torch==$torch_version"
-  # The constraint keeps torch where it is: left free, the newest torchvision (onnx2torch needs
-  # it) pins a newer torch, and pip would download a second 3 GB CUDA build over the first.
+  # The constraint keeps torch where it is: a dependency that pins a newer torch would make pip
+  # download a second 3 GB CUDA build over the first.
   .venv/bin/python -m pip install -q -c <(echo "torch==$torch_version") -e ".[dev,models,torch]"
   echo "$want" > "$stamp"
 fi

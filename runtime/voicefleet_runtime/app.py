@@ -43,6 +43,9 @@ def create_app(
         finally:
             loading.cancel()
             runtime.executor.shutdown(wait=False, cancel_futures=True)
+            if runtime.tts is not None:
+                # The batcher finishes the chunks it holds before it stops: off the event loop.
+                await asyncio.to_thread(runtime.tts.close)
             runtime.audio_decoder.close()
             await runtime.cache.close()
 

@@ -32,6 +32,7 @@ VadMode = Literal["auto", "on", "off"]
 Task = Literal["transcribe", "translate"]
 TtsModel = Literal["kokoro"]
 TtsBackend = Literal["onnx", "torch"]
+TtsPrecision = Literal["float32", "float16", "bfloat16"]
 
 
 class RuntimeSettings(BaseSettings):
@@ -151,11 +152,25 @@ class RuntimeSettings(BaseSettings):
     tts_engine: TtsBackend = Field(
         "onnx",
         description="TTS backend: onnx (the packaged int8 graph on onnxruntime's CPU kernels) "
-        "or torch (the same graph dequantised and converted to PyTorch at load, for GPUs; "
-        "needs the torch extra).",
+        "or torch (the same weights, dequantised, in a native batched PyTorch Kokoro, for "
+        "GPUs; needs the torch extra).",
     )
     tts_device: Device = Field(
         "auto", description="Device of the torch TTS backend; auto: cuda when a GPU is visible."
+    )
+    tts_precision: TtsPrecision = Field(
+        "float32",
+        description="Precision of the torch TTS backend's decoder and vocoder (the prosody "
+        "predictor, which sets durations and pitch, stays float32).",
+    )
+    tts_max_batch: int = Field(
+        32, ge=1, description="Torch TTS backend: most sentence chunks spoken in one batch."
+    )
+    tts_batch_wait_ms: float = Field(
+        2.0,
+        ge=0,
+        le=1000,
+        description="Torch TTS backend: how long a waiting chunk waits for others to batch with.",
     )
 
     cache_max_bytes: int = Field(

@@ -25,7 +25,7 @@ from voicefleet_runtime.engine.base import (
 from voicefleet_runtime.metrics import RuntimeMetrics
 from voicefleet_runtime.settings import RuntimeSettings
 from voicefleet_runtime.tts.engine import SpeechEngine as TtsEngine
-from voicefleet_runtime.tts.engine import load_speech_engine
+from voicefleet_runtime.tts.engine import TtsBatching, load_speech_engine
 from voicefleet_runtime.uploads import UploadLimits, Uploads
 
 logger = logging.getLogger("voicefleet.runtime")
@@ -44,6 +44,9 @@ def load_tts_engine(settings: RuntimeSettings) -> TtsEngine:
         settings.tts_threads,
         backend=settings.tts_engine,
         device=settings.tts_device,
+        batching=TtsBatching(
+            settings.tts_precision, settings.tts_max_batch, settings.tts_batch_wait_ms / 1000
+        ),
     )
 
 

@@ -69,20 +69,43 @@ class SpeechEngine:
         audio = self.model.synthesize(ids, voice.style_for(phoneme_count), model_speed)
         return RenderedChunk(chunk, time_stretch(audio, tempo), phoneme_count)
 
+    def close(self) -> None:
+        self.model.close()
+
     def speak(self, normalized_text: str, voice: Voice, speed: float) -> NDArray[np.float32]:
         """The whole text at once (warm-up, benchmarks); requests stream chunk by chunk."""
         pieces = [self.render(chunk, voice, speed).audio for chunk in self.chunks(normalized_text)]
         return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
 
 
-def load_kokoro(backend: str, device: str, threads: int) -> KokoroModel:
+@dataclass(frozen=True)
+class TtsBatching:
+    """The torch backend's precision and micro-batching (settings.py describes each)."""
+
+    precision: str = "float32"
+    max_batch: int = 32
+    max_wait: float = 0.002
+
+
+def load_kokoro(
+    backend: str, device: str, threads: int, batching: TtsBatching | None = None
+) -> KokoroModel:
     """The packaged model on the chosen backend (checked by sha256 either way)."""
     if backend == "torch":
-        # Imported here: torch, onnx and onnx2torch come with the `torch` extra only.
-        from voicefleet_runtime.engine.torch_whisper.precision import resolve_torch_placement
-        from voicefleet_runtime.tts.torch_model import KokoroTorch
+        # Imported here: torch and onnx come with the `torch` extra only.
+        import torch
 
-        return KokoroTorch(model_bytes(), resolve_torch_placement(device, "float32").device)
+        from voicefleet_runtime.engine.torch_whisper.precision import resolve_torch_placement
+        from voicefleet_runtime.tts.native.backend import KokoroNative
+
+        batching = batching or TtsBatching()
+        return KokoroNative(
+            model_bytes(),
+            resolve_torch_placement(device, "float32").device,
+            getattr(torch, batching.precision),
+            batching.max_batch,
+            batching.max_wait,
+        )
     from voicefleet_runtime.tts.onnx_model import KokoroOnnx
 
     return KokoroOnnx(model_bytes(), threads)
@@ -94,6 +117,7 @@ def load_speech_engine(
     threads: int,
     backend: str = "onnx",
     device: str = "auto",
+    batching: TtsBatching | None = None,
 ) -> SpeechEngine:
     """Assemble and check the model, load the voices (all installed ones when none are named)."""
     from voicefleet_runtime.tts.g2p import EnglishG2P
@@ -108,7 +132,7 @@ def load_speech_engine(
             f"installed: {', '.join(installed)}"
         )
     catalog = VoiceCatalog(load_voice(voice_id, installed[voice_id]) for voice_id in wanted)
-    model = load_kokoro(backend, device, threads)
+    model = load_kokoro(backend, device, threads, batching)
     engine = SpeechEngine(model, catalog, load_vocab(assets_dir), EnglishG2P())
     logger.info(
         "loaded %s on %s with %d voice(s) in %.2f s",

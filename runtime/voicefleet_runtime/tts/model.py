@@ -1,6 +1,6 @@
 """What every Kokoro backend shares: its sample rate, its speed range and its interface.
 
-The backends live apart (onnx_model.py, torch_model.py) and are imported only when chosen, so
+The backends live apart (onnx_model.py, native/backend.py) and are imported only when chosen, so
 a process that never speaks never imports onnxruntime or torch.
 """
 
@@ -17,7 +17,7 @@ MODEL_SPEED_RANGE = (0.5, 2.0)
 
 
 class KokoroModel(Protocol):
-    """A Kokoro backend: onnxruntime on CPU (onnx_model.py) or torch (torch_model.py)."""
+    """A Kokoro backend: onnxruntime on CPU (onnx_model.py) or native torch (native/)."""
 
     @property
     def placement(self) -> str:
@@ -27,3 +27,7 @@ class KokoroModel(Protocol):
     def synthesize(
         self, token_ids: list[int], style: NDArray[np.float32], speed: float
     ) -> NDArray[np.float32]: ...
+
+    def close(self) -> None:
+        """Finish what is running and release workers (the server's shutdown)."""
+        ...

@@ -71,3 +71,6 @@ class KokoroOnnx:
             outputs = self._session.run(None, inputs)
         audio: NDArray[np.float32] = np.asarray(outputs[0], dtype=np.float32).reshape(-1)
         return audio
+
+    def close(self) -> None:
+        """Nothing runs in the background: each run is its caller's."""

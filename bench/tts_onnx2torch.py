@@ -1,4 +1,8 @@
-"""Kokoro-82M in PyTorch, for GPUs: the packaged graph, dequantised (float_graph.py) and converted.
+"""The benchmarks' baseline GPU path (the runtime's until tts/native/ replaced it): Kokoro-82M
+as the packaged graph, dequantised (float_graph.py) and converted node by node to torch.
+
+Not installed with the runtime: run it with `pip install onnx2torch==1.5.15 torchvision`
+(bench/device/stage_tts_gpu.sh carries the wheel to the device, whose image has torchvision).
 
 onnx2torch (Apache-2.0, maintained by ENOT) turns the float graph into a torch.fx module node
 by node. It lacks converters for a few of the opset-20 versions this graph uses and for LSTM,

@@ -1,0 +1,75 @@
+"""The torch TTS backend: the native model behind a micro-batcher.
+
+Concurrent requests' chunks are gathered (tts/batcher.py) and spoken in one forward pass; a
+chunk sounds the same alone or in a batch (native/layers.py says how). Loads only from the
+packaged, sha256-checked graph (float_graph.py dequantises it; weights.py names its tensors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from voicefleet_runtime.tts.batcher import MicroBatcher
+from voicefleet_runtime.tts.float_graph import float_model
+from voicefleet_runtime.tts.model import MODEL_SPEED_RANGE
+from voicefleet_runtime.tts.native.model import ChunkRequest, KokoroNet
+from voicefleet_runtime.tts.native.weights import read_weights
+
+DEFAULT_MAX_BATCH = 32
+DEFAULT_MAX_WAIT = 0.002
+"""Seconds the batcher waits for company once a chunk is waiting (a batch running on the
+device gathers the next one meanwhile, so under load this wait is rarely reached)."""
+
+
+def load_net(int8_model: bytes, device: torch.device, dtype: torch.dtype) -> KokoroNet:
+    return KokoroNet(read_weights(float_model(int8_model))).place(device, dtype)
+
+
+class KokoroNative:
+    """Kokoro as native torch modules on `device`; `synthesize` is safe from many threads."""
+
+    def __init__(
+        self,
+        model: bytes,
+        device: str,
+        dtype: torch.dtype = torch.float32,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_wait: float = DEFAULT_MAX_WAIT,
+    ) -> None:
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.net = load_net(model, self.device, dtype)
+        self.batcher: MicroBatcher[ChunkRequest, NDArray[np.float32]] = MicroBatcher(
+            self.synthesize_batch, max_batch, max_wait
+        )
+
+    @property
+    def placement(self) -> str:
+        precision = str(self.dtype).removeprefix("torch.")
+        return (
+            f"native torch {torch.__version__} on {self.device} ({precision}), "
+            f"up to {self.batcher.max_batch} chunks per batch"
+        )
+
+    def synthesize(
+        self, token_ids: list[int], style: NDArray[np.float32], speed: float
+    ) -> NDArray[np.float32]:
+        """One chunk (pads included) to 24 kHz mono float32, batched with concurrent ones."""
+        low, high = MODEL_SPEED_RANGE
+        request = ChunkRequest(token_ids, style, min(max(speed, low), high))
+        return self.batcher.submit(request)
+
+    def synthesize_batch(self, requests: Sequence[ChunkRequest]) -> list[NDArray[np.float32]]:
+        """Several chunks in one forward pass, in order."""
+        with torch.inference_mode():
+            pieces = self.net(requests).audio
+            lengths = [piece.shape[0] for piece in pieces]
+            joined = torch.cat(pieces).float().cpu().numpy()
+        return list(np.split(joined, np.cumsum(lengths)[:-1]))
+
+    def close(self) -> None:
+        self.batcher.close()

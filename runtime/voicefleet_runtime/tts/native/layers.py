@@ -1,0 +1,152 @@
+"""The building blocks every stage shares, written for padded batches.
+
+A batch holds chunks of different lengths, right-padded. Two rules keep padding from changing
+any chunk's audio:
+- every statistic (instance norm) is taken over a chunk's own frames only (`Span`);
+- every convolution that looks at neighbours reads zeros past a chunk's end, as it would
+  reading its own zero padding alone: normalisations return zeros there, and the few places
+  that feed a convolution anything else multiply by the span's mask first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from voicefleet_runtime.tts.native.weights import KokoroWeights
+
+INSTANCE_NORM_EPS = 1e-5
+LAYER_NORM_EPS = 1e-5
+RESIDUAL_SCALE = math.sqrt(2.0)
+"""A residual block's output is (residual + shortcut) / sqrt(2)."""
+
+
+@dataclass(frozen=True)
+class Span:
+    """The valid frames of each chunk at one time resolution."""
+
+    lengths: tuple[int, ...]
+    mask: torch.Tensor  # [B, 1, T], 1.0 on a chunk's frames, 0.0 past its end
+    counts: torch.Tensor  # [B, 1, 1], frames per chunk
+
+    @classmethod
+    def of(
+        cls, lengths: list[int] | tuple[int, ...], device: torch.device, dtype: torch.dtype
+    ) -> Span:
+        frames = torch.tensor(lengths, device=device)
+        steps = torch.arange(max(lengths), device=device)
+        mask = (steps[None, :] < frames[:, None]).to(dtype)[:, None, :]
+        return cls(tuple(lengths), mask, frames.to(dtype)[:, None, None])
+
+    @property
+    def size(self) -> int:
+        return self.mask.shape[-1]
+
+    @property
+    def full(self) -> bool:
+        """One length for all (a single chunk): masks change nothing and are skipped."""
+        return min(self.lengths) == self.size
+
+    def cast(self, dtype: torch.dtype) -> Span:
+        return Span(self.lengths, self.mask.to(dtype), self.counts.to(dtype))
+
+    def scaled(self, factor: int, extra: int = 0) -> Span:
+        return Span.of(
+            [n * factor + extra for n in self.lengths], self.mask.device, self.mask.dtype
+        )
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.full else x * self.mask
+
+
+def instance_norm(x: torch.Tensor, span: Span) -> torch.Tensor:
+    """Per chunk and channel over the chunk's own frames (no affine); zero past the end.
+    Half-precision inputs get float32 statistics (a sum of squares over thousands of frames
+    overflows float16)."""
+    if x.dtype != torch.float32:
+        return _instance_norm(x.float(), span).to(x.dtype)
+    return _instance_norm(x, span)
+
+
+def _instance_norm(x: torch.Tensor, span: Span) -> torch.Tensor:
+    if span.full:
+        mean = x.mean(dim=-1, keepdim=True)
+        centered = x - mean
+        variance = (centered * centered).mean(dim=-1, keepdim=True)
+        return centered / torch.sqrt(variance + INSTANCE_NORM_EPS)
+    mask, counts = span.mask.float(), span.counts.float()
+    mean = (x * mask).sum(dim=-1, keepdim=True) / counts
+    centered = (x - mean) * mask
+    variance = (centered * centered).sum(dim=-1, keepdim=True) / counts
+    return centered / torch.sqrt(variance + INSTANCE_NORM_EPS)
+
+
+class AdaIN(nn.Module):
+    """Instance norm, then a scale (1 + gamma) and shift (beta) projected from the style."""
+
+    def __init__(self, weights: KokoroWeights, name: str) -> None:
+        super().__init__()
+        self.fc = weights.linear(f"{name}.fc")
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, span: Span) -> torch.Tensor:
+        projected: torch.Tensor = self.fc(style)
+        gamma, beta = projected[:, :, None].chunk(2, dim=1)
+        return span.apply((1 + gamma) * instance_norm(x, span) + beta)
+
+
+class AdaLayerNorm(nn.Module):
+    """Layer norm over channels (per frame), then the style's scale and shift: [B, T, C]."""
+
+    def __init__(self, weights: KokoroWeights, name: str) -> None:
+        super().__init__()
+        self.fc = weights.linear(f"{name}.fc")
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        projected: torch.Tensor = self.fc(style)
+        gamma, beta = projected[:, None, :].chunk(2, dim=-1)
+        normed = nn.functional.layer_norm(x, (x.shape[-1],), eps=LAYER_NORM_EPS)
+        return (1 + gamma) * normed + beta
+
+
+def run_lstm(lstm: nn.LSTM, x: torch.Tensor, lengths: tuple[int, ...]) -> torch.Tensor:
+    """A batch-first LSTM over each chunk's own steps, [B, T, in] -> [B, T, out]; zero past ends."""
+    if min(lengths) == x.shape[1]:
+        output: torch.Tensor = lstm(x)[0]
+        return output
+    packed = pack_padded_sequence(x, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
+    output, _ = pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=x.shape[1])
+    return output
+
+
+class StyledResidualBlock(nn.Module):
+    """AdaIN -> LeakyReLU -> [x2 upsample] -> conv -> AdaIN -> LeakyReLU -> conv, plus a
+    (1x1-projected, upsampled) shortcut; used by the F0/N predictor and the decoder."""
+
+    def __init__(self, weights: KokoroWeights, name: str, upsample: bool = False) -> None:
+        super().__init__()
+        self.norm1 = AdaIN(weights, f"{name}.norm1")
+        self.norm2 = AdaIN(weights, f"{name}.norm2")
+        self.conv1 = weights.conv(f"{name}.conv1")
+        self.conv2 = weights.conv(f"{name}.conv2")
+        self.shortcut = (
+            weights.conv(f"{name}.conv1x1") if f"{name}.conv1x1" in weights.convs else None
+        )
+        self.pool = weights.conv(f"{name}.pool") if upsample else None
+
+    def forward(
+        self, x: torch.Tensor, style: torch.Tensor, span: Span, out_span: Span
+    ) -> torch.Tensor:
+        residual = nn.functional.leaky_relu(self.norm1(x, style, span), 0.2)
+        shortcut = x
+        if self.pool is not None:
+            residual = out_span.apply(self.pool(residual))
+            shortcut = torch.repeat_interleave(x, 2, dim=-1)
+        residual = nn.functional.leaky_relu(self.norm2(self.conv1(residual), style, out_span), 0.2)
+        output: torch.Tensor = self.conv2(residual)
+        if self.shortcut is not None:
+            shortcut = self.shortcut(shortcut)
+        return (output + shortcut) / RESIDUAL_SCALE

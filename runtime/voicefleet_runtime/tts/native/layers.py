@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -25,11 +28,21 @@ RESIDUAL_SCALE = math.sqrt(2.0)
 """A residual block's output is (residual + shortcut) / sqrt(2)."""
 
 
+def to_device(values: NDArray[Any] | list[int], device: torch.device) -> torch.Tensor:
+    """Host values on `device` without waiting for the device: a copy from pageable memory
+    would first wait for every kernel queued so far (a host sync in the middle of a forward)."""
+    tensor = torch.as_tensor(np.asarray(values))
+    if device.type == "cuda":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
 @dataclass(frozen=True)
 class Span:
     """The valid frames of each chunk at one time resolution."""
 
-    lengths: tuple[int, ...]
+    lengths: tuple[int, ...]  # on the host
+    frames: torch.Tensor  # [B] the same lengths on the device (int64)
     mask: torch.Tensor  # [B, 1, T], 1.0 on a chunk's frames, 0.0 past its end
     counts: torch.Tensor  # [B, 1, 1], frames per chunk
 
@@ -37,10 +50,13 @@ class Span:
     def of(
         cls, lengths: list[int] | tuple[int, ...], device: torch.device, dtype: torch.dtype
     ) -> Span:
-        frames = torch.tensor(lengths, device=device)
-        steps = torch.arange(max(lengths), device=device)
+        return cls._build(tuple(lengths), to_device(list(lengths), device), dtype)
+
+    @classmethod
+    def _build(cls, lengths: tuple[int, ...], frames: torch.Tensor, dtype: torch.dtype) -> Span:
+        steps = torch.arange(max(lengths), device=frames.device)
         mask = (steps[None, :] < frames[:, None]).to(dtype)[:, None, :]
-        return cls(tuple(lengths), mask, frames.to(dtype)[:, None, None])
+        return cls(lengths, frames, mask, frames.to(dtype)[:, None, None])
 
     @property
     def size(self) -> int:
@@ -52,12 +68,12 @@ class Span:
         return min(self.lengths) == self.size
 
     def cast(self, dtype: torch.dtype) -> Span:
-        return Span(self.lengths, self.mask.to(dtype), self.counts.to(dtype))
+        return Span(self.lengths, self.frames, self.mask.to(dtype), self.counts.to(dtype))
 
     def scaled(self, factor: int, extra: int = 0) -> Span:
-        return Span.of(
-            [n * factor + extra for n in self.lengths], self.mask.device, self.mask.dtype
-        )
+        """The same chunks at `factor` times the rate (plus `extra` frames), on the device."""
+        lengths = tuple(n * factor + extra for n in self.lengths)
+        return Span._build(lengths, self.frames * factor + extra, self.mask.dtype)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.full else x * self.mask

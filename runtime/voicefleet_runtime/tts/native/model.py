@@ -19,7 +19,7 @@ from torch import nn
 
 from voicefleet_runtime.tts.native.albert import Albert
 from voicefleet_runtime.tts.native.decoder import Decoder
-from voicefleet_runtime.tts.native.layers import Span
+from voicefleet_runtime.tts.native.layers import Span, to_device
 from voicefleet_runtime.tts.native.prosody import CurvePredictor, DurationEncoder, DurationHead
 from voicefleet_runtime.tts.native.text_encoder import TextEncoder
 from voicefleet_runtime.tts.native.weights import KokoroWeights
@@ -87,11 +87,10 @@ class KokoroNet(nn.Module):
         tokens_host = np.zeros((len(requests), max(token_lengths)), dtype=np.int64)
         for row, request in enumerate(requests):
             tokens_host[row, : len(request.token_ids)] = request.token_ids
-        tokens = torch.from_numpy(tokens_host).to(device, non_blocking=True)
+        tokens = to_device(tokens_host, device)
         styles_host = np.stack([np.asarray(r.style, np.float32).reshape(-1) for r in requests])
-        styles = torch.from_numpy(styles_host).to(device, dtype, non_blocking=True)
-        speeds_host = np.asarray([r.speed for r in requests], dtype=np.float32)
-        speeds = torch.from_numpy(speeds_host).to(device, non_blocking=True)
+        styles = to_device(styles_host, device).to(dtype)
+        speeds = to_device(np.asarray([r.speed for r in requests], dtype=np.float32), device)
         decoder_style, prosody_style = styles[:, :STYLE_SPLIT], styles[:, STYLE_SPLIT:]
 
         span = Span.of(token_lengths, device, dtype)
@@ -107,7 +106,7 @@ class KokoroNet(nn.Module):
         token_of_frame = np.zeros((len(requests), max(frame_counts)), dtype=np.int64)
         for row, (counts, length) in enumerate(zip(durations_host, token_lengths, strict=True)):
             token_of_frame[row, : frame_counts[row]] = np.repeat(np.arange(length), counts[:length])
-        frame_tokens = torch.from_numpy(token_of_frame).to(device, non_blocking=True)
+        frame_tokens = to_device(token_of_frame, device)
         frames = Span.of(frame_counts, device, dtype)
         doubled = frames.scaled(2)
 

@@ -26,7 +26,7 @@ FFT_SIZE = 20
 HOP = 5
 
 
-def _stretch_linear(values: torch.Tensor, lengths: tuple[int, ...], factor: int) -> torch.Tensor:
+def _stretch_linear(values: torch.Tensor, span: Span, factor: int) -> torch.Tensor:
     """Linear interpolation by `factor` with half-pixel centres, as F.interpolate does it, but
     clamped at each chunk's own last value: [B, C, n] -> [B, C, n * factor]."""
     steps = values.shape[-1] * factor
@@ -34,7 +34,7 @@ def _stretch_linear(values: torch.Tensor, lengths: tuple[int, ...], factor: int)
     position = position.clamp(min=0)
     low = position.floor()
     weight = (position - low).to(values.dtype)
-    last = torch.tensor(lengths, device=values.device)[:, None] - 1
+    last = span.frames[:, None] - 1
     low_index = torch.minimum(low.long()[None, :], last)
     high_index = torch.minimum(low_index + 1, last)
     channels = values.shape[1]
@@ -43,10 +43,10 @@ def _stretch_linear(values: torch.Tensor, lengths: tuple[int, ...], factor: int)
     return low_values + (high_values - low_values) * weight
 
 
-def _reflect_padded(signal: torch.Tensor, lengths: tuple[int, ...], pad: int) -> torch.Tensor:
+def _reflect_padded(signal: torch.Tensor, span: Span, pad: int) -> torch.Tensor:
     """Each chunk reflect-padded by `pad` at both of its own ends: [B, N] -> [B, N + 2 pad]."""
     index = torch.arange(signal.shape[-1] + 2 * pad, device=signal.device)[None, :] - pad
-    last = torch.tensor(lengths, device=signal.device)[:, None] - 1
+    last = span.frames[:, None] - 1
     index = index.abs()
     index = torch.where(index > last, 2 * last - index, index).clamp(min=0)
     index = torch.minimum(index, last)
@@ -81,12 +81,11 @@ class HarmonicSource(nn.Module):
         turns = f0[:, None, :] * self.harmonics / SAMPLE_RATE
         turns = turns - torch.floor(turns)
         phase = torch.cumsum(turns, dim=-1) * 2.0 * math.pi * SAMPLES_PER_CURVE_STEP
-        phase = _stretch_linear(phase, curve.lengths, SAMPLES_PER_CURVE_STEP)
+        phase = _stretch_linear(phase, curve, SAMPLES_PER_CURVE_STEP)
         voiced = torch.repeat_interleave(f0 > VOICED_THRESHOLD, SAMPLES_PER_CURVE_STEP, dim=-1)
         sines = torch.sin(phase) * SINE_AMPLITUDE * voiced[:, None, :].float()
         source = torch.tanh(self.merge(sines.transpose(1, 2)))[..., 0]
-        samples = tuple(n * SAMPLES_PER_CURVE_STEP for n in curve.lengths)
-        padded = _reflect_padded(source, samples, FFT_SIZE // 2)
+        padded = _reflect_padded(source, curve.scaled(SAMPLES_PER_CURVE_STEP), FFT_SIZE // 2)
         spectrum = torch.stft(
             padded,
             n_fft=FFT_SIZE,

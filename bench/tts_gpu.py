@@ -229,8 +229,11 @@ def run(folder: Path, args: argparse.Namespace) -> None:
         report["torch"] = rows
         del torch_model
     report["native"] = {
-        dtype: _native(model, args, voice, requests, dtype, best_cpu)
+        f"{dtype} max_batch={max_batch}": _native(
+            model, args, voice, requests, dtype, best_cpu, max_batch, first=index == 0
+        )
         for dtype in args.native_dtypes
+        for index, max_batch in enumerate(args.max_batch)
     }
     process_rows = []
     for processes in args.processes:
@@ -254,8 +257,11 @@ def _native(
     requests: list[list[list[int]]],
     dtype_name: str,
     best_cpu: float,
+    max_batch: int,
+    first: bool,
 ) -> dict[str, Any]:
-    """KokoroNative in one precision: served-style load, fixed batches, launches, agreement."""
+    """KokoroNative in one precision and batch bound: served-style load; for the `first` bound
+    also fixed batches, launches and the kernels' time, and agreement with float32."""
     import torch
 
     from voicefleet_runtime.tts.native.backend import KokoroNative, load_net
@@ -268,7 +274,7 @@ def _native(
     result: dict[str, Any] = {}
     started = time.perf_counter()
     try:
-        native = KokoroNative(model, args.device, dtype, max_batch=args.max_batch)
+        native = KokoroNative(model, args.device, dtype, max_batch=max_batch)
     except Exception as error:  # a report, not a crash: the other rows still print
         print(f"native {dtype_name}: fails to load: {type(error).__name__}: {error}", flush=True)
         return {"error": str(error)}
@@ -287,7 +293,8 @@ def _native(
         print(f"native {dtype_name}: fails: {type(error).__name__}: {error}", flush=True)
         native.close()
         return {"error": str(error)}
-    print(f"native {dtype_name}: loaded in {result['load_seconds']:.1f} s", flush=True)
+    label = f"native {dtype_name} max_batch={max_batch}"
+    print(f"{label}: loaded in {result['load_seconds']:.1f} s", flush=True)
     rows = []
     for concurrency in args.concurrency:
         before = dict(native.batcher.batch_sizes)
@@ -298,8 +305,11 @@ def _native(
             n: after[n] - before.get(n, 0) for n in after if after[n] - before.get(n, 0)
         }
         rows.append(row)
-        print(f"native {dtype_name} {args.device} c={concurrency}: {json.dumps(row)}", flush=True)
+        print(f"{label} {args.device} c={concurrency}: {json.dumps(row)}", flush=True)
     result["served"] = rows
+    if not first:
+        native.close()
+        return result
     direct = []
     for size in args.batch_sizes:
         batch = [chunks[i % len(chunks)] for i in range(size)]
@@ -347,7 +357,16 @@ def _launches(native: Any, chunks: list[Any]) -> dict[str, float]:
     syncs = sum(n for key, n in count.items() if "Synchronize" in key or key == "aten::item")
     copies = sum(n for key, n in count.items() if "Memcpy" in key and "cuda" in key.lower())
     device_ms = sum(e.self_device_time_total for e in events) / 1000
-    return {"launches": launches, "syncs": syncs, "memcpy_calls": copies, "device_ms": device_ms}
+    by_time = sorted(events, key=lambda e: -e.self_device_time_total)
+    aten = [e for e in by_time if e.key.startswith("aten::") and e.self_device_time_total > 0]
+    top = {e.key: round(e.self_device_time_total / 1000, 2) for e in aten[:12]}
+    return {
+        "launches": launches,
+        "syncs": syncs,
+        "memcpy_calls": copies,
+        "device_ms": device_ms,
+        "device_ms_by_op": top,
+    }
 
 
 def _agreement(half: Any, reference: Any, chunks: list[Any]) -> dict[str, float]:
@@ -535,7 +554,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="profile: try torch.compile")
     parser.add_argument("--skip-onnx2torch", action="store_true")
     parser.add_argument("--native-dtypes", nargs="*", default=["float32", "float16", "bfloat16"])
-    parser.add_argument("--max-batch", type=int, default=32, help="the native batcher's bound")
+    parser.add_argument(
+        "--max-batch", type=int, nargs="+", default=[32], help="the native batcher's bounds"
+    )
     parser.add_argument("--batch-sizes", type=int, nargs="*", default=[1, 8, 32, 64])
     parser.add_argument("--max-requests", type=int, default=None, help="a quick check")
     parser.add_argument("--out", default="")

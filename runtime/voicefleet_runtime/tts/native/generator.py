@@ -41,7 +41,7 @@ class SnakeResidualBlock(nn.Module):
     def _snake(self, x: torch.Tensor, which: int, index: int) -> torch.Tensor:
         alpha: torch.Tensor = getattr(self, f"alpha{which}_{index}")
         inverse: torch.Tensor = getattr(self, f"inverse{which}_{index}")
-        return x + inverse * torch.sin(alpha * x).pow(2)
+        return torch.addcmul(x, torch.sin(x * alpha).square_(), inverse)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, span: Span) -> torch.Tensor:
         for index in range(PAIRS_PER_BLOCK):

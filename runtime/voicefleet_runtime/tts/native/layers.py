@@ -79,30 +79,29 @@ class Span:
         return x if self.full else x * self.mask
 
 
-def instance_norm(x: torch.Tensor, span: Span) -> torch.Tensor:
-    """Per chunk and channel over the chunk's own frames (no affine); zero past the end.
-    Half-precision inputs get float32 statistics (a sum of squares over thousands of frames
-    overflows float16)."""
-    if x.dtype != torch.float32:
-        return _instance_norm(x.float(), span).to(x.dtype)
-    return _instance_norm(x, span)
-
-
-def _instance_norm(x: torch.Tensor, span: Span) -> torch.Tensor:
+def instance_moments(x: torch.Tensor, span: Span) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance per chunk and channel over the chunk's own frames, in float32 (a sum
+    over thousands of frames overflows float16): [B, C, T] -> two [B, C, 1]."""
+    if span.full and x.dtype == torch.float32:
+        variance, mean = torch.var_mean(x, dim=-1, keepdim=True, correction=0)
+        return mean, variance
     if span.full:
-        mean = x.mean(dim=-1, keepdim=True)
-        centered = x - mean
-        variance = (centered * centered).mean(dim=-1, keepdim=True)
-        return centered / torch.sqrt(variance + INSTANCE_NORM_EPS)
-    mask, counts = span.mask.float(), span.counts.float()
-    mean = (x * mask).sum(dim=-1, keepdim=True) / counts
-    centered = (x - mean) * mask
-    variance = (centered * centered).sum(dim=-1, keepdim=True) / counts
-    return centered / torch.sqrt(variance + INSTANCE_NORM_EPS)
+        mean = torch.sum(x, dim=-1, keepdim=True, dtype=torch.float32) / x.shape[-1]
+        centered = x - mean.to(x.dtype)
+        counts = torch.full_like(mean, x.shape[-1])
+    else:
+        masked = x * span.mask
+        counts = span.counts.float()
+        mean = torch.sum(masked, dim=-1, keepdim=True, dtype=torch.float32) / counts
+        centered = torch.addcmul(masked, mean.to(x.dtype), span.mask, value=-1)
+    norm = torch.linalg.vector_norm(centered, dim=-1, keepdim=True, dtype=torch.float32)
+    return mean, norm * norm / counts
 
 
 class AdaIN(nn.Module):
-    """Instance norm, then a scale (1 + gamma) and shift (beta) projected from the style."""
+    """Instance norm (no affine), then a scale (1 + gamma) and shift (beta) projected from the
+    style; zero past each chunk's end. Folded into one multiply-add per element:
+    x * scale + shift, with scale = (1 + gamma) / std and shift = beta - mean * scale."""
 
     def __init__(self, weights: KokoroWeights, name: str) -> None:
         super().__init__()
@@ -110,8 +109,11 @@ class AdaIN(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, span: Span) -> torch.Tensor:
         projected: torch.Tensor = self.fc(style)
-        gamma, beta = projected[:, :, None].chunk(2, dim=1)
-        return span.apply((1 + gamma) * instance_norm(x, span) + beta)
+        gamma, beta = projected.float()[:, :, None].chunk(2, dim=1)
+        mean, variance = instance_moments(x, span)
+        scale = (1 + gamma) * torch.rsqrt(variance + INSTANCE_NORM_EPS)
+        shift = beta - mean * scale
+        return span.apply(torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype)))
 
 
 class AdaLayerNorm(nn.Module):

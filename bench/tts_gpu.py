@@ -356,9 +356,11 @@ def _launches(native: Any, chunks: list[Any]) -> dict[str, float]:
     launches = sum(n for key, n in count.items() if "LaunchKernel" in key)
     syncs = sum(n for key, n in count.items() if "Synchronize" in key or key == "aten::item")
     copies = sum(n for key, n in count.items() if "Memcpy" in key and "cuda" in key.lower())
-    device_ms = sum(e.self_device_time_total for e in events) / 1000
     by_time = sorted(events, key=lambda e: -e.self_device_time_total)
+    # Each kernel's time shows twice, under its own name and as the launching op's self time:
+    # the aten ops' self times count it once.
     aten = [e for e in by_time if e.key.startswith("aten::") and e.self_device_time_total > 0]
+    device_ms = sum(e.self_device_time_total for e in aten) / 1000
     top = {e.key: round(e.self_device_time_total / 1000, 2) for e in aten[:12]}
     return {
         "launches": launches,

@@ -127,8 +127,12 @@ class RuntimeState:
     def _load_tts(self) -> TtsEngine:
         started = time.monotonic()
         tts = self.tts_engine_factory(self.settings)
+        info = tts.model.info
         self.metrics.model_info.labels(
-            model=tts.model_id, backend="onnxruntime", device="cpu", compute_type="int8"
+            model=tts.model_id,
+            backend=info.backend,
+            device=info.device,
+            compute_type=info.compute_type,
         ).set(1)
         if self.settings.warmup:
             voice = next(iter(tts.voices.voices.values()))

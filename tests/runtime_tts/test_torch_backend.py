@@ -8,7 +8,8 @@
    for sample (1e-2 relative; measured 4e-4), which checks every stage.
 2. Batching: each chunk of a batch of mixed lengths, voices and speeds comes out as it does
    alone (the same durations; curves and audio to float rounding).
-3. As served: VOICEFLEET_TTS_ENGINE=torch speaks a sentence that tiny.en transcribes back.
+3. As served: VOICEFLEET_TTS_ENGINE=torch speaks a sentence that tiny.en transcribes back, and
+   voicefleet_model_info says where Kokoro runs.
 """
 
 from __future__ import annotations
@@ -166,5 +167,10 @@ def test_torch_backend_speech_transcribes_back(torch_server: RunningServer) -> N
     assert isinstance(torch_server.runtime.tts.model, KokoroNative)
     with torch_server.client() as client:
         hypothesis = heard_back(client, SENTENCE, "af_heart")
+        metrics = client.get("/metrics").text
     reference = spoken_words(SENTENCE)
+    info = (
+        'voicefleet_model_info{backend="torch",compute_type="float32",device="cpu",model="kokoro"}'
+    )
+    assert f"{info} 1.0" in metrics.splitlines()
     assert jiwer.wer(reference, hypothesis) <= MAX_WORD_ERROR_RATE, hypothesis

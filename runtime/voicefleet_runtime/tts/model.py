@@ -6,6 +6,7 @@ a process that never speaks never imports onnxruntime or torch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -16,6 +17,15 @@ MODEL_SPEED_RANGE = (0.5, 2.0)
 """Speeds the model itself renders well; beyond them the rest is a time-stretch (speed.py)."""
 
 
+@dataclass(frozen=True)
+class BackendInfo:
+    """What `voicefleet_model_info` says about a backend."""
+
+    backend: str
+    device: str
+    compute_type: str
+
+
 class KokoroModel(Protocol):
     """A Kokoro backend: onnxruntime on CPU (onnx_model.py) or native torch (native/)."""
 
@@ -23,6 +33,9 @@ class KokoroModel(Protocol):
     def placement(self) -> str:
         """Where it runs, for the logs."""
         ...
+
+    @property
+    def info(self) -> BackendInfo: ...
 
     def synthesize(
         self, token_ids: list[int], style: NDArray[np.float32], speed: float

@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from voicefleet_runtime.tts.model import MODEL_SPEED_RANGE
+from voicefleet_runtime.tts.model import MODEL_SPEED_RANGE, BackendInfo
 
 
 def parallel_runs(threads: int) -> int:
@@ -52,6 +52,10 @@ class KokoroOnnx:
             f"onnxruntime CPU, {self.threads} thread(s) per run, "
             f"at most {self.max_parallel_runs} run(s) at once"
         )
+
+    @property
+    def info(self) -> BackendInfo:
+        return BackendInfo("onnxruntime", "cpu", "int8")
 
     def input_shapes(self) -> dict[str, list[object]]:
         """The graph's inputs and their shapes (the batch axis is fixed at 1)."""

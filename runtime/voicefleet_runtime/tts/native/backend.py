@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 from voicefleet_runtime.tts.batcher import MicroBatcher
 from voicefleet_runtime.tts.float_graph import float_model
-from voicefleet_runtime.tts.model import MODEL_SPEED_RANGE
+from voicefleet_runtime.tts.model import MODEL_SPEED_RANGE, BackendInfo
 from voicefleet_runtime.tts.native.model import ChunkRequest, KokoroNet
 from voicefleet_runtime.tts.native.weights import read_weights
 
@@ -48,10 +48,13 @@ class KokoroNative:
         )
 
     @property
+    def info(self) -> BackendInfo:
+        return BackendInfo("torch", self.device.type, str(self.dtype).removeprefix("torch."))
+
+    @property
     def placement(self) -> str:
-        precision = str(self.dtype).removeprefix("torch.")
         return (
-            f"native torch {torch.__version__} on {self.device} ({precision}), "
+            f"native torch {torch.__version__} on {self.device} ({self.info.compute_type}), "
             f"up to {self.batcher.max_batch} chunks per batch"
         )
 

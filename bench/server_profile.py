@@ -24,26 +24,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_batching_engines import CACHE_GIB_PER_GPU
+from gpu_batching_engines import EngineFactory
 from gpu_batching_http import ClientPool, ServedModel
 from speech_corpus import load_corpus
 
 SAMPLES_PER_SECOND = 100
 OWN_CODE = ("voicefleet", "starlette", "fastapi", "uvicorn", "multipart", "anyio", "asyncio")
 """Frames named by these are the ones a thread's samples are charged to (its deepest one)."""
-
-
-def server_env(device: str) -> dict[str, str]:
-    """The HTTP rows' settings (bench/gpu_batching_engines.py), batching on."""
-    cuda = device.startswith("cuda")
-    return {
-        "VOICEFLEET_BEAM_SIZE": "1",
-        "VOICEFLEET_VAD": "off",
-        "VOICEFLEET_CONTINUOUS_BATCHING": "on",
-        "VOICEFLEET_BATCH_MAX_SEQUENCES": "128",
-        "VOICEFLEET_BATCH_MEMORY_GIB": str(CACHE_GIB_PER_GPU if cuda else 1),
-        "VOICEFLEET_CUDA_GRAPHS": "true" if cuda else "false",
-    }
 
 
 def summarise(raw: Path, seconds: float, top: int) -> None:
@@ -83,7 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     py_spy = args.py_spy or shutil.which("py-spy") or str(Path(sys.prefix) / "bin" / "py-spy")
     clips = load_corpus(args.jfk)
-    settings = server_env(args.device)
+    settings = EngineFactory(args.device, args.precision, {}).server_env()  # the HTTP rows'
     with ServedModel(args.model, args.device, args.precision, args.clients, 1, settings) as server:
         pool = ClientPool(server.url, [clips], args.clients)
         try:

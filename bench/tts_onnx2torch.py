@@ -39,6 +39,7 @@ from torch import nn
 
 from voicefleet_runtime.tts.float_graph import float_model
 from voicefleet_runtime.tts.model import MODEL_SPEED_RANGE
+from voicefleet_runtime.tts.native.weights import onnx_lstm
 
 SAME_AS_EARLIER_VERSION = {
     # (op, version in the graph's opset 20) -> the version onnx2torch converts; the changes in
@@ -68,26 +69,13 @@ class _Gelu(nn.Module):
 class _Lstm(nn.Module):
     """ONNX LSTM (layout 0, zero initial state, no sequence lengths) as torch's nn.LSTM.
 
-    ONNX stacks the gates i, o, f, c; torch wants i, f, c, o. ONNX's B holds both biases.
     Only Y ([T, directions, 1, H]) is computed; the graph reads no final states.
     """
 
     def __init__(self, w: torch.Tensor, r: torch.Tensor, b: torch.Tensor, hidden: int) -> None:
         super().__init__()
-        directions, _, inputs = w.shape
-        self.lstm = nn.LSTM(inputs, hidden, bidirectional=directions == 2)
-        order = torch.cat([torch.arange(hidden) + hidden * k for k in (0, 2, 3, 1)])
-        for direction in range(directions):
-            suffix = "_reverse" if direction else ""
-            params = {
-                "weight_ih": w[direction][order],
-                "weight_hh": r[direction][order],
-                "bias_ih": b[direction][: 4 * hidden][order],
-                "bias_hh": b[direction][4 * hidden :][order],
-            }
-            for name, value in params.items():
-                getattr(self.lstm, f"{name}_l0{suffix}").data.copy_(value)
-        self.directions = directions
+        self.lstm = onnx_lstm(w, r, b, batch_first=False)
+        self.directions = w.shape[0]
         self.hidden = hidden
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:

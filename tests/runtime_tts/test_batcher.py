@@ -4,12 +4,12 @@ errors delivered to each caller, and a close that finishes what is queued."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
+from tests.loopback import wait_for
 from voicefleet_runtime.tts.batcher import BatcherClosedError, MicroBatcher
 
 GENEROUS = 30.0
@@ -32,11 +32,17 @@ class HeldModel:
         return [item * 10 for item in items]
 
 
-def wait_until(condition: object) -> None:
-    deadline = time.monotonic() + GENEROUS
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "the batcher is stuck"
-        time.sleep(0.005)
+def wait_until(condition: Callable[[], object]) -> None:
+    wait_for(condition, GENEROUS, "the batcher (stuck?)")
+
+
+def first_batch_held(
+    pool: ThreadPoolExecutor, batcher: MicroBatcher[int, int], model: HeldModel
+) -> Future[int]:
+    """Chunk 1, submitted and running in a batch the model holds until released."""
+    first = pool.submit(batcher.submit, 1)
+    wait_until(lambda: model.batches)
+    return first
 
 
 def submit_all(
@@ -47,7 +53,7 @@ def submit_all(
     for item in items:
         queued = batcher.waiting
         futures.append(pool.submit(batcher.submit, item))
-        wait_until(lambda queued=queued: batcher.waiting > queued)
+        wait_until(lambda: batcher.waiting > queued)  # noqa: B023 (runs before the next turn)
     return futures
 
 
@@ -55,8 +61,7 @@ def test_waiting_chunks_run_together_oldest_first_and_bounded() -> None:
     model = HeldModel()
     batcher = MicroBatcher(model.run, max_batch=3, max_wait=0.0)
     with ThreadPoolExecutor(8) as pool:
-        first = pool.submit(batcher.submit, 1)
-        wait_until(lambda: model.batches)
+        first = first_batch_held(pool, batcher, model)
         rest = submit_all(pool, batcher, [2, 3, 4, 5, 6])
         model.release.set()
         results = [future.result(GENEROUS) for future in [first, *rest]]
@@ -70,8 +75,7 @@ def test_a_failing_batch_fails_its_callers_and_the_next_batch_runs() -> None:
     model = HeldModel()
     batcher = MicroBatcher(model.run, max_batch=4, max_wait=0.0)
     with ThreadPoolExecutor(4) as pool:
-        first = pool.submit(batcher.submit, 1)
-        wait_until(lambda: model.batches)
+        first = first_batch_held(pool, batcher, model)
         failing = submit_all(pool, batcher, [2, -1])
         model.release.set()
         assert first.result(GENEROUS) == 10
@@ -86,8 +90,7 @@ def test_close_finishes_queued_chunks_then_refuses_new_ones() -> None:
     model = HeldModel()
     batcher = MicroBatcher(model.run, max_batch=2, max_wait=0.0)
     with ThreadPoolExecutor(4) as pool:
-        first = pool.submit(batcher.submit, 1)
-        wait_until(lambda: model.batches)
+        first = first_batch_held(pool, batcher, model)
         queued = submit_all(pool, batcher, [2, 3, 4])
         closing = pool.submit(batcher.close, GENEROUS)
         model.release.set()

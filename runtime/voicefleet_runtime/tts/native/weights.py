@@ -119,26 +119,30 @@ class KokoroWeights:
         return module
 
     def lstm(self, name: str) -> nn.LSTM:
-        """A bidirectional, batch-first nn.LSTM from ONNX's packed W, R, B.
-
-        ONNX stacks the gates i, o, f, c; torch wants i, f, c, o. ONNX's B holds both biases.
-        """
+        """A bidirectional, batch-first nn.LSTM from ONNX's packed W, R, B."""
         w, r, b = (self.tensor(f"{name}.{part}") for part in ("W", "R", "B"))
-        directions, gates, inputs = w.shape
-        hidden = gates // 4
-        module = nn.LSTM(inputs, hidden, batch_first=True, bidirectional=directions == 2)
-        order = torch.cat([torch.arange(hidden) + hidden * k for k in (0, 2, 3, 1)])
-        for direction in range(directions):
-            suffix = "_reverse" if direction else ""
-            params = {
-                "weight_ih": w[direction][order],
-                "weight_hh": r[direction][order],
-                "bias_ih": b[direction][: 4 * hidden][order],
-                "bias_hh": b[direction][4 * hidden :][order],
-            }
-            for param, value in params.items():
-                getattr(module, f"{param}_l0{suffix}").data.copy_(value)
-        return module
+        return onnx_lstm(w, r, b, batch_first=True)
+
+
+def onnx_lstm(w: torch.Tensor, r: torch.Tensor, b: torch.Tensor, batch_first: bool) -> nn.LSTM:
+    """torch's nn.LSTM holding ONNX's packed weights W, R and B (one layer, both directions
+    when W has two). ONNX stacks the gates i, o, f, c; torch wants i, f, c, o. ONNX's B holds
+    both biases."""
+    directions, gates, inputs = w.shape
+    hidden = gates // 4
+    module = nn.LSTM(inputs, hidden, batch_first=batch_first, bidirectional=directions == 2)
+    order = torch.cat([torch.arange(hidden) + hidden * k for k in (0, 2, 3, 1)])
+    for direction in range(directions):
+        suffix = "_reverse" if direction else ""
+        params = {
+            "weight_ih": w[direction][order],
+            "weight_hh": r[direction][order],
+            "bias_ih": b[direction][: 4 * hidden][order],
+            "bias_hh": b[direction][4 * hidden :][order],
+        }
+        for param, value in params.items():
+            getattr(module, f"{param}_l0{suffix}").data.copy_(value)
+    return module
 
 
 def _parameter_name(initializer: str) -> str | None:

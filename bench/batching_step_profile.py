@@ -178,6 +178,24 @@ def main() -> None:
                     layer.attention.project_audio(audio)
 
             report[f"cross_kv_projection_ms_per_window_b{windows}"] = gpu_ms(project, 3) / windows
+        # The encoder's self-attention by each SDPA backend (1500 positions, 20 heads of 64).
+        mel = torch.randn(64, 128, 3000, device="cuda", dtype=dtype)
+        for name, backend in (
+            ("cudnn", SDPBackend.CUDNN_ATTENTION),
+            ("flash", SDPBackend.FLASH_ATTENTION),
+            ("efficient", SDPBackend.EFFICIENT_ATTENTION),
+        ):
+
+            def encode_with(backend: SDPBackend = backend) -> None:
+                with sdpa_kernel(backend):
+                    model.encoder(mel)
+
+            try:
+                seconds_ms = gpu_ms(encode_with, 3)
+                report[f"encoder_tflops_b64_{name}"] = encoder_flops(64) / seconds_ms / 1e9
+            except RuntimeError as error:
+                report[f"encoder_tflops_b64_{name}"] = -1.0
+                print(name, "failed:", str(error)[:120])
         if args.compile:
             import time
 

@@ -34,7 +34,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from tts_onnx2torch import KokoroTorch
 from tts_workload import TEXTS, VOICE
 
 from voicefleet_runtime.tts.model import SAMPLE_RATE
@@ -124,6 +123,8 @@ def _worker(
     folder: str, device: str, concurrency: int, rounds: int, barrier: Any, out: Any
 ) -> None:
     """One process of the multi-process variant: its own model copy, its own GIL."""
+    from tts_onnx2torch import KokoroTorch
+
     from voicefleet_runtime.tts.voices import load_voice
 
     root = Path(folder)
@@ -210,6 +211,8 @@ def run(folder: Path, args: argparse.Namespace) -> None:
 
     best_cpu = max(b["real_time_factor"] for b in baseline.values())
     if not args.skip_onnx2torch:
+        from tts_onnx2torch import KokoroTorch  # onnx2torch: carried as a wheel to the device
+
         started = time.perf_counter()
         torch_model = KokoroTorch(model, args.device)
         report["torch_load_seconds"] = time.perf_counter() - started
@@ -229,10 +232,11 @@ def run(folder: Path, args: argparse.Namespace) -> None:
         report["torch"] = rows
         del torch_model
     report["native"] = {
-        f"{dtype} max_batch={max_batch}": _native(
-            model, args, voice, requests, dtype, best_cpu, max_batch, first=index == 0
+        f"{dtype} max_batch={max_batch}{' compiled' if compiled else ''}": _native(
+            model, args, voice, requests, dtype, best_cpu, max_batch, compiled, first=index == 0
         )
         for dtype in args.native_dtypes
+        for compiled in sorted({mode == "on" for mode in args.compiled})
         for index, max_batch in enumerate(args.max_batch)
     }
     process_rows = []
@@ -258,6 +262,7 @@ def _native(
     dtype_name: str,
     best_cpu: float,
     max_batch: int,
+    compiled: bool,
     first: bool,
 ) -> dict[str, Any]:
     """KokoroNative in one precision and batch bound: served-style load; for the `first` bound
@@ -274,7 +279,7 @@ def _native(
     result: dict[str, Any] = {}
     started = time.perf_counter()
     try:
-        native = KokoroNative(model, args.device, dtype, max_batch=max_batch)
+        native = KokoroNative(model, args.device, dtype, max_batch=max_batch, compiled=compiled)
     except Exception as error:  # a report, not a crash: the other rows still print
         print(f"native {dtype_name}: fails to load: {type(error).__name__}: {error}", flush=True)
         return {"error": str(error)}
@@ -293,8 +298,13 @@ def _native(
         print(f"native {dtype_name}: fails: {type(error).__name__}: {error}", flush=True)
         native.close()
         return {"error": str(error)}
-    label = f"native {dtype_name} max_batch={max_batch}"
-    print(f"{label}: loaded in {result['load_seconds']:.1f} s", flush=True)
+    label = f"native {dtype_name} max_batch={max_batch}{' compiled' if compiled else ''}"
+    result["warm_up_seconds"] = time.perf_counter() - started - result["load_seconds"]
+    print(
+        f"{label}: loaded in {result['load_seconds']:.1f} s, "
+        f"warmed up (compiled, if so) in {result['warm_up_seconds']:.1f} s",
+        flush=True,
+    )
     rows = []
     for concurrency in args.concurrency:
         before = dict(native.batcher.batch_sizes)
@@ -327,17 +337,17 @@ def _native(
             "real_time_factor": audio / repeats / wall,
         }
         direct.append(row)
-        print(f"native {dtype_name} synthesize_batch: {json.dumps(row)}", flush=True)
+        print(f"{label} synthesize_batch: {json.dumps(row)}", flush=True)
     result["direct"] = direct
     if device.type == "cuda":
         result["gpu_memory_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
         result["per_forward"] = {size: _launches(native, chunks[:size]) for size in (1, 32)}
-        print(f"native {dtype_name} per forward: {json.dumps(result['per_forward'])}", flush=True)
-    if dtype_name != "float32":
+        print(f"{label} per forward: {json.dumps(result['per_forward'])}", flush=True)
+    if dtype_name != "float32" or compiled:
         reference = load_net(model, device, torch.float32)
         result["vs_float32"] = _agreement(native.net, reference, chunks)
         del reference
-        print(f"native {dtype_name} vs float32: {json.dumps(result['vs_float32'])}", flush=True)
+        print(f"{label} vs float32: {json.dumps(result['vs_float32'])}", flush=True)
     native.close()
     return result
 
@@ -399,6 +409,7 @@ def profile(folder: Path, args: argparse.Namespace) -> None:
     from collections import defaultdict
 
     import torch
+    from tts_onnx2torch import KokoroTorch
 
     from voicefleet_runtime.tts.voices import load_voice
 
@@ -558,6 +569,13 @@ def main() -> None:
     parser.add_argument("--native-dtypes", nargs="*", default=["float32", "float16", "bfloat16"])
     parser.add_argument(
         "--max-batch", type=int, nargs="+", default=[32], help="the native batcher's bounds"
+    )
+    parser.add_argument(
+        "--compiled",
+        nargs="+",
+        choices=("off", "on"),
+        default=["off"],
+        help="native rows with eager norms, compiled ones (VOICEFLEET_TTS_COMPILE), or both",
     )
     parser.add_argument("--batch-sizes", type=int, nargs="*", default=[1, 8, 32, 64])
     parser.add_argument("--max-requests", type=int, default=None, help="a quick check")

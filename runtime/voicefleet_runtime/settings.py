@@ -163,6 +163,12 @@ class RuntimeSettings(BaseSettings):
         description="Precision of the torch TTS backend's decoder and vocoder (the prosody "
         "predictor, which sets durations and pitch, stays float32).",
     )
+    tts_compile: bool = Field(
+        False,
+        description="Torch TTS backend: compile each instance norm and Snake activation into "
+        "fused kernels (torch.compile, dynamic shapes; adds tens of seconds to start-up, spent "
+        "before /readyz turns ready).",
+    )
     tts_max_batch: int = Field(
         32, ge=1, description="Torch TTS backend: most sentence chunks spoken in one batch."
     )

@@ -34,7 +34,6 @@ EngineFactory = Callable[[RuntimeSettings], SpeechEngine]
 TtsEngineFactory = Callable[[RuntimeSettings], TtsEngine]
 
 WARMUP_SECONDS = 1.0
-WARMUP_SPEECH = "Ready."
 
 
 def load_tts_engine(settings: RuntimeSettings) -> TtsEngine:
@@ -45,7 +44,10 @@ def load_tts_engine(settings: RuntimeSettings) -> TtsEngine:
         backend=settings.tts_engine,
         device=settings.tts_device,
         batching=TtsBatching(
-            settings.tts_precision, settings.tts_max_batch, settings.tts_batch_wait_ms / 1000
+            settings.tts_precision,
+            settings.tts_max_batch,
+            settings.tts_batch_wait_ms / 1000,
+            settings.tts_compile,
         ),
     )
 
@@ -135,8 +137,7 @@ class RuntimeState:
             compute_type=info.compute_type,
         ).set(1)
         if self.settings.warmup:
-            voice = next(iter(tts.voices.voices.values()))
-            tts.speak(WARMUP_SPEECH, voice, 1.0)
+            tts.warm_up(next(iter(tts.voices.voices.values())))
         logger.info("text-to-speech ready in %.2f s", time.monotonic() - started)
         return tts
 

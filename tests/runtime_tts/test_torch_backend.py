@@ -30,6 +30,8 @@ from voicefleet_runtime.tts.assets import model_bytes
 from voicefleet_runtime.tts.engine import SpeechEngine
 from voicefleet_runtime.tts.float_graph import float_model
 from voicefleet_runtime.tts.native.backend import KokoroNative
+from voicefleet_runtime.tts.native.fused import adain_tail
+from voicefleet_runtime.tts.native.layers import AdaIN
 from voicefleet_runtime.tts.native.model import ChunkRequest, Intermediates
 from voicefleet_runtime.tts.native.source import HarmonicSource
 from voicefleet_runtime.tts.vocab import token_ids
@@ -174,3 +176,27 @@ def test_torch_backend_speech_transcribes_back(torch_server: RunningServer) -> N
     )
     assert f"{info} 1.0" in metrics.splitlines()
     assert jiwer.wer(reference, hypothesis) <= MAX_WORD_ERROR_RATE, hypothesis
+
+
+def test_the_fused_norm_and_snake_compute_what_the_layers_do(
+    torch_server: RunningServer, requests: list[ChunkRequest]
+) -> None:
+    """fused.adain_tail (what VOICEFLEET_TTS_COMPILE compiles), run eagerly in every AdaIN of a
+    mixed-length batch, against the layers' own op-by-op path."""
+    assert torch_server.runtime.tts is not None
+    model = native(torch_server.runtime.tts)
+    by_layers = run_pinned(model, requests)
+    norms = [module for module in model.net.modules() if isinstance(module, AdaIN)]
+    assert len(norms) > 50  # the prosody predictor's, the decoder's and the vocoder's
+    for norm in norms:
+        norm.tail = adain_tail
+    try:
+        fused = run_pinned(model, requests)
+    finally:
+        for norm in norms:
+            norm.tail = None
+    assert torch.equal(fused.durations, by_layers.durations)
+    assert relative_error(fused.f0, by_layers.f0) <= MAX_CURVE_ERROR
+    for ours, reference in zip(fused.audio, by_layers.audio, strict=True):
+        assert ours.shape == reference.shape
+        assert relative_error(ours, reference) <= MAX_RELATIVE_ERROR

@@ -30,6 +30,7 @@ logger = logging.getLogger("voicefleet.runtime")
 
 MODEL_ID = "kokoro"
 """The one TTS model the runtime serves: `--tts-model kokoro`."""
+WARMUP_TEXTS = ("Ready.", "Ready when you are.")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,16 @@ class SpeechEngine:
         audio = self.model.synthesize(ids, voice.style_for(phoneme_count), model_speed)
         return RenderedChunk(chunk, time_stretch(audio, tempo), phoneme_count)
 
+    def warm_up(self, voice: Voice) -> None:
+        """Run what a served load runs before the first request does: one chunk alone, then
+        chunks of different lengths together (each shape kind a backend compiles for)."""
+        chunks = [chunk for text in WARMUP_TEXTS for chunk in self.chunks(text)]
+        requests = []
+        for chunk in chunks:
+            ids = token_ids(chunk.phonemes, self.vocab)
+            requests.append((ids, voice.style_for(len(ids) - 2)))
+        self.model.warm_up(requests)
+
     def close(self) -> None:
         self.model.close()
 
@@ -85,6 +96,7 @@ class TtsBatching:
     precision: str = "float32"
     max_batch: int = 32
     max_wait: float = 0.002
+    compiled: bool = False
 
 
 def load_kokoro(
@@ -105,6 +117,7 @@ def load_kokoro(
             getattr(torch, batching.precision),
             batching.max_batch,
             batching.max_wait,
+            batching.compiled,
         )
     from voicefleet_runtime.tts.onnx_model import KokoroOnnx
 

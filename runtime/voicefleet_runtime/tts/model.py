@@ -41,6 +41,10 @@ class KokoroModel(Protocol):
         self, token_ids: list[int], style: NDArray[np.float32], speed: float
     ) -> NDArray[np.float32]: ...
 
+    def warm_up(self, requests: list[tuple[list[int], NDArray[np.float32]]]) -> None:
+        """Speak these (token ids, style) chunks at the model's own speed, before serving."""
+        ...
+
     def close(self) -> None:
         """Finish what is running and release workers (the server's shutdown)."""
         ...

@@ -76,5 +76,9 @@ class KokoroOnnx:
         audio: NDArray[np.float32] = np.asarray(outputs[0], dtype=np.float32).reshape(-1)
         return audio
 
+    def warm_up(self, requests: list[tuple[list[int], NDArray[np.float32]]]) -> None:
+        """One chunk: onnxruntime has one shape kind (batch 1) to prepare."""
+        self.synthesize(*requests[0], 1.0)
+
     def close(self) -> None:
         """Nothing runs in the background: each run is its caller's."""

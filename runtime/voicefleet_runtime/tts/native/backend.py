@@ -25,8 +25,10 @@ DEFAULT_MAX_WAIT = 0.002
 device gathers the next one meanwhile, so under load this wait is rarely reached)."""
 
 
-def load_net(int8_model: bytes, device: torch.device, dtype: torch.dtype) -> KokoroNet:
-    return KokoroNet(read_weights(float_model(int8_model))).place(device, dtype)
+def load_net(
+    int8_model: bytes, device: torch.device, dtype: torch.dtype, compiled: bool = False
+) -> KokoroNet:
+    return KokoroNet(read_weights(float_model(int8_model))).place(device, dtype, compiled)
 
 
 class KokoroNative:
@@ -39,10 +41,12 @@ class KokoroNative:
         dtype: torch.dtype = torch.float32,
         max_batch: int = DEFAULT_MAX_BATCH,
         max_wait: float = DEFAULT_MAX_WAIT,
+        compiled: bool = False,
     ) -> None:
         self.device = torch.device(device)
         self.dtype = dtype
-        self.net = load_net(model, self.device, dtype)
+        self.compiled = compiled
+        self.net = load_net(model, self.device, dtype, compiled)
         self.batcher: MicroBatcher[ChunkRequest, NDArray[np.float32]] = MicroBatcher(
             self.synthesize_batch, max_batch, max_wait
         )
@@ -56,6 +60,7 @@ class KokoroNative:
         return (
             f"native torch {torch.__version__} on {self.device} ({self.info.compute_type}), "
             f"up to {self.batcher.max_batch} chunks per batch"
+            + (", norms and Snake compiled" if self.compiled else "")
         )
 
     def synthesize(
@@ -73,6 +78,13 @@ class KokoroNative:
             lengths = [piece.shape[0] for piece in pieces]
             joined = torch.cat(pieces).float().cpu().numpy()
         return list(np.split(joined, np.cumsum(lengths)[:-1]))
+
+    def warm_up(self, requests: list[tuple[list[int], NDArray[np.float32]]]) -> None:
+        """One chunk alone, then all together: the two shape kinds a batch has (a batch of
+        one is specialised), so neither compiles nor picks kernels under the first load."""
+        chunks = [ChunkRequest(ids, style, 1.0) for ids, style in requests]
+        self.synthesize_batch(chunks[:1])
+        self.synthesize_batch(chunks)
 
     def close(self) -> None:
         self.batcher.close()

@@ -38,16 +38,16 @@ class SnakeResidualBlock(nn.Module):
                 self.register_buffer(f"alpha{which}_{index}", alpha)
                 self.register_buffer(f"inverse{which}_{index}", 1.0 / alpha)
 
-    def _snake(self, x: torch.Tensor, which: int, index: int) -> torch.Tensor:
+    def _snake(self, which: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         alpha: torch.Tensor = getattr(self, f"alpha{which}_{index}")
         inverse: torch.Tensor = getattr(self, f"inverse{which}_{index}")
-        return torch.addcmul(x, torch.sin(x * alpha).square_(), inverse)
+        return alpha, inverse
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, span: Span) -> torch.Tensor:
         for index in range(PAIRS_PER_BLOCK):
-            step = self._snake(self.norms1[index](x, style, span), 1, index)
+            step = self.norms1[index](x, style, span, self._snake(1, index))
             step = self.convs1[index](step)
-            step = self._snake(self.norms2[index](step, style, span), 2, index)
+            step = self.norms2[index](step, style, span, self._snake(2, index))
             x = x + self.convs2[index](step)
         return x
 

@@ -20,9 +20,9 @@ from numpy.typing import NDArray
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from voicefleet_runtime.tts.native.fused import INSTANCE_NORM_EPS, Tail
 from voicefleet_runtime.tts.native.weights import KokoroWeights
 
-INSTANCE_NORM_EPS = 1e-5
 LAYER_NORM_EPS = 1e-5
 RESIDUAL_SCALE = math.sqrt(2.0)
 """A residual block's output is (residual + shortcut) / sqrt(2)."""
@@ -101,19 +101,36 @@ def instance_moments(x: torch.Tensor, span: Span) -> tuple[torch.Tensor, torch.T
 class AdaIN(nn.Module):
     """Instance norm (no affine), then a scale (1 + gamma) and shift (beta) projected from the
     style; zero past each chunk's end. Folded into one multiply-add per element:
-    x * scale + shift, with scale = (1 + gamma) / std and shift = beta - mean * scale."""
+    x * scale + shift, with scale = (1 + gamma) / std and shift = beta - mean * scale.
+    With `snake` (alpha, 1 / alpha), Snake follows: y + sin(alpha y)^2 / alpha.
+
+    `tail` None runs it eagerly, op by op; a compiled `fused.adain_tail` fuses it."""
+
+    tail: Tail | None = None
 
     def __init__(self, weights: KokoroWeights, name: str) -> None:
         super().__init__()
         self.fc = weights.linear(f"{name}.fc")
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, span: Span) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        style: torch.Tensor,
+        span: Span,
+        snake: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         projected: torch.Tensor = self.fc(style)
         gamma, beta = projected.float()[:, :, None].chunk(2, dim=1)
+        if self.tail is not None:
+            return self.tail(x, gamma, beta, span.mask, *(snake or ()))
         mean, variance = instance_moments(x, span)
         scale = (1 + gamma) * torch.rsqrt(variance + INSTANCE_NORM_EPS)
         shift = beta - mean * scale
-        return span.apply(torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype)))
+        styled = span.apply(torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype)))
+        if snake is None:
+            return styled
+        alpha, inverse = snake
+        return torch.addcmul(styled, torch.sin(styled * alpha).square_(), inverse)
 
 
 class AdaLayerNorm(nn.Module):
@@ -131,13 +148,26 @@ class AdaLayerNorm(nn.Module):
 
 
 def run_lstm(lstm: nn.LSTM, x: torch.Tensor, lengths: tuple[int, ...]) -> torch.Tensor:
-    """A batch-first LSTM over each chunk's own steps, [B, T, in] -> [B, T, out]; zero past ends."""
+    """A batch-first LSTM over each chunk's own steps, [B, T, in] -> [B, T, out]; zero past ends.
+
+    The batch is sorted longest first here, with the orders copied from pinned memory: with
+    `enforce_sorted=False`, pack_padded_sequence copies its order to the device from pageable
+    memory and pad_packed_sequence reads the inverse back, two host syncs per call, each of
+    which leaves the host idle until the device has caught up.
+    """
     if min(lengths) == x.shape[1]:
         output: torch.Tensor = lstm(x)[0]
         return output
-    packed = pack_padded_sequence(x, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
+    order = sorted(range(len(lengths)), key=lambda row: -lengths[row])
+    inverse = [0] * len(order)
+    for position, row in enumerate(order):
+        inverse[row] = position
+    ordered = x.index_select(0, to_device(order, x.device))
+    packed = pack_padded_sequence(
+        ordered, torch.tensor([lengths[row] for row in order]), batch_first=True
+    )
     output, _ = pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=x.shape[1])
-    return output
+    return output.index_select(0, to_device(inverse, x.device))
 
 
 class StyledResidualBlock(nn.Module):

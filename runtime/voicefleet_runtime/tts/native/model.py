@@ -19,7 +19,8 @@ from torch import nn
 
 from voicefleet_runtime.tts.native.albert import Albert
 from voicefleet_runtime.tts.native.decoder import Decoder
-from voicefleet_runtime.tts.native.layers import Span, to_device
+from voicefleet_runtime.tts.native.fused import compiled_tail
+from voicefleet_runtime.tts.native.layers import AdaIN, Span, to_device
 from voicefleet_runtime.tts.native.prosody import CurvePredictor, DurationEncoder, DurationHead
 from voicefleet_runtime.tts.native.text_encoder import TextEncoder
 from voicefleet_runtime.tts.native.weights import KokoroWeights
@@ -58,8 +59,11 @@ class KokoroNet(nn.Module):
         self.curves = CurvePredictor(weights)
         self.decoder = Decoder(weights)
 
-    def place(self, device: torch.device, decoder_dtype: torch.dtype) -> KokoroNet:
-        """Move to `device`, the decoder in `decoder_dtype` (float32, float16 or bfloat16).
+    def place(
+        self, device: torch.device, decoder_dtype: torch.dtype, compiled: bool = False
+    ) -> KokoroNet:
+        """Move to `device`, the decoder in `decoder_dtype` (float32, float16 or bfloat16);
+        with `compiled`, every AdaIN's tail runs as torch.compile'd fused kernels (fused.py).
 
         Everything before the decoder stays float32: it is cheap (it runs per token, or per
         frame at 80 Hz), and the durations it rounds and the F0 it predicts must not move.
@@ -67,6 +71,10 @@ class KokoroNet(nn.Module):
         self.to(device=device, dtype=torch.float32)
         self.decoder.to(dtype=decoder_dtype)
         self.decoder.generator.keep_float32_parts()
+        tail = compiled_tail() if compiled else None
+        for module in self.modules():
+            if isinstance(module, AdaIN):
+                module.tail = tail
         return self.eval()
 
     @property

@@ -29,6 +29,7 @@ from voicefleet_runtime.engine.torch_whisper.batched import (
     BatchingConfig,
 )
 from voicefleet_runtime.engine.torch_whisper.batched.loop import LoopEvent
+from voicefleet_runtime.engine.torch_whisper.batched.scheduler import admission_due
 
 pytestmark = pytest.mark.slow
 
@@ -189,6 +190,24 @@ def test_word_timestamps_fall_inside_their_segments_in_order(
     starts = [word.start for word in words]
     assert starts == sorted(starts)
     assert words[-1].end > words[0].start + 5  # spread over the clip, not piled up at 0
+
+
+@pytest.mark.parametrize(
+    ("waiting", "free", "decoding", "since_s", "due"),
+    [
+        (1, 64, 0, 0.0, True),  # an idle loop admits a lone window at once
+        (1, 64, 10, 0.005, False),  # while others decode it waits for company...
+        (8, 64, 10, 0.005, True),  # ... until a pass's worth has gathered
+        (1, 64, 10, 0.02, True),  # ... or the wait is up
+        (2, 2, 62, 0.0, True),  # or they fill every free slot
+        (3, 0, 64, 1.0, False),  # no free slot: nothing to admit into
+        (0, 64, 10, 1.0, False),  # nothing waiting
+    ],
+)
+def test_admission_gathers_windows_while_others_decode(
+    waiting: int, free: int, decoding: int, since_s: float, due: bool
+) -> None:
+    assert admission_due(waiting, free, decoding, since_s, batch=8, wait_s=0.02) is due
 
 
 def test_a_long_request_does_not_starve_a_short_one(

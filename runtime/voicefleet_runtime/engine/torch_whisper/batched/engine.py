@@ -75,6 +75,11 @@ class BatchingConfig:
     """Windows one request may hold in the active set while others wait (fairness)."""
     encoder_batch: int = 16
     """Windows per batched encoder pass."""
+    admission_batch: int = 8
+    admission_wait_s: float = 0.02
+    """While sequences decode, waiting windows are admitted once `admission_batch` wait or
+    `admission_wait_s` passed (scheduler.admission_due): admitting each arrival at once spent
+    42% of a served GPU loop's time in encoder passes (bench/server_profile.py)."""
     cuda_graphs: bool = True
     """Capture the decode step as CUDA graphs (CUDA only)."""
     forced_length: int = 0
@@ -172,6 +177,8 @@ class BatchedWhisperEngine(TorchEngineIdentity):
             config.windows_per_request,
             config.encoder_batch,
             config.forced_length,
+            config.admission_batch,
+            config.admission_wait_s,
         )
         slots = slots_for_budget(dims, placement.dtype, config.memory_gib, config.max_sequences)
         self._loops: list[DeviceLoop] = []

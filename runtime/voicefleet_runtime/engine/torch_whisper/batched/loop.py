@@ -26,7 +26,7 @@ from voicefleet_runtime.engine.torch_whisper.batched.requests import (
     WindowJob,
     WindowOutcome,
 )
-from voicefleet_runtime.engine.torch_whisper.batched.scheduler import FairQueue
+from voicefleet_runtime.engine.torch_whisper.batched.scheduler import FairQueue, admission_due
 from voicefleet_runtime.engine.torch_whisper.batched.step import (
     INPUT_COLUMNS,
     DecodeStep,
@@ -98,6 +98,8 @@ class LoopConfig:
     windows_per_request: int
     encoder_batch: int
     forced_length: int
+    admission_batch: int
+    admission_wait_s: float
 
 
 class DeviceLoop:
@@ -134,6 +136,7 @@ class DeviceLoop:
         self.stats = LoopStats()
         self._condition = threading.Condition()
         self._cancelled: list[RequestHandle] = []
+        self._admitted_at = time.monotonic()
         self._pending_encoder_timing = False
         self._closed = False
         self._thread = threading.Thread(
@@ -200,9 +203,16 @@ class DeviceLoop:
                     if self._closed:
                         break
                     self._drop_cancelled()
-                    admitted = self.queue.take(
-                        self.cache.slots - len(self.rows), self._active_count
+                    free = self.cache.slots - len(self.rows)
+                    due = admission_due(
+                        self.queue.waiting_windows,
+                        free,
+                        len(self.rows),
+                        time.monotonic() - self._admitted_at,
+                        self.config.admission_batch,
+                        self.config.admission_wait_s,
                     )
+                    admitted = self.queue.take(free, self._active_count) if due else []
                 try:
                     if admitted:
                         self._admit(admitted)
@@ -261,6 +271,7 @@ class DeviceLoop:
 
     def _admit(self, jobs: list[WindowJob]) -> None:
         started = time.perf_counter()
+        self._admitted_at = time.monotonic()
         batch = self.config.encoder_batch
         timing = self.device.type == "cuda"
         for first in range(0, len(jobs), batch):

@@ -3,7 +3,12 @@
 Each request may hold at most `windows_per_request` windows in the active set while others
 wait, and requests take turns, one window each per round, so a two-hour file cannot starve
 a five-second request. Slots nobody else wants may go to a request over its cap, except the
-last `reserve` ones, which stay free so a newly arrived request joins at the very next step.
+last `reserve` ones, which stay free so a newly arrived request joins at the next admission.
+
+While sequences decode, admissions come in groups (`admission_due`): an encoder pass costs
+about as much for one window as for eight where launches, not arithmetic, dominate, so a
+window may wait up to `wait_s` (a few GPU decode steps; less than one CPU step) for others
+to join its pass.
 """
 
 from __future__ import annotations
@@ -12,6 +17,16 @@ from collections import deque
 from collections.abc import Callable
 
 from voicefleet_runtime.engine.torch_whisper.batched.requests import RequestHandle, WindowJob
+
+
+def admission_due(
+    waiting: int, free: int, decoding: int, since_admission_s: float, batch: int, wait_s: float
+) -> bool:
+    """Whether the loop admits the waiting windows this turn: at once when nothing decodes,
+    else once `batch` wait (or they fill every free slot) or `wait_s` passed since the last."""
+    if not waiting or not free:
+        return False
+    return not decoding or waiting >= min(free, batch) or since_admission_s >= wait_s
 
 
 class FairQueue:

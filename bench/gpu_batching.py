@@ -186,6 +186,8 @@ class Bench:
         free_cuda_memory()
 
         self.http_rows(name, model, clips, gpus=1, clients=s.clients_for(name))
+        if name == "tiny.en" and not self.out_of_time(f"{name} HTTP admitted at once"):
+            self.unpaced_row(name, model, clips)
         if s.gpus > 1 and name == "tiny.en":
             self.http_rows(name, model, clips, gpus=s.gpus, clients=[max(s.clients)])
         self.hf_rows(name, model, clips)
@@ -214,6 +216,23 @@ class Bench:
                     requests = s.requests_for(count, len(clips))
                     path = "HTTP, WAV uploads"
                     self.add(self.served_row(server, pool, count, requests, name, path, 1))
+            finally:
+                pool.close()
+
+    def unpaced_row(self, name: str, model: ResolvedModel, clips: list[Clip]) -> None:
+        """The goal's load on a server that admits each arriving window at once, as before
+        admissions were grouped (VOICEFLEET_BATCH_ADMISSION_WAIT_MS=0): the grouping's baseline."""
+        s = self.settings
+        count = goal_clients(s)
+        env = self.factory.server_env() | {"VOICEFLEET_BATCH_ADMISSION_WAIT_MS": "0"}
+        with ServedModel(model.path, s.device, s.precision, count, 1, env) as server:
+            pool = ClientPool(server.url, [clips], count)
+            try:
+                server.transcribe(clips[0])
+                pool.closed_loop(count, count, s.row_budget_s)
+                requests = s.requests_for(count, len(clips))
+                path = "HTTP, admitted at once"
+                self.add(self.served_row(server, pool, count, requests, name, path))
             finally:
                 pool.close()
 
@@ -493,24 +512,35 @@ def goals(bench: Bench, label: str) -> list[Goal]:
 
 
 def scaling(bench: Bench, label: str) -> list[str]:
-    """How the multi-GPU rows compare with one GPU at the same load (no target in issue 8)."""
+    """Ratios with no target in issue 8: grouped admissions against admitting each window at
+    once, and the multi-GPU rows against one GPU at the same load."""
     s, rows = bench.settings, bench.rows
-    if s.gpus < 2:
-        return []
-    big = "tiny shape" if s.quick else "large-v3 shape"
-    most, clients = max(s.batches), max(s.clients)
+    goal = goal_clients(s)
     pairs = [
         (
-            f"{big} batch {most}: {s.gpus} GPUs / 1 GPU",
-            find(rows, big, f"{label}, {s.gpus} GPUs", most),
-            find(rows, big, label, most),
-        ),
-        (
-            f"tiny.en HTTP {clients} clients: {s.gpus} GPUs / 1 GPU",
-            find(rows, "tiny.en", f"HTTP, {s.gpus} GPUs", clients),
-            find(rows, "tiny.en", "HTTP", clients),
-        ),
+            f"tiny.en HTTP {goal} clients: admissions grouped / each admitted at once",
+            find(rows, "tiny.en", "HTTP", goal),
+            find(rows, "tiny.en", "HTTP, admitted at once", goal),
+        )
     ]
+    big = "tiny shape" if s.quick else "large-v3 shape"
+    most, clients = max(s.batches), max(s.clients)
+    pairs += (
+        []
+        if s.gpus < 2
+        else [
+            (
+                f"{big} batch {most}: {s.gpus} GPUs / 1 GPU",
+                find(rows, big, f"{label}, {s.gpus} GPUs", most),
+                find(rows, big, label, most),
+            ),
+            (
+                f"tiny.en HTTP {clients} clients: {s.gpus} GPUs / 1 GPU",
+                find(rows, "tiny.en", f"HTTP, {s.gpus} GPUs", clients),
+                find(rows, "tiny.en", "HTTP", clients),
+            ),
+        ]
+    )
     lines = []
     for text, multi, single in pairs:
         value = ratio(multi, single)

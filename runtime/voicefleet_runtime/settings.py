@@ -113,6 +113,13 @@ class RuntimeSettings(BaseSettings):
         description="Torch batching: 30 s windows one request may decode at once while others "
         "wait, so a long file cannot starve short requests.",
     )
+    batch_admission_wait_ms: float = Field(
+        20.0,
+        ge=0,
+        le=1000,
+        description="Torch batching: while sequences decode, how long an arriving window may "
+        "wait for others (up to 8) to share its encoder pass; 0 admits each at once.",
+    )
     cuda_graphs: bool = Field(
         True, description="Torch batching: replay the decoder step as CUDA graphs."
     )

@@ -49,6 +49,7 @@ def load_engine(settings: RuntimeSettings) -> SpeechEngine:
                 max_sequences=settings.batch_max_sequences,
                 memory_gib=settings.batch_memory_gib,
                 windows_per_request=settings.batch_windows_per_request,
+                admission_wait_s=settings.batch_admission_wait_ms / 1000,
                 cuda_graphs=settings.cuda_graphs,
             ),
         )

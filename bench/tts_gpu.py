@@ -366,7 +366,8 @@ def _launches(native: Any, chunks: list[Any]) -> dict[str, float]:
     events = prof.key_averages()
     count = {e.key: e.count for e in events}
     launches = sum(n for key, n in count.items() if "LaunchKernel" in key)
-    syncs = sum(n for key, n in count.items() if "Synchronize" in key or key == "aten::item")
+    sync_calls = {k: n for k, n in count.items() if "Synchronize" in k or k == "aten::item"}
+    syncs = sum(sync_calls.values())
     copies = sum(n for key, n in count.items() if "Memcpy" in key and "cuda" in key.lower())
     by_time = sorted(events, key=lambda e: -e.self_device_time_total)
     # Each kernel's time shows twice, under its own name and as the launching op's self time:
@@ -377,6 +378,7 @@ def _launches(native: Any, chunks: list[Any]) -> dict[str, float]:
     return {
         "launches": launches,
         "syncs": syncs,
+        "sync_calls": sync_calls,
         "memcpy_calls": copies,
         "device_ms": device_ms,
         "device_ms_by_op": top,

@@ -33,6 +33,7 @@ Task = Literal["transcribe", "translate"]
 TtsModel = Literal["kokoro"]
 TtsBackend = Literal["onnx", "torch"]
 TtsPrecision = Literal["float32", "float16", "bfloat16"]
+TtsCompile = Literal["auto", "on", "off"]
 
 
 class RuntimeSettings(BaseSettings):
@@ -170,11 +171,11 @@ class RuntimeSettings(BaseSettings):
         description="Precision of the torch TTS backend's decoder and vocoder (the prosody "
         "predictor, which sets durations and pitch, stays float32).",
     )
-    tts_compile: bool = Field(
-        False,
+    tts_compile: TtsCompile = Field(
+        "auto",
         description="Torch TTS backend: compile each instance norm and Snake activation into "
-        "fused kernels (torch.compile, dynamic shapes; adds tens of seconds to start-up, spent "
-        "before /readyz turns ready).",
+        "fused kernels (torch.compile; about 20 s more start-up on a GPU host, spent before "
+        "/readyz turns ready): on, off, or auto = on for cuda, off for cpu (bench/tts_gpu.py).",
     )
     tts_max_batch: int = Field(
         32, ge=1, description="Torch TTS backend: most sentence chunks spoken in one batch."

@@ -30,7 +30,7 @@ from voicefleet_runtime.tts.assets import model_bytes
 from voicefleet_runtime.tts.engine import SpeechEngine
 from voicefleet_runtime.tts.float_graph import float_model
 from voicefleet_runtime.tts.native.backend import KokoroNative
-from voicefleet_runtime.tts.native.fused import adain_tail
+from voicefleet_runtime.tts.native.fused import EAGER_TAILS
 from voicefleet_runtime.tts.native.layers import AdaIN
 from voicefleet_runtime.tts.native.model import ChunkRequest, Intermediates
 from voicefleet_runtime.tts.native.source import HarmonicSource
@@ -181,7 +181,7 @@ def test_torch_backend_speech_transcribes_back(torch_server: RunningServer) -> N
 def test_the_fused_norm_and_snake_compute_what_the_layers_do(
     torch_server: RunningServer, requests: list[ChunkRequest]
 ) -> None:
-    """fused.adain_tail (what VOICEFLEET_TTS_COMPILE compiles), run eagerly in every AdaIN of a
+    """fused.py's tails (what VOICEFLEET_TTS_COMPILE compiles), run eagerly in every AdaIN of a
     mixed-length batch, against the layers' own op-by-op path."""
     assert torch_server.runtime.tts is not None
     model = native(torch_server.runtime.tts)
@@ -189,14 +189,37 @@ def test_the_fused_norm_and_snake_compute_what_the_layers_do(
     norms = [module for module in model.net.modules() if isinstance(module, AdaIN)]
     assert len(norms) > 50  # the prosody predictor's, the decoder's and the vocoder's
     for norm in norms:
-        norm.tail = adain_tail
+        norm.tails = EAGER_TAILS
     try:
         fused = run_pinned(model, requests)
     finally:
         for norm in norms:
-            norm.tail = None
+            norm.tails = None
     assert torch.equal(fused.durations, by_layers.durations)
     assert relative_error(fused.f0, by_layers.f0) <= MAX_CURVE_ERROR
     for ours, reference in zip(fused.audio, by_layers.audio, strict=True):
         assert ours.shape == reference.shape
         assert relative_error(ours, reference) <= MAX_RELATIVE_ERROR
+
+
+def test_a_compiler_that_cannot_build_leaves_the_model_speaking_op_by_op(
+    requests: list[ChunkRequest], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """VOICEFLEET_TTS_COMPILE=on where the compiler cannot build (here: no C++ compiler for
+    inductor's CPU kernels; in a slim GPU image: none for Triton's launcher) still speaks."""
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
+    torch._dynamo.reset()  # nothing compiled earlier in this process is reused
+    model = KokoroNative(model_bytes(), "cpu", compiled=True)
+    try:
+        with caplog.at_level("WARNING", logger="voicefleet.runtime"):
+            spoken = model.synthesize_batch(requests[:1])
+        eager = model._forward(requests[:1])  # op by op, after the fall back
+    finally:
+        model.close()
+        torch._dynamo.reset()
+    assert model.compiled is False
+    assert "running them op by op" in caplog.text
+    assert spoken[0].shape == eager[0].shape
+    np.testing.assert_array_equal(spoken[0], eager[0])

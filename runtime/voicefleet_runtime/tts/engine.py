@@ -96,7 +96,8 @@ class TtsBatching:
     precision: str = "float32"
     max_batch: int = 32
     max_wait: float = 0.002
-    compiled: bool = False
+    compile: str = "auto"
+    """on, off, or auto: on where the model runs on a GPU."""
 
 
 def load_kokoro(
@@ -111,13 +112,14 @@ def load_kokoro(
         from voicefleet_runtime.tts.native.backend import KokoroNative
 
         batching = batching or TtsBatching()
+        placed = resolve_torch_placement(device, "float32").device
         return KokoroNative(
             model_bytes(),
-            resolve_torch_placement(device, "float32").device,
+            placed,
             getattr(torch, batching.precision),
             batching.max_batch,
             batching.max_wait,
-            batching.compiled,
+            batching.compile == "on" or (batching.compile == "auto" and placed.startswith("cuda")),
         )
     from voicefleet_runtime.tts.onnx_model import KokoroOnnx
 

@@ -7,6 +7,7 @@ packaged, sha256-checked graph (float_graph.py dequantises it; weights.py names 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,6 +19,8 @@ from voicefleet_runtime.tts.float_graph import float_model
 from voicefleet_runtime.tts.model import MODEL_SPEED_RANGE, BackendInfo
 from voicefleet_runtime.tts.native.model import ChunkRequest, KokoroNet
 from voicefleet_runtime.tts.native.weights import read_weights
+
+logger = logging.getLogger("voicefleet.runtime")
 
 DEFAULT_MAX_BATCH = 32
 DEFAULT_MAX_WAIT = 0.002
@@ -46,6 +49,8 @@ class KokoroNative:
         self.device = torch.device(device)
         self.dtype = dtype
         self.compiled = compiled
+        self._compiled_kinds: set[bool] = set()
+        """Batch kinds (one chunk or several) whose compiled forward has run once."""
         self.net = load_net(model, self.device, dtype, compiled)
         self.batcher: MicroBatcher[ChunkRequest, NDArray[np.float32]] = MicroBatcher(
             self.synthesize_batch, max_batch, max_wait
@@ -72,7 +77,30 @@ class KokoroNative:
         return self.batcher.submit(request)
 
     def synthesize_batch(self, requests: Sequence[ChunkRequest]) -> list[NDArray[np.float32]]:
-        """Several chunks in one forward pass, in order."""
+        """Several chunks in one forward pass, in order.
+
+        A batch kind's first compiled forward compiles it; where that cannot work (no C
+        compiler for Triton's launcher in the image, say), the model goes back to running its
+        norms op by op, says so once, and speaks: a slower pod, not one that never gets ready.
+        """
+        kind = len(requests) > 1
+        if not self.compiled or kind in self._compiled_kinds:
+            return self._forward(requests)
+        try:
+            pieces = self._forward(requests)
+        except Exception as error:  # the compiler's failure, whatever its type
+            logger.warning(
+                "compiling Kokoro's norms failed (%s: %s); running them op by op",
+                type(error).__name__,
+                str(error).splitlines()[0] if str(error) else "",
+            )
+            self.compiled = False
+            self.net.use_tails(None)
+            return self._forward(requests)
+        self._compiled_kinds.add(kind)
+        return pieces
+
+    def _forward(self, requests: Sequence[ChunkRequest]) -> list[NDArray[np.float32]]:
         with torch.inference_mode():
             pieces = self.net(requests).audio
             lengths = [piece.shape[0] for piece in pieces]

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from voicefleet_runtime.tts.native.fused import INSTANCE_NORM_EPS, Tail
+from voicefleet_runtime.tts.native.fused import INSTANCE_NORM_EPS, Tails
 from voicefleet_runtime.tts.native.weights import KokoroWeights
 
 LAYER_NORM_EPS = 1e-5
@@ -104,9 +104,9 @@ class AdaIN(nn.Module):
     x * scale + shift, with scale = (1 + gamma) / std and shift = beta - mean * scale.
     With `snake` (alpha, 1 / alpha), Snake follows: y + sin(alpha y)^2 / alpha.
 
-    `tail` None runs it eagerly, op by op; a compiled `fused.adain_tail` fuses it."""
+    `tails` None runs it op by op; fused.compiled_tails() runs each as fused kernels."""
 
-    tail: Tail | None = None
+    tails: Tails | None = None
 
     def __init__(self, weights: KokoroWeights, name: str) -> None:
         super().__init__()
@@ -121,8 +121,10 @@ class AdaIN(nn.Module):
     ) -> torch.Tensor:
         projected: torch.Tensor = self.fc(style)
         gamma, beta = projected.float()[:, :, None].chunk(2, dim=1)
-        if self.tail is not None:
-            return self.tail(x, gamma, beta, span.mask, *(snake or ()))
+        if self.tails is not None:
+            if snake is None:
+                return self.tails.plain(x, gamma, beta, span.mask)
+            return self.tails.snake(x, gamma, beta, span.mask, *snake)
         mean, variance = instance_moments(x, span)
         scale = (1 + gamma) * torch.rsqrt(variance + INSTANCE_NORM_EPS)
         shift = beta - mean * scale

@@ -19,7 +19,7 @@ from torch import nn
 
 from voicefleet_runtime.tts.native.albert import Albert
 from voicefleet_runtime.tts.native.decoder import Decoder
-from voicefleet_runtime.tts.native.fused import compiled_tail
+from voicefleet_runtime.tts.native.fused import Tails, compiled_tails
 from voicefleet_runtime.tts.native.layers import AdaIN, Span, to_device
 from voicefleet_runtime.tts.native.prosody import CurvePredictor, DurationEncoder, DurationHead
 from voicefleet_runtime.tts.native.text_encoder import TextEncoder
@@ -71,11 +71,14 @@ class KokoroNet(nn.Module):
         self.to(device=device, dtype=torch.float32)
         self.decoder.to(dtype=decoder_dtype)
         self.decoder.generator.keep_float32_parts()
-        tail = compiled_tail() if compiled else None
+        self.use_tails(compiled_tails() if compiled else None)
+        return self.eval()
+
+    def use_tails(self, tails: Tails | None) -> None:
+        """Every AdaIN's tail: op by op (None) or `tails` (fused.py)."""
         for module in self.modules():
             if isinstance(module, AdaIN):
-                module.tail = tail
-        return self.eval()
+                module.tails = tails
 
     @property
     def dtype(self) -> torch.dtype:

@@ -122,13 +122,14 @@ class EngineFactory:
             encoder_batch=ENCODER_BATCH if self.cuda else 4,
             cuda_graphs=self.cuda,
             forced_length=forced_length,
+            compile_encoder=self.cuda,  # as VOICEFLEET_BATCH_COMPILE_ENCODER=auto serves
         )
 
     def _wrap(self, engine: Any, label: str) -> OurEngine:
         loop = engine.loops[0]
-        return OurEngine(
-            engine, label, loop.model.encoder, engine.dims, engine.config.encoder_batch, True
-        )
+        # The encoder column times what the loop runs: compiled (an nn.Module too) or not.
+        encoder = loop.encode if isinstance(loop.encode, nn.Module) else loop.model.encoder
+        return OurEngine(engine, label, encoder, engine.dims, engine.config.encoder_batch, True)
 
     def batched(self, model: ResolvedModel, max_batch: int) -> OurEngine:
         """Our engine for the in-process rows, on one GPU."""

@@ -316,6 +316,8 @@ def _native(
         row["batches"] = {
             n: after[n] - before.get(n, 0) for n in after if after[n] - before.get(n, 0)
         }
+        # Graphs compiled so far in this process: a rise during a row would be a recompile.
+        row["compiled_graphs"] = torch._dynamo.utils.counters["stats"]["unique_graphs"]
         rows.append(row)
         print(f"{label} {args.device} c={concurrency}: {json.dumps(row)}", flush=True)
     result["served"] = rows

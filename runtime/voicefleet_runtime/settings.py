@@ -28,12 +28,23 @@ Precision = Literal[
     "int8_bfloat16",
     "int8_float32",
 ]
-VadMode = Literal["auto", "on", "off"]
 Task = Literal["transcribe", "translate"]
 TtsModel = Literal["kokoro"]
 TtsBackend = Literal["onnx", "torch"]
 TtsPrecision = Literal["float32", "float16", "bfloat16"]
-TtsCompile = Literal["auto", "on", "off"]
+Switch = Literal["auto", "on", "off"]
+"""A feature that pays on GPUs only: auto is on where the device is (or resolves to) cuda."""
+VadMode = Switch
+
+
+def on_gpu_unless_off(mode: Switch, device: str) -> bool:
+    if mode != "auto":
+        return mode == "on"
+    if device == "auto":
+        import torch  # only asked on the torch paths; faster-whisper servers never import it
+
+        return bool(torch.cuda.is_available())
+    return device.startswith("cuda")
 
 
 class RuntimeSettings(BaseSettings):
@@ -121,6 +132,11 @@ class RuntimeSettings(BaseSettings):
         description="Torch batching: while sequences decode, how long an arriving window may "
         "wait for others (up to 8) to share its encoder pass; 0 admits each at once.",
     )
+    batch_compile_encoder: Switch = Field(
+        "auto",
+        description="Torch batching: torch.compile the encoder at load (fused norms and "
+        "activations; tens of seconds more start-up): on, off, or auto = on for cuda.",
+    )
     cuda_graphs: bool = Field(
         True, description="Torch batching: replay the decoder step as CUDA graphs."
     )
@@ -171,7 +187,7 @@ class RuntimeSettings(BaseSettings):
         description="Precision of the torch TTS backend's decoder and vocoder (the prosody "
         "predictor, which sets durations and pitch, stays float32).",
     )
-    tts_compile: TtsCompile = Field(
+    tts_compile: Switch = Field(
         "auto",
         description="Torch TTS backend: compile each instance norm and Snake activation into "
         "fused kernels (torch.compile; about 20 s more start-up on a GPU host, spent before "

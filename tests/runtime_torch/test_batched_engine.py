@@ -296,3 +296,35 @@ def test_vad_windows_cover_the_speech_of_a_long_recording(
     assert [s.id for s in segments] == list(range(len(segments)))
     starts = [s.start for s in segments]
     assert starts == sorted(starts)
+
+
+def test_an_encoder_the_compiler_cannot_build_runs_op_by_op(
+    tiny_en_model: ResolvedModel,
+    batched_tiny: BatchedWhisperEngine,
+    shared_audio: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """compile_encoder where the compiler cannot build (here: no C++ compiler for inductor's CPU
+    kernels; in a slim GPU image: none for Triton's launcher) loads and transcribes as before."""
+    import torch
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
+    torch._dynamo.reset()
+    with caplog.at_level("WARNING", logger="voicefleet.runtime.batching"):
+        engine = BatchedWhisperEngine.load(
+            tiny_en_model,
+            "cpu",
+            "float32",
+            BatchingConfig(max_sequences=2, memory_gib=1.0, compile_encoder=True),
+            TEST_THREADS,
+        )
+    try:
+        assert "compiling the encoder failed" in caplog.text
+        assert engine.loops[0].encode is engine.loops[0].model.encoder
+        jfk = clip(shared_audio, "jfk.flac")
+        assert text_of(decode(engine, jfk, GREEDY)) == text_of(decode(batched_tiny, jfk, GREEDY))
+    finally:
+        engine.close()
+        torch._dynamo.reset()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from voicefleet_runtime.engine.base import SpeechEngine
 from voicefleet_runtime.engine.capabilities import EngineCapabilities
 from voicefleet_runtime.engine.models import resolve_model
-from voicefleet_runtime.settings import RuntimeSettings
+from voicefleet_runtime.settings import RuntimeSettings, on_gpu_unless_off
 
 
 def check_capabilities(settings: RuntimeSettings, capabilities: EngineCapabilities) -> None:
@@ -21,13 +21,7 @@ def check_capabilities(settings: RuntimeSettings, capabilities: EngineCapabiliti
 
 def torch_batching_enabled(settings: RuntimeSettings) -> bool:
     """Whether the torch engine runs its continuous batching loop (auto: on GPUs only)."""
-    if settings.continuous_batching != "auto":
-        return settings.continuous_batching == "on"
-    if settings.device == "auto":
-        import torch
-
-        return bool(torch.cuda.is_available())
-    return settings.device == "cuda"
+    return on_gpu_unless_off(settings.continuous_batching, settings.device)
 
 
 def load_engine(settings: RuntimeSettings) -> SpeechEngine:
@@ -50,6 +44,7 @@ def load_engine(settings: RuntimeSettings) -> SpeechEngine:
                 memory_gib=settings.batch_memory_gib,
                 windows_per_request=settings.batch_windows_per_request,
                 admission_wait_s=settings.batch_admission_wait_ms / 1000,
+                compile_encoder=on_gpu_unless_off(settings.batch_compile_encoder, settings.device),
                 cuda_graphs=settings.cuda_graphs,
             ),
         )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
+from voicefleet_runtime.settings import Switch, on_gpu_unless_off
 from voicefleet_runtime.tts.assets import load_vocab, model_bytes, voice_files
 from voicefleet_runtime.tts.chunking import Chunk, plan_chunks
 from voicefleet_runtime.tts.model import SAMPLE_RATE, KokoroModel
@@ -96,8 +97,7 @@ class TtsBatching:
     precision: str = "float32"
     max_batch: int = 32
     max_wait: float = 0.002
-    compile: str = "auto"
-    """on, off, or auto: on where the model runs on a GPU."""
+    compile: Switch = "auto"
 
 
 def load_kokoro(
@@ -119,7 +119,7 @@ def load_kokoro(
             getattr(torch, batching.precision),
             batching.max_batch,
             batching.max_wait,
-            batching.compile == "on" or (batching.compile == "auto" and placed.startswith("cuda")),
+            on_gpu_unless_off(batching.compile, placed),
         )
     from voicefleet_runtime.tts.onnx_model import KokoroOnnx
 

@@ -82,6 +82,8 @@ class BatchingConfig:
     42% of a served GPU loop's time in encoder passes (bench/server_profile.py)."""
     cuda_graphs: bool = True
     """Capture the decode step as CUDA graphs (CUDA only)."""
+    compile_encoder: bool = False
+    """torch.compile the encoder at load (batched/encoder.py)."""
     forced_length: int = 0
     """Benchmarks: decode exactly this many tokens per window, untimed (0: off)."""
 
@@ -179,6 +181,7 @@ class BatchedWhisperEngine(TorchEngineIdentity):
             config.forced_length,
             config.admission_batch,
             config.admission_wait_s,
+            config.compile_encoder,
         )
         slots = slots_for_budget(dims, placement.dtype, config.memory_gib, config.max_sequences)
         self._loops: list[DeviceLoop] = []

@@ -21,6 +21,7 @@ import torch
 
 from voicefleet_runtime.engine.torch_whisper.batched.alignment import alignment_weights
 from voicefleet_runtime.engine.torch_whisper.batched.cache import SlotCache
+from voicefleet_runtime.engine.torch_whisper.batched.encoder import Encoder, compiled_encoder
 from voicefleet_runtime.engine.torch_whisper.batched.requests import (
     RequestHandle,
     WindowJob,
@@ -100,6 +101,7 @@ class LoopConfig:
     forced_length: int
     admission_batch: int
     admission_wait_s: float
+    compile_encoder: bool = False
 
 
 class DeviceLoop:
@@ -126,6 +128,11 @@ class DeviceLoop:
             model, RuleTables(vocabulary, model.dims.n_vocab, self.device), cache, use_graphs
         )
         self.graphs = self.step_runner.capture()
+        self.encode: Encoder = (
+            compiled_encoder(model.encoder, model.dims.n_mels, self.dtype)
+            if config.compile_encoder
+            else model.encoder
+        )
         if self.device.type == "cuda":
             self._encoder_started = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
             self._encoder_ended = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
@@ -280,7 +287,7 @@ class DeviceLoop:
             if timing:
                 self._collect_encoder_time()
                 self._encoder_started.record()
-            audio = self.model.encoder(mel)
+            audio = self.encode(mel)
             if timing:
                 self._encoder_ended.record()
                 self._pending_encoder_timing = True

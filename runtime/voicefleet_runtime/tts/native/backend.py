@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from voicefleet_runtime.tts.batcher import MicroBatcher
 from voicefleet_runtime.tts.float_graph import float_model
 from voicefleet_runtime.tts.model import MODEL_SPEED_RANGE, BackendInfo
+from voicefleet_runtime.tts.native.fused import compiled_tails
 from voicefleet_runtime.tts.native.model import ChunkRequest, KokoroNet
 from voicefleet_runtime.tts.native.weights import read_weights
 
@@ -28,10 +29,8 @@ DEFAULT_MAX_WAIT = 0.002
 device gathers the next one meanwhile, so under load this wait is rarely reached)."""
 
 
-def load_net(
-    int8_model: bytes, device: torch.device, dtype: torch.dtype, compiled: bool = False
-) -> KokoroNet:
-    return KokoroNet(read_weights(float_model(int8_model))).place(device, dtype, compiled)
+def load_net(int8_model: bytes, device: torch.device, dtype: torch.dtype) -> KokoroNet:
+    return KokoroNet(read_weights(float_model(int8_model))).place(device, dtype)
 
 
 class KokoroNative:
@@ -49,9 +48,9 @@ class KokoroNative:
         self.device = torch.device(device)
         self.dtype = dtype
         self.compiled = compiled
-        self._compiled_kinds: set[bool] = set()
-        """Batch kinds (one chunk or several) whose compiled forward has run once."""
-        self.net = load_net(model, self.device, dtype, compiled)
+        self._tails = compiled_tails() if compiled else None
+        self._compile_checked = False
+        self.net = load_net(model, self.device, dtype)
         self.batcher: MicroBatcher[ChunkRequest, NDArray[np.float32]] = MicroBatcher(
             self.synthesize_batch, max_batch, max_wait
         )
@@ -79,12 +78,16 @@ class KokoroNative:
     def synthesize_batch(self, requests: Sequence[ChunkRequest]) -> list[NDArray[np.float32]]:
         """Several chunks in one forward pass, in order.
 
-        A batch kind's first compiled forward compiles it; where that cannot work (no C
-        compiler for Triton's launcher in the image, say), the model goes back to running its
-        norms op by op, says so once, and speaks: a slower pod, not one that never gets ready.
+        Compiled, only batches of two or more run the fused tails: a chunk alone is bound by
+        launches either way, and the compiled calls' own overhead made it slower on the H200
+        (bench/results/tts_gpu-h200.txt, run 5). The first such batch compiles them; where
+        that cannot work (no C compiler for Triton's launcher in the image, say), the model
+        goes back to running its norms op by op, says so once, and speaks: a slower pod, not
+        one that never gets ready.
         """
-        kind = len(requests) > 1
-        if not self.compiled or kind in self._compiled_kinds:
+        fused = self._tails is not None and len(requests) > 1
+        self.net.use_tails(self._tails if fused else None)
+        if not fused or self._compile_checked:
             return self._forward(requests)
         try:
             pieces = self._forward(requests)
@@ -94,10 +97,10 @@ class KokoroNative:
                 type(error).__name__,
                 str(error).splitlines()[0] if str(error) else "",
             )
-            self.compiled = False
+            self.compiled, self._tails = False, None
             self.net.use_tails(None)
             return self._forward(requests)
-        self._compiled_kinds.add(kind)
+        self._compile_checked = True
         return pieces
 
     def _forward(self, requests: Sequence[ChunkRequest]) -> list[NDArray[np.float32]]:
@@ -108,8 +111,8 @@ class KokoroNative:
         return list(np.split(joined, np.cumsum(lengths)[:-1]))
 
     def warm_up(self, requests: list[tuple[list[int], NDArray[np.float32]]]) -> None:
-        """One chunk alone, then all together: the two shape kinds a batch has (a batch of
-        one is specialised), so neither compiles nor picks kernels under the first load."""
+        """One chunk alone, then all together: the two shape kinds a batch has, so that
+        neither compiles nor picks kernels under the first load."""
         chunks = [ChunkRequest(ids, style, 1.0) for ids, style in requests]
         self.synthesize_batch(chunks[:1])
         self.synthesize_batch(chunks)

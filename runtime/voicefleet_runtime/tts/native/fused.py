@@ -64,8 +64,8 @@ EAGER_TAILS = Tails(adain_tail, adain_snake_tail)
 
 def compiled_tails() -> Tails:
     """Both tails compiled for any batch and length (dynamic shapes). Two functions, not one
-    with a branch: each compiles once per dtype and per batch of one or more, well under
-    dynamo's recompile limit (8 per function)."""
+    with a branch: each compiles once per dtype (and batch kind), under dynamo's recompile
+    limit (8 per function), which one function with both branches reached."""
     return Tails(
         torch.compile(adain_tail, dynamic=True, fullgraph=True),
         torch.compile(adain_snake_tail, dynamic=True, fullgraph=True),

@@ -19,7 +19,7 @@ from torch import nn
 
 from voicefleet_runtime.tts.native.albert import Albert
 from voicefleet_runtime.tts.native.decoder import Decoder
-from voicefleet_runtime.tts.native.fused import Tails, compiled_tails
+from voicefleet_runtime.tts.native.fused import Tails
 from voicefleet_runtime.tts.native.layers import AdaIN, Span, to_device
 from voicefleet_runtime.tts.native.prosody import CurvePredictor, DurationEncoder, DurationHead
 from voicefleet_runtime.tts.native.text_encoder import TextEncoder
@@ -59,11 +59,8 @@ class KokoroNet(nn.Module):
         self.curves = CurvePredictor(weights)
         self.decoder = Decoder(weights)
 
-    def place(
-        self, device: torch.device, decoder_dtype: torch.dtype, compiled: bool = False
-    ) -> KokoroNet:
-        """Move to `device`, the decoder in `decoder_dtype` (float32, float16 or bfloat16);
-        with `compiled`, every AdaIN's tail runs as torch.compile'd fused kernels (fused.py).
+    def place(self, device: torch.device, decoder_dtype: torch.dtype) -> KokoroNet:
+        """Move to `device`, the decoder in `decoder_dtype` (float32, float16 or bfloat16).
 
         Everything before the decoder stays float32: it is cheap (it runs per token, or per
         frame at 80 Hz), and the durations it rounds and the F0 it predicts must not move.
@@ -71,7 +68,6 @@ class KokoroNet(nn.Module):
         self.to(device=device, dtype=torch.float32)
         self.decoder.to(dtype=decoder_dtype)
         self.decoder.generator.keep_float32_parts()
-        self.use_tails(compiled_tails() if compiled else None)
         return self.eval()
 
     def use_tails(self, tails: Tails | None) -> None:

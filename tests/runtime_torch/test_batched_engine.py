@@ -302,7 +302,6 @@ def test_an_encoder_the_compiler_cannot_build_runs_op_by_op(
     tiny_en_model: ResolvedModel,
     batched_tiny: BatchedWhisperEngine,
     shared_audio: Path,
-    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """compile_encoder where the compiler cannot build (here: no C++ compiler for inductor's CPU
@@ -310,9 +309,11 @@ def test_an_encoder_the_compiler_cannot_build_runs_op_by_op(
     import torch
     import torch._inductor.config as inductor_config
 
-    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
     torch._dynamo.reset()
-    with caplog.at_level("WARNING", logger="voicefleet.runtime.batching"):
+    with (
+        inductor_config.patch({"cpp.cxx": ("/nonexistent/c++",)}),
+        caplog.at_level("WARNING", logger="voicefleet.runtime.batching"),
+    ):
         engine = BatchedWhisperEngine.load(
             tiny_en_model,
             "cpu",

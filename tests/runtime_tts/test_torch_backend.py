@@ -203,17 +203,19 @@ def test_the_fused_norm_and_snake_compute_what_the_layers_do(
 
 
 def test_a_compiler_that_cannot_build_leaves_the_model_speaking_op_by_op(
-    requests: list[ChunkRequest], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    requests: list[ChunkRequest], caplog: pytest.LogCaptureFixture
 ) -> None:
     """VOICEFLEET_TTS_COMPILE=on where the compiler cannot build (here: no C++ compiler for
     inductor's CPU kernels; in a slim GPU image: none for Triton's launcher) still speaks."""
     import torch._inductor.config as inductor_config
 
-    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
     torch._dynamo.reset()  # nothing compiled earlier in this process is reused
     model = KokoroNative(model_bytes(), "cpu", compiled=True)
     try:
-        with caplog.at_level("WARNING", logger="voicefleet.runtime"):
+        with (
+            inductor_config.patch({"cpp.cxx": ("/nonexistent/c++",)}),
+            caplog.at_level("WARNING", logger="voicefleet.runtime"),
+        ):
             spoken = model.synthesize_batch(requests)  # a batch: the kind that runs compiled
         eager = model._forward(requests)  # op by op, after the fall back
     finally:

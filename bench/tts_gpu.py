@@ -343,6 +343,8 @@ def _native(
         direct.append(row)
         print(f"{label} synthesize_batch: {json.dumps(row)}", flush=True)
     result["direct"] = direct
+    result["new_shapes"] = _new_shapes(native, chunks[1:], sync)
+    print(f"{label} each chunk alone, first and second time: {result['new_shapes']}", flush=True)
     if device.type == "cuda":
         result["gpu_memory_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
         result["per_forward"] = {size: _launches(native, chunks[:size]) for size in (1, 32)}
@@ -354,6 +356,21 @@ def _native(
         print(f"{label} vs float32: {json.dumps(result['vs_float32'])}", flush=True)
     native.close()
     return result
+
+
+def _new_shapes(native: Any, chunks: list[Any], sync: Callable[[], None]) -> dict[str, float]:
+    """Mean ms of a forward of one chunk the first time its shapes are seen, then the second
+    time: the served rows meet new shapes at every forward (cuDNN builds a plan per new conv
+    and LSTM shape), the repeated synthesize_batch rows do not."""
+    passes = []
+    for _ in range(2):
+        sync()
+        started = time.perf_counter()
+        for chunk in chunks:
+            native.synthesize_batch([chunk])
+        sync()
+        passes.append(1000 * (time.perf_counter() - started) / len(chunks))
+    return {"first_ms": passes[0], "second_ms": passes[1], "chunks": len(chunks)}
 
 
 def _launches(native: Any, chunks: list[Any]) -> dict[str, float]:

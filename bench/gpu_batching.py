@@ -196,28 +196,21 @@ class Bench:
         self, name: str, model: ResolvedModel, clips: list[Clip], gpus: int, clients: list[int]
     ) -> None:
         s = self.settings
-        wav_clips = [as_wav(clip) for clip in clips]
-        with ServedModel(
-            model.path, s.device, s.precision, max(clients), gpus, self.factory.server_env()
-        ) as server:
-            pool = ClientPool(server.url, [clips, wav_clips], max(clients))
-            try:
-                server.transcribe(clips[0])  # first request: lazy kernels, graph capture
-                pool.closed_loop(max(clients), max(clients), s.row_budget_s)
-                label = "HTTP" if gpus == 1 else f"HTTP, {gpus} GPUs"
-                for count in clients:
-                    if self.out_of_time(f"{name} HTTP {count}"):
-                        break
-                    requests = s.requests_for(count, len(clips))
-                    self.add(self.served_row(server, pool, count, requests, name, label))
-                count = goal_clients(s)
-                if gpus == 1 and count in clients and not self.out_of_time(f"{name} HTTP WAV"):
-                    # The same load with PCM uploads: what serving costs beside decoding Opus.
-                    requests = s.requests_for(count, len(clips))
-                    path = "HTTP, WAV uploads"
-                    self.add(self.served_row(server, pool, count, requests, name, path, 1))
-            finally:
-                pool.close()
+        clip_sets = [clips, [as_wav(clip) for clip in clips]]
+        env = self.factory.server_env()
+        with self.warm_server(model, clip_sets, max(clients), gpus, env) as (server, pool):
+            label = "HTTP" if gpus == 1 else f"HTTP, {gpus} GPUs"
+            for count in clients:
+                if self.out_of_time(f"{name} HTTP {count}"):
+                    break
+                requests = s.requests_for(count, len(clips))
+                self.add(self.served_row(server, pool, count, requests, name, label))
+            count = goal_clients(s)
+            if gpus == 1 and count in clients and not self.out_of_time(f"{name} HTTP WAV"):
+                # The same load with PCM uploads: what serving costs beside decoding Opus.
+                requests = s.requests_for(count, len(clips))
+                path = "HTTP, WAV uploads"
+                self.add(self.served_row(server, pool, count, requests, name, path, 1))
 
     def unpaced_row(self, name: str, model: ResolvedModel, clips: list[Clip]) -> None:
         """The goal's load on a server that admits each arriving window at once, as before
@@ -225,14 +218,29 @@ class Bench:
         s = self.settings
         count = goal_clients(s)
         env = self.factory.server_env() | {"VOICEFLEET_BATCH_ADMISSION_WAIT_MS": "0"}
-        with ServedModel(model.path, s.device, s.precision, count, 1, env) as server:
-            pool = ClientPool(server.url, [clips], count)
+        with self.warm_server(model, [clips], count, 1, env) as (server, pool):
+            requests = s.requests_for(count, len(clips))
+            path = "HTTP, admitted at once"
+            self.add(self.served_row(server, pool, count, requests, name, path))
+
+    @contextmanager
+    def warm_server(
+        self,
+        model: ResolvedModel,
+        clip_sets: list[list[Clip]],
+        clients: int,
+        gpus: int,
+        env: dict[str, str],
+    ) -> Iterator[tuple[ServedModel, ClientPool]]:
+        """`voicefleet serve` and a client pool for `clients`, both past their first requests
+        (lazy kernels, graph capture, connections) before any row is timed."""
+        s = self.settings
+        with ServedModel(model.path, s.device, s.precision, clients, gpus, env) as server:
+            pool = ClientPool(server.url, clip_sets, clients)
             try:
-                server.transcribe(clips[0])
-                pool.closed_loop(count, count, s.row_budget_s)
-                requests = s.requests_for(count, len(clips))
-                path = "HTTP, admitted at once"
-                self.add(self.served_row(server, pool, count, requests, name, path))
+                server.transcribe(clip_sets[0][0])
+                pool.closed_loop(clients, clients, s.row_budget_s)
+                yield server, pool
             finally:
                 pool.close()
 

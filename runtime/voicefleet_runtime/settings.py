@@ -33,11 +33,13 @@ TtsModel = Literal["kokoro"]
 TtsBackend = Literal["onnx", "torch"]
 TtsPrecision = Literal["float32", "float16", "bfloat16"]
 Switch = Literal["auto", "on", "off"]
-"""A feature that pays on GPUs only: auto is on where the device is (or resolves to) cuda."""
+"""On, off, or auto: the runtime decides (each setting says how)."""
 VadMode = Switch
 
 
 def on_gpu_unless_off(mode: Switch, device: str) -> bool:
+    """A switch whose auto means on where the device is (or resolves to) cuda: features that
+    pay on GPUs only."""
     if mode != "auto":
         return mode == "on"
     if device == "auto":

@@ -188,13 +188,12 @@ def test_the_fused_norm_and_snake_compute_what_the_layers_do(
     by_layers = run_pinned(model, requests)
     norms = [module for module in model.net.modules() if isinstance(module, AdaIN)]
     assert len(norms) > 50  # the prosody predictor's, the decoder's and the vocoder's
-    for norm in norms:
-        norm.tails = EAGER_TAILS
+    assert norms == model.net.norms
+    model.net.use_tails(EAGER_TAILS)
     try:
         fused = run_pinned(model, requests)
     finally:
-        for norm in norms:
-            norm.tails = None
+        model.net.use_tails(None)
     assert torch.equal(fused.durations, by_layers.durations)
     assert relative_error(fused.f0, by_layers.f0) <= MAX_CURVE_ERROR
     for ours, reference in zip(fused.audio, by_layers.audio, strict=True):

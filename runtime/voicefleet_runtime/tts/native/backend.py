@@ -47,13 +47,17 @@ class KokoroNative:
     ) -> None:
         self.device = torch.device(device)
         self.dtype = dtype
-        self.compiled = compiled
         self._tails = compiled_tails() if compiled else None
         self._compile_checked = False
         self.net = load_net(model, self.device, dtype)
         self.batcher: MicroBatcher[ChunkRequest, NDArray[np.float32]] = MicroBatcher(
             self.synthesize_batch, max_batch, max_wait
         )
+
+    @property
+    def compiled(self) -> bool:
+        """Whether batches run the compiled tails (False after a failed compile too)."""
+        return self._tails is not None
 
     @property
     def info(self) -> BackendInfo:
@@ -97,7 +101,7 @@ class KokoroNative:
                 type(error).__name__,
                 str(error).splitlines()[0] if str(error) else "",
             )
-            self.compiled, self._tails = False, None
+            self._tails = None
             self.net.use_tails(None)
             return self._forward(requests)
         self._compile_checked = True

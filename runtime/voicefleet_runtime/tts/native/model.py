@@ -58,6 +58,8 @@ class KokoroNet(nn.Module):
         self.text_encoder = TextEncoder(weights)
         self.curves = CurvePredictor(weights)
         self.decoder = Decoder(weights)
+        self.norms = [module for module in self.modules() if isinstance(module, AdaIN)]
+        """Every AdaIN, found once: `use_tails` runs before each batch."""
 
     def place(self, device: torch.device, decoder_dtype: torch.dtype) -> KokoroNet:
         """Move to `device`, the decoder in `decoder_dtype` (float32, float16 or bfloat16).
@@ -72,9 +74,8 @@ class KokoroNet(nn.Module):
 
     def use_tails(self, tails: Tails | None) -> None:
         """Every AdaIN's tail: op by op (None) or `tails` (fused.py)."""
-        for module in self.modules():
-            if isinstance(module, AdaIN):
-                module.tails = tails
+        for norm in self.norms:
+            norm.tails = tails
 
     @property
     def dtype(self) -> torch.dtype:

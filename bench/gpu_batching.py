@@ -181,9 +181,12 @@ class Bench:
                 gpu_gib=self.memory.peak_gib(),
             )
             self.add(row)
+        float8 = ours.float8_cross
         ours.close()
         del ours
         free_cuda_memory()
+        if float8 and not self.out_of_time(f"{name} in-process, cross K/V unquantised"):
+            self.unquantised_row(name, model, clips)
 
         self.http_rows(name, model, clips, gpus=1, clients=s.clients_for(name))
         if name == "tiny.en" and not self.out_of_time(f"{name} HTTP admitted at once"):
@@ -191,6 +194,31 @@ class Bench:
         if s.gpus > 1 and name == "tiny.en":
             self.http_rows(name, model, clips, gpus=s.gpus, clients=[max(s.clients)])
         self.hf_rows(name, model, clips)
+
+    def unquantised_row(self, name: str, model: ResolvedModel, clips: list[Clip]) -> None:
+        """The goal's batch with cross-attention keys and values in the model's dtype, as
+        before float8 (VOICEFLEET_BATCH_FLOAT8_CROSS_ATTENTION=off): its speed and WER
+        are float8's baseline."""
+        s = self.settings
+        batch = goal_clients(s)
+        ours = self.factory.batched(model, max(s.batches), float8="off")
+        warm_up(ours, clips, batch)
+        self.memory.reset()
+        ours.reset_stats()
+        result = closed_loop(
+            partial(transcribe_text, ours),
+            clips,
+            batch,
+            s.requests_for(batch, len(clips)),
+            s.row_budget_s,
+        )
+        path = f"{ours.label}, {s.precision} cross K/V"
+        self.add(
+            result.row(name, path, batch, step_ms=ours.step_ms(), gpu_gib=self.memory.peak_gib())
+        )
+        ours.close()
+        del ours
+        free_cuda_memory()
 
     def http_rows(
         self, name: str, model: ResolvedModel, clips: list[Clip], gpus: int, clients: list[int]
@@ -346,12 +374,23 @@ class Bench:
         del anchor
         free_cuda_memory()
 
-        for gpus in sorted({1, s.gpus}):
-            if self.out_of_time(f"{name} ours on {gpus} GPU(s)"):
+        # (GPUs, batches, float8 setting): the last runs the goal's batch without float8.
+        runs = [(1, s.batches, "auto")]
+        if s.gpus > 1:
+            runs.append((s.gpus, [max(s.batches)], "auto"))
+        if s.cuda:
+            runs.append((1, [goal_clients(s)], "off"))
+        for gpus, batches, float8 in runs:
+            if self.out_of_time(f"{name} ours on {gpus} GPU(s), float8 {float8}"):
                 break
-            batches = s.batches if gpus == 1 else [max(s.batches)]
             ours = self.factory.random(
-                dims, tokenizer_model, s.forced_length, max(s.batches), gpus, s.large_precision
+                dims,
+                tokenizer_model,
+                s.forced_length,
+                max(s.batches),
+                gpus,
+                s.large_precision,
+                float8,
             )
             if ours is None:
                 print("   our large-shape rows need the batched engine (forced decode length)")
@@ -374,6 +413,8 @@ class Bench:
                     ours.encoder, dims, min(batch, ours.encoder_batch), s.device
                 )
                 label = ours.label if gpus == 1 else f"{ours.label}, {gpus} GPUs"
+                if float8 == "off":
+                    label = f"{ours.label}, {s.large_precision} cross K/V"
                 self.add(
                     Row(
                         name,
@@ -386,7 +427,8 @@ class Bench:
                         encoder_peak_fraction=self.encoder_fraction(encoder_s, encoder_flops(dims)),
                         gpu_gib=self.memory.peak_gib(),
                         requests=len(result.latencies),
-                        note=f"{s.forced_length} forced tokens, {s.large_precision}",
+                        note=f"{s.forced_length} forced tokens, {s.large_precision}"
+                        + (", float8 cross K/V" if ours.float8_cross else ""),
                     )
                 )
             ours.close()
@@ -521,7 +563,8 @@ def goals(bench: Bench, label: str) -> list[Goal]:
 
 def scaling(bench: Bench, label: str) -> list[str]:
     """Ratios with no target in issue 8: grouped admissions against admitting each window at
-    once, and the multi-GPU rows against one GPU at the same load."""
+    once, the multi-GPU rows against one GPU at the same load, and float8 cross-attention
+    keys and values against the model's dtype."""
     s, rows = bench.settings, bench.rows
     goal = goal_clients(s)
     pairs = [
@@ -549,10 +592,24 @@ def scaling(bench: Bench, label: str) -> list[str]:
             ),
         ]
     )
+    for model, dtype in (("tiny.en", s.precision), (big, s.large_precision)):
+        pairs.append(
+            (
+                f"{model} batch {goal}: float8 cross K/V / {dtype}",
+                find(rows, model, label, goal),
+                find(rows, model, f"{label}, {dtype} cross K/V", goal),
+            )
+        )
     lines = []
     for text, multi, single in pairs:
         value = ratio(multi, single)
         lines.append(f"{text}: {'-' if value is None else f'{value:.2f}x'}")
+        if "float8" in text and multi and single:
+            lines.append(
+                f"  decode step ms {multi.step_ms or 0:.2f} / {single.step_ms or 0:.2f}; "
+                f"WER {multi.wer if multi.wer is not None else '-'} / "
+                f"{single.wer if single.wer is not None else '-'}"
+            )
     return lines
 
 

@@ -75,6 +75,11 @@ class OurEngine:
         value = float(self.engine.stats()["step_ms"])
         return value or None
 
+    @property
+    def float8_cross(self) -> bool:
+        """Whether its decoder keeps cross-attention keys and values as float8."""
+        return self.batched and bool(self.engine.loops[0].cache.float8_cross)
+
     def reset_stats(self) -> None:
         if self.batched:
             self.engine.reset_stats()
@@ -114,7 +119,7 @@ class EngineFactory:
         whisper = engine._model
         return OurEngine(engine, "sequential (today)", whisper.encoder, whisper.dims, 1, False)
 
-    def _config(self, max_sequences: int, forced_length: int = 0) -> Any:
+    def _config(self, max_sequences: int, forced_length: int = 0, float8: str = "auto") -> Any:
         assert self._batched is not None
         return self._batched.BatchingConfig(
             max_sequences=max_sequences,
@@ -123,6 +128,7 @@ class EngineFactory:
             cuda_graphs=self.cuda,
             forced_length=forced_length,
             compile_encoder=self.cuda,  # as VOICEFLEET_BATCH_COMPILE_ENCODER=auto serves
+            float8_cross_attention=float8,  # auto as served; off for the baseline rows
         )
 
     def _wrap(self, engine: Any, label: str) -> OurEngine:
@@ -131,12 +137,12 @@ class EngineFactory:
         encoder = loop.encode if isinstance(loop.encode, nn.Module) else loop.model.encoder
         return OurEngine(engine, label, encoder, engine.dims, engine.config.encoder_batch, True)
 
-    def batched(self, model: ResolvedModel, max_batch: int) -> OurEngine:
+    def batched(self, model: ResolvedModel, max_batch: int, float8: str = "auto") -> OurEngine:
         """Our engine for the in-process rows, on one GPU."""
         if self._batched is None:
             return replace(self.sequential(model), label=self.label)
         engine = self._batched.BatchedWhisperEngine.load(
-            model, self._one_device(), self.precision, self._config(max_batch)
+            model, self._one_device(), self.precision, self._config(max_batch, 0, float8)
         )
         return self._wrap(engine, self.label)
 
@@ -148,6 +154,7 @@ class EngineFactory:
         max_batch: int,
         gpus: int,
         precision: str,
+        float8: str = "auto",
     ) -> OurEngine | None:
         """Random weights of shape `dims`, `forced_length` tokens a window; None without the
         batched engine (the sequential one cannot force a length)."""
@@ -159,7 +166,7 @@ class EngineFactory:
             tokenizer_model=tokenizer_model,
             device=device,
             precision=precision,
-            config=self._config(max_batch, forced_length),
+            config=self._config(max_batch, forced_length, float8),
             seed=0,
         )
         return self._wrap(engine, self.label)

@@ -139,6 +139,12 @@ class RuntimeSettings(BaseSettings):
         description="Torch batching: torch.compile the encoder at load (fused norms and "
         "activations; tens of seconds more start-up): on, off, or auto = on for cuda.",
     )
+    batch_float8_cross_attention: Switch = Field(
+        "auto",
+        description="Torch batching: keep the decoder's cross-attention keys and values as "
+        "float8 (one scale per head), half the bytes each decode step reads: on, off, or auto "
+        "= on for GPUs of compute capability 8.9 or later (Ada, Hopper) with Triton.",
+    )
     cuda_graphs: bool = Field(
         True, description="Torch batching: replay the decoder step as CUDA graphs."
     )

@@ -329,3 +329,33 @@ def test_an_encoder_the_compiler_cannot_build_runs_op_by_op(
     finally:
         engine.close()
         torch._dynamo.reset()
+
+
+def test_a_float8_cross_attention_cache_transcribes_as_the_full_one(
+    tiny_en_model: ResolvedModel, batched_tiny: BatchedWhisperEngine, shared_audio: Path
+) -> None:
+    """Float8 keys and values (one scale per slot and head) through the whole loop: concurrent
+    windows (slots compacted as they finish), word timestamps from the dequantised cache."""
+    engine = BatchedWhisperEngine.load(
+        tiny_en_model,
+        "cpu",
+        "float32",
+        BatchingConfig(max_sequences=4, memory_gib=1.0, float8_cross_attention="on"),
+        TEST_THREADS,
+    )
+    try:
+        assert engine.loops[0].cache.float8_cross
+        clips = [
+            clip(shared_audio, name)
+            for name in ("jfk.flac", "hotwords.mp3", "stereo_diarization.wav")
+        ]
+        words = DecodeOptions(beam_size=1, temperature=(0.0,), word_timestamps=True)
+        with ThreadPoolExecutor(len(clips)) as pool:
+            float8 = list(pool.map(lambda audio: decode(engine, audio, words), clips))
+        for audio, segments in zip(clips, float8, strict=True):
+            assert text_of(segments) == text_of(decode(batched_tiny, audio, GREEDY))
+        jfk_words = [word for segment in float8[0] for word in segment.words]
+        assert len(jfk_words) >= 20
+        assert [w.start for w in jfk_words] == sorted(w.start for w in jfk_words)
+    finally:
+        engine.close()

@@ -45,6 +45,7 @@ def load_engine(settings: RuntimeSettings) -> SpeechEngine:
                 windows_per_request=settings.batch_windows_per_request,
                 admission_wait_s=settings.batch_admission_wait_ms / 1000,
                 compile_encoder=on_gpu_unless_off(settings.batch_compile_encoder, settings.device),
+                float8_cross_attention=settings.batch_float8_cross_attention,
                 cuda_graphs=settings.cuda_graphs,
             ),
         )

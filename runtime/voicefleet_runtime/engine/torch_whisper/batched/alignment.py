@@ -61,10 +61,7 @@ def alignment_weights(
     text_tokens = [token for token in tokens if token < vocabulary.eot]
     start = [*tokenizer.sot_sequence(language, task), vocabulary.no_timestamps]
     sequence = [*start, *text_tokens, vocabulary.eot]
-    audio = [
-        (cache.cross_keys[layer, slot : slot + 1], cache.cross_values[layer, slot : slot + 1])
-        for layer in range(model.dims.n_text_layer)
-    ]
+    audio = [cache.cross_of_slot(layer, slot) for layer in range(model.dims.n_text_layer)]
     device = cache.cross_keys.device
     logits, _, maps = model.decoder(
         torch.tensor([sequence], device=device), DecoderState(audio), need_weights=True

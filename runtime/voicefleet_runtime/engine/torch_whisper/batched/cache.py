@@ -4,10 +4,14 @@ Slot `i` is row `i` of every batched decode step, so the active sequences always
 slots 0..n-1: when one leaves, the last one moves into its place (`move`). Self-attention
 keys and values are written one position per step; cross-attention keys and values are
 written once, when the window's audio is encoded.
+
+Cross-attention keys and values may be stored as float8 (e4m3), one scale per slot, head and
+tensor: at batch 64 they are most of the bytes a decode step reads (float8_attention.py).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
 import torch
@@ -15,27 +19,75 @@ import torch
 from voicefleet_runtime.engine.torch_whisper.model import WhisperDimensions
 
 GIB = 1024**3
+FLOAT8 = torch.float8_e4m3fn
+FLOAT8_MAX = 448.0
+"""The largest finite e4m3 value: each (slot, head)'s largest magnitude is scaled to it."""
 
 
-def bytes_per_slot(dims: WhisperDimensions, dtype: torch.dtype) -> int:
+FLOAT8_COMPUTE_CAPABILITY = (8, 9)
+"""Ada and Hopper convert e4m3 in hardware; Triton refuses float8 below them."""
+
+
+def float8_cross_for(mode: str, device: torch.device) -> bool:
+    """Whether `device`'s cache stores cross keys and values as float8: auto means where the
+    GPU reads them faster (CUDA, compute capability 8.9 or later, Triton importable); on is
+    refused on an older GPU and allowed on a CPU (where it only checks the numbers)."""
+    if mode == "off":
+        return False
+    able = (
+        device.type == "cuda"
+        and torch.cuda.get_device_capability(device) >= FLOAT8_COMPUTE_CAPABILITY
+        and importlib.util.find_spec("triton") is not None
+    )
+    if mode == "auto":
+        return able
+    if device.type == "cuda" and not able:
+        raise ValueError(
+            f"VOICEFLEET_BATCH_FLOAT8_CROSS_ATTENTION=on needs a GPU of compute capability "
+            f"8.9 or later with Triton; {device} has "
+            f"{'.'.join(map(str, torch.cuda.get_device_capability(device)))}: set it to auto"
+        )
+    return True
+
+
+def bytes_per_slot(dims: WhisperDimensions, dtype: torch.dtype, float8_cross: bool = False) -> int:
     """Self-attention (n_text_ctx positions) plus cross-attention (n_audio_ctx) keys and values."""
     element = torch.empty((), dtype=dtype).element_size()
-    positions = dims.n_text_ctx + dims.n_audio_ctx
-    return 2 * dims.n_text_layer * positions * dims.n_text_state * element
+    cross_element = 1 if float8_cross else element
+    per_position = 2 * dims.n_text_layer * dims.n_text_state
+    return per_position * (dims.n_text_ctx * element + dims.n_audio_ctx * cross_element)
 
 
 def slots_for_budget(
-    dims: WhisperDimensions, dtype: torch.dtype, memory_gib: float, max_sequences: int
+    dims: WhisperDimensions,
+    dtype: torch.dtype,
+    memory_gib: float,
+    max_sequences: int,
+    float8_cross: bool = False,
 ) -> int:
     """How many sequences fit the budget (at most `max_sequences`); ValueError if not one."""
-    fit = int(memory_gib * GIB) // bytes_per_slot(dims, dtype)
+    one = bytes_per_slot(dims, dtype, float8_cross)
+    fit = int(memory_gib * GIB) // one
     if fit < 1:
-        need = bytes_per_slot(dims, dtype) / GIB
         raise ValueError(
             f"a batch memory budget of {memory_gib} GiB holds no decoder slot of this model "
-            f"(one takes {need:.2f} GiB): raise VOICEFLEET_BATCH_MEMORY_GIB"
+            f"(one takes {one / GIB:.2f} GiB): raise VOICEFLEET_BATCH_MEMORY_GIB"
         )
     return min(fit, max_sequences)
+
+
+def quantize_float8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x as float8, scale) with x ~ float8 * scale; one scale per (..., head): x is
+    (..., heads, positions, head_dim)."""
+    peak = x.abs().amax(dim=(-2, -1)).float()
+    scale = (peak / FLOAT8_MAX).clamp(min=torch.finfo(torch.float32).tiny)
+    scaled = x.float() / scale[..., None, None]
+    # Rounding can nudge the peak past 448, which e4m3 would turn into NaN.
+    return scaled.clamp(-FLOAT8_MAX, FLOAT8_MAX).to(FLOAT8), scale
+
+
+def dequantize_float8(x: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return (x.float() * scale[..., None, None]).to(dtype)
 
 
 @dataclass
@@ -44,27 +96,77 @@ class SlotCache:
     """(layers, slots, heads, n_text_ctx, head_dim)"""
     self_values: torch.Tensor
     cross_keys: torch.Tensor
-    """(layers, slots, heads, n_audio_ctx, head_dim)"""
+    """(layers, slots, heads, n_audio_ctx, head_dim), float8 or the model's dtype"""
     cross_values: torch.Tensor
+    cross_scales: torch.Tensor | None = None
+    """(layers, slots, heads, 2) float32 when cross keys and values are float8: the keys'
+    scale, then the values'."""
 
     @classmethod
     def allocate(
-        cls, dims: WhisperDimensions, slots: int, device: torch.device, dtype: torch.dtype
+        cls,
+        dims: WhisperDimensions,
+        slots: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        float8_cross: bool = False,
     ) -> SlotCache:
         head_dim = dims.n_text_state // dims.n_text_head
         text = (dims.n_text_layer, slots, dims.n_text_head, dims.n_text_ctx, head_dim)
         audio = (dims.n_text_layer, slots, dims.n_text_head, dims.n_audio_ctx, head_dim)
+        cross_dtype = FLOAT8 if float8_cross else dtype
 
-        def zeros(shape: tuple[int, ...]) -> torch.Tensor:
-            return torch.zeros(shape, device=device, dtype=dtype)
+        def zeros(shape: tuple[int, ...], of: torch.dtype = dtype) -> torch.Tensor:
+            return torch.zeros(shape, device=device, dtype=of)
 
-        return cls(zeros(text), zeros(text), zeros(audio), zeros(audio))
+        scales = (
+            torch.ones((*audio[:3], 2), device=device, dtype=torch.float32)
+            if float8_cross
+            else None
+        )
+        return cls(
+            zeros(text), zeros(text), zeros(audio, cross_dtype), zeros(audio, cross_dtype), scales
+        )
 
     @property
     def slots(self) -> int:
         return int(self.self_keys.shape[1])
 
+    @property
+    def float8_cross(self) -> bool:
+        return self.cross_scales is not None
+
+    def write_cross(self, layer: int, first: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Store the cross-attention keys and values (windows, heads, positions, head_dim) of
+        windows that take slots first, first + 1, ..."""
+        end = first + keys.shape[0]
+        if self.cross_scales is None:
+            self.cross_keys[layer, first:end].copy_(keys)
+            self.cross_values[layer, first:end].copy_(values)
+            return
+        for target, source, column in ((self.cross_keys, keys, 0), (self.cross_values, values, 1)):
+            stored, scale = quantize_float8(source)
+            target[layer, first:end].copy_(stored)
+            self.cross_scales[layer, first:end, :, column].copy_(scale)
+
+    def cross_of_slot(self, layer: int, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One slot's cross-attention keys and values, (1, heads, positions, head_dim), in the
+        self-attention's dtype (for the word-timestamp pass, which runs the plain model)."""
+        keys = self.cross_keys[layer, slot : slot + 1]
+        values = self.cross_values[layer, slot : slot + 1]
+        if self.cross_scales is None:
+            return keys, values
+        scales = self.cross_scales[layer, slot : slot + 1]
+        dtype = self.self_keys.dtype
+        return (
+            dequantize_float8(keys, scales[..., 0], dtype),
+            dequantize_float8(values, scales[..., 1], dtype),
+        )
+
     def move(self, source: int, target: int) -> None:
         """Copy slot `source` into `target` (the compaction when a sequence leaves)."""
-        for tensor in (self.self_keys, self.self_values, self.cross_keys, self.cross_values):
+        tensors = [self.self_keys, self.self_values, self.cross_keys, self.cross_values]
+        if self.cross_scales is not None:
+            tensors.append(self.cross_scales)
+        for tensor in tensors:
             tensor[:, target].copy_(tensor[:, source])

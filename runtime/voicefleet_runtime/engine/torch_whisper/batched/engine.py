@@ -27,7 +27,11 @@ from voicefleet_runtime.engine.base import (
 )
 from voicefleet_runtime.engine.capabilities import EngineCapabilities
 from voicefleet_runtime.engine.models import ResolvedModel
-from voicefleet_runtime.engine.torch_whisper.batched.cache import SlotCache, slots_for_budget
+from voicefleet_runtime.engine.torch_whisper.batched.cache import (
+    SlotCache,
+    float8_cross_for,
+    slots_for_budget,
+)
 from voicefleet_runtime.engine.torch_whisper.batched.loop import (
     DeviceLoop,
     EventSink,
@@ -59,6 +63,7 @@ from voicefleet_runtime.engine.torch_whisper.precision import (
     resolve_torch_placement,
 )
 from voicefleet_runtime.engine.torch_whisper.tokens import WhisperTokenizer
+from voicefleet_runtime.settings import Switch
 
 POLICY_OPTIONS = ("compression_ratio_threshold", "log_prob_threshold", "no_speech_threshold")
 """Per-request quality thresholds a caller may set in `DecodeOptions.extra` (faster-whisper's
@@ -84,6 +89,8 @@ class BatchingConfig:
     """Capture the decode step as CUDA graphs (CUDA only)."""
     compile_encoder: bool = False
     """torch.compile the encoder at load (batched/encoder.py)."""
+    float8_cross_attention: Switch = "off"
+    """Store cross-attention keys and values as float8 (cache.float8_cross_for says where)."""
     forced_length: int = 0
     """Benchmarks: decode exactly this many tokens per window, untimed (0: off)."""
 
@@ -183,12 +190,15 @@ class BatchedWhisperEngine(TorchEngineIdentity):
             config.admission_wait_s,
             config.compile_encoder,
         )
-        slots = slots_for_budget(dims, placement.dtype, config.memory_gib, config.max_sequences)
         self._loops: list[DeviceLoop] = []
         self._features: dict[torch.device, LogMelExtractor] = {}
         for model in replicas:
             device = model.decoder.embeddings.weight.device
-            cache = SlotCache.allocate(dims, slots, device, placement.dtype)
+            float8 = float8_cross_for(config.float8_cross_attention, device)
+            slots = slots_for_budget(
+                dims, placement.dtype, config.memory_gib, config.max_sequences, float8
+            )
+            cache = SlotCache.allocate(dims, slots, device, placement.dtype, float8)
             self._loops.append(
                 DeviceLoop(
                     model, tokenizer, cache, loop_config, config.cuda_graphs, self.policy, on_event

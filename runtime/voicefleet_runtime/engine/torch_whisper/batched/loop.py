@@ -294,9 +294,7 @@ class DeviceLoop:
             base = len(self.rows)
             layers: list[DecoderLayer] = list(self.model.decoder.layers)  # type: ignore[arg-type]
             for index, layer in enumerate(layers):
-                keys, values = layer.attention.project_audio(audio)
-                self.cache.cross_keys[index, base : base + len(chunk)].copy_(keys)
-                self.cache.cross_values[index, base : base + len(chunk)].copy_(values)
+                self.cache.write_cross(index, base, *layer.attention.project_audio(audio))
             for job in chunk:
                 forced, sot_index, awaiting = self._initial_tokens(job)
                 job.attempts += 1

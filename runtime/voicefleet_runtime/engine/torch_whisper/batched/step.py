@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from torch.nn import functional
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from voicefleet_runtime.engine.torch_whisper.batched.cache import SlotCache
+from voicefleet_runtime.engine.torch_whisper.batched.cache import SlotCache, dequantize_float8
 from voicefleet_runtime.engine.torch_whisper.decoding import MAX_INITIAL_TIMESTAMP_SECONDS
 from voicefleet_runtime.engine.torch_whisper.model import DecoderLayer, Whisper
 from voicefleet_runtime.engine.torch_whisper.tokens import SECONDS_PER_TIMESTAMP, DecodingVocabulary
@@ -152,6 +152,11 @@ class DecodeStep:
         self.noise = torch.ones(slots, dims.n_vocab, dtype=torch.float32, device=self.device)
         self.row_index = torch.arange(slots, device=self.device)
         self.use_graphs = use_graphs and self.device.type == "cuda"
+        self.processors = (
+            torch.cuda.get_device_properties(self.device).multi_processor_count
+            if self.device.type == "cuda"
+            else 0
+        )
         self.batch_buckets = (*(b for b in BATCH_BUCKETS if b < slots), slots)
         self.context_buckets = (
             *(c for c in CONTEXT_BUCKETS if c < dims.n_text_ctx),
@@ -189,17 +194,31 @@ class DecodeStep:
             )
             x = x + attention.linear_1(attended.transpose(1, 2).reshape(batch, 1, -1))
             cross = layer.attention
-            query = cross.linear_0(cross.layer_norm(x))
-            query = query.view(batch, 1, self.heads, self.head_dim).transpose(1, 2)
-            with sdpa_kernel(CROSS_ATTENTION_BACKENDS, set_priority=True):
-                attended = functional.scaled_dot_product_attention(
-                    query, cache.cross_keys[index, :batch], cache.cross_values[index, :batch]
-                )
-            x = x + cross.linear_2(attended.transpose(1, 2).reshape(batch, 1, -1))
+            query = cross.linear_0(cross.layer_norm(x)).view(batch, self.heads, self.head_dim)
+            attended = self._cross_attention(index, query)
+            x = x + cross.linear_2(attended.reshape(batch, 1, -1))
             x = layer.ffn(x)
         x = decoder.layer_norm(x[:, 0])
         raw = (x @ decoder.embeddings.weight.transpose(0, 1)).float()
         return self._choose(raw, rows, batch)
+
+    def _cross_attention(self, layer: int, query: torch.Tensor) -> torch.Tensor:
+        """(batch, heads, head_dim) queries against the first `batch` slots' audio."""
+        batch = query.shape[0]
+        cache = self.cache
+        keys, values = cache.cross_keys[layer, :batch], cache.cross_values[layer, :batch]
+        if cache.cross_scales is not None:
+            scales = cache.cross_scales[layer, :batch]
+            if self.device.type == "cuda":
+                from voicefleet_runtime.engine.torch_whisper.batched import float8_attention
+
+                return float8_attention.attend(query, keys, values, scales, self.processors)
+            # CPUs read no faster from float8: this path exists to check the numbers.
+            keys = dequantize_float8(keys, scales[..., 0], query.dtype)
+            values = dequantize_float8(values, scales[..., 1], query.dtype)
+        with sdpa_kernel(CROSS_ATTENTION_BACKENDS, set_priority=True):
+            attended = functional.scaled_dot_product_attention(query[:, :, None], keys, values)
+        return attended[:, :, 0]
 
     def _choose(self, raw: torch.Tensor, rows: torch.Tensor, batch: int) -> torch.Tensor:
         vocabulary = self.rules.vocabulary

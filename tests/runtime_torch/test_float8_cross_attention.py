@@ -1,0 +1,152 @@
+"""Float8 cross-attention keys and values, on tiny.en's real keys and values for jfk.flac.
+
+The Triton kernel runs here in Triton's interpreter (TRITON_INTERPRET=1, in a child process:
+Triton reads the variable when a kernel is defined): the same kernel source the GPU compiles,
+executed with numpy, checked against attention over the same dequantised keys and values.
+Its speed is the device's business (bench/float8_cross_attention.py).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from numpy.typing import NDArray
+from torch.nn import functional
+
+from voicefleet_runtime.engine.torch_whisper import TorchWhisperEngine
+from voicefleet_runtime.engine.torch_whisper.batched.cache import (
+    FLOAT8_MAX,
+    dequantize_float8,
+    float8_cross_for,
+    quantize_float8,
+    slots_for_budget,
+)
+from voicefleet_runtime.engine.torch_whisper.features import LogMelExtractor, pad_or_trim_frames
+from voicefleet_runtime.engine.torch_whisper.model import LARGE_V3_DIMENSIONS, DecoderLayer
+
+pytestmark = pytest.mark.slow
+
+KERNEL_RUN = """
+import sys, torch
+from voicefleet_runtime.engine.torch_whisper.batched import float8_attention
+case = torch.load(sys.argv[1])
+out = float8_attention.attend(
+    case["query"], case["keys"], case["values"], case["scales"], case["processors"]
+)
+torch.save({"out": out, "splits": float8_attention.splits_for(
+    *case["keys"].shape[:3], case["processors"], float8_attention.TUNING.block,
+    float8_attention.TUNING.programs_per_processor)}, sys.argv[2])
+"""
+
+
+@pytest.fixture(scope="module")
+def jfk_cross(
+    tiny_en_engine: TorchWhisperEngine, jfk_audio: NDArray[np.float32]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """tiny.en's cross-attention keys and values for jfk, per decoder layer: (1, heads,
+    1500, 64) each, float32."""
+    model = tiny_en_engine._model
+    with torch.inference_mode():
+        features = LogMelExtractor(model.dims.n_mels, torch.device("cpu"))(jfk_audio)
+        audio = model.encoder(pad_or_trim_frames(features)[None].float())
+        layers: list[DecoderLayer] = list(model.decoder.layers)  # type: ignore[arg-type]
+        return [layer.attention.project_audio(audio) for layer in layers]
+
+
+def test_quantised_keys_and_values_stay_within_e4m3_rounding(
+    jfk_cross: list[tuple[torch.Tensor, torch.Tensor]],
+) -> None:
+    for keys, values in jfk_cross:
+        for tensor in (keys, values):
+            stored, scale = quantize_float8(tensor)
+            assert stored.dtype == torch.float8_e4m3fn
+            assert scale.shape == tensor.shape[:2]
+            assert stored.float().abs().amax() == FLOAT8_MAX  # each head's peak uses the range
+            back = dequantize_float8(stored, scale, torch.float32)
+            # e4m3 keeps 3 mantissa bits (half a step: 1/16 of a value); below 2^-6 of the
+            # range its steps are fixed at 2^-9 of the scale.
+            bound = tensor.abs() / 16 + scale[..., None, None] * 2**-10
+            assert bool(((back - tensor).abs() <= bound * 1.0001).all())
+
+
+def test_attention_over_the_float8_cache_is_close_to_full_precision(
+    jfk_cross: list[tuple[torch.Tensor, torch.Tensor]],
+) -> None:
+    generator = torch.Generator().manual_seed(0)
+    for keys, values in jfk_cross:
+        query = torch.randn(1, keys.shape[1], 1, keys.shape[-1], generator=generator)
+        exact = functional.scaled_dot_product_attention(query, keys, values)
+        k8, key_scale = quantize_float8(keys)
+        v8, value_scale = quantize_float8(values)
+        approximate = functional.scaled_dot_product_attention(
+            query,
+            dequantize_float8(k8, key_scale, torch.float32),
+            dequantize_float8(v8, value_scale, torch.float32),
+        )
+        relative = (approximate - exact).norm() / exact.norm()
+        assert relative < 0.05, relative
+
+
+@pytest.mark.parametrize(
+    ("rows", "positions", "processors"),
+    [
+        (3, 1500, 1),  # one program per (row, head): the kernel writes the output itself
+        (2, 1500, 64),  # split along the positions, merged by the second kernel
+        (2, 37, 64),  # fewer positions than a block: the masked tail
+    ],
+)
+def test_the_triton_kernel_matches_attention_over_the_dequantised_cache(
+    jfk_cross: list[tuple[torch.Tensor, torch.Tensor]],
+    tmp_path: Path,
+    rows: int,
+    positions: int,
+    processors: int,
+) -> None:
+    # Rows from different layers, so each row has its own keys, values and scales.
+    keys = torch.cat([jfk_cross[i][0] for i in range(rows)])[:, :, :positions].contiguous()
+    values = torch.cat([jfk_cross[i][1] for i in range(rows)])[:, :, :positions].contiguous()
+    k8, key_scale = quantize_float8(keys)
+    v8, value_scale = quantize_float8(values)
+    generator = torch.Generator().manual_seed(1)
+    query = torch.randn(rows, keys.shape[1], keys.shape[-1], generator=generator)
+    case = {
+        "query": query,
+        "keys": k8,
+        "values": v8,
+        "scales": torch.stack([key_scale, value_scale], dim=-1).contiguous(),
+        "processors": processors,
+    }
+    torch.save(case, tmp_path / "case.pt")
+    environment = os.environ | {"TRITON_INTERPRET": "1"}
+    subprocess.run(
+        [sys.executable, "-c", KERNEL_RUN, str(tmp_path / "case.pt"), str(tmp_path / "out.pt")],
+        check=True,
+        env=environment,
+        timeout=300,
+    )
+    result = torch.load(tmp_path / "out.pt")
+    expected = functional.scaled_dot_product_attention(
+        query[:, :, None],
+        dequantize_float8(k8, key_scale, torch.float32),
+        dequantize_float8(v8, value_scale, torch.float32),
+    )[:, :, 0]
+    assert (result["splits"] > 1) == (processors > 1 and positions > 256)
+    torch.testing.assert_close(result["out"], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_float8_is_chosen_where_it_pays_and_fits_more_sequences() -> None:
+    cpu = torch.device("cpu")
+    assert not float8_cross_for("auto", cpu)  # a CPU reads float8 no faster
+    assert float8_cross_for("on", cpu)  # allowed there, to check the numbers
+    assert not float8_cross_for("off", cpu)
+    dims, budget = LARGE_V3_DIMENSIONS, 8.0
+    full = slots_for_budget(dims, torch.bfloat16, budget, 1024)
+    float8 = slots_for_budget(dims, torch.bfloat16, budget, 1024, float8_cross=True)
+    # Cross-attention is 1500 of a slot's 1948 positions: halving it fits ~1.6x the slots.
+    assert float8 >= 1.5 * full

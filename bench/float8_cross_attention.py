@@ -3,11 +3,13 @@
 Three measurements, every figure beside its baseline from the same process:
 1. the ceiling: a device-to-device copy (bytes read and written per second);
 2. 32 layers of one-query cross-attention (1500 audio positions, the large-v3 shape) at
-   each batch: cuDNN's SDPA on bfloat16 against float8_attention.attend, for each kernel
+   each batch: cuDNN's SDPA on bfloat16 against decode_attention.attend, for each kernel
    tuning (positions per block, warps), with the largest error against float32 attention
    over the same dequantised keys and values;
 3. the decode step itself, captured as the engine captures it, with the cache in float8 and
-   in bfloat16 (GPU time of a replay, per context bucket), for the large-v3 and tiny shapes.
+   in bfloat16 (GPU time of a replay, per context bucket), for the large-v3 and tiny shapes,
+   and with float8 cross-attention but SDPA's self-attention; and one eager step's tokens and
+   log-probabilities with the kernel's self-attention against SDPA's.
 
     python bench/float8_cross_attention.py --tokenizer DIR [--batches 1 8 32 64 128]
 """
@@ -27,18 +29,24 @@ from voicefleet_runtime.engine.models import ResolvedModel
 from voicefleet_runtime.engine.torch_whisper.batched import (
     BatchedWhisperEngine,
     BatchingConfig,
-    float8_attention,
+    decode_attention,
 )
 from voicefleet_runtime.engine.torch_whisper.batched.cache import (
     dequantize_float8,
     quantize_float8,
 )
-from voicefleet_runtime.engine.torch_whisper.batched.step import INPUT_COLUMNS, POSITION
+from voicefleet_runtime.engine.torch_whisper.batched.step import (
+    INPUT_COLUMNS,
+    OUT_LOGPROB,
+    OUT_TOKEN,
+    POSITION,
+    DecodeStep,
+)
 from voicefleet_runtime.engine.torch_whisper.model import LARGE_V3_DIMENSIONS, WhisperDimensions
 
 TINY = WhisperDimensions(80, 1500, 384, 6, 4, 51865, 448, 384, 6, 4)
 """tiny's shape, multilingual (the tokenizer is base's)."""
-Tuning = float8_attention.Tuning
+Tuning = decode_attention.Tuning
 TUNINGS = [
     Tuning(block, warps, programs)
     for block, warps in ((64, 2), (128, 2), (256, 2), (256, 4))
@@ -97,6 +105,7 @@ def kernels(
     processors: int,
     report: dict[str, float],
     chosen: dict[int, Tuning],
+    tunings: list[Tuning],
 ) -> None:
     dims = LARGE_V3_DIMENSIONS
     heads, head_dim = dims.n_text_head, dims.n_text_state // dims.n_text_head
@@ -127,17 +136,17 @@ def kernels(
         dequantize_float8(values8[0], value_scales[0], torch.float32),
     )[:, :, 0]
     best = float("inf")
-    for tuning in TUNINGS:
+    for tuning in tunings:
         name = f"block{tuning.block}_warps{tuning.warps}_programs{tuning.programs_per_processor}"
 
         def float8(tuning: Tuning = tuning) -> None:
             for layer in range(layers):
-                float8_attention.attend(
+                decode_attention.attend(
                     query, keys8[layer], values8[layer], scales[layer], processors, tuning
                 )
 
         ms = graph_ms(float8)
-        out = float8_attention.attend(query, keys8[0], values8[0], scales[0], processors, tuning)
+        out = decode_attention.attend(query, keys8[0], values8[0], scales[0], processors, tuning)
         report[f"b{batch}_float8_ms_{name}"] = ms
         report[f"b{batch}_float8_error_{name}"] = (out.float() - reference).abs().max().item()
         if ms < best:
@@ -152,6 +161,43 @@ def kernels(
     )
 
 
+def time_steps(
+    step: DecodeStep, name: str, variant: str, batches: list[int], report: dict[str, float]
+) -> None:
+    with torch.inference_mode():
+        for batch in batches:
+            table = torch.zeros(batch, INPUT_COLUMNS, dtype=torch.long)
+            table[:, POSITION] = 60
+            step.inputs[:batch].copy_(table)
+            for context in step.context_buckets[:2]:
+                graph, _ = step._graphs[(batch, context)]
+                key = f"{name}_step_ms_b{batch}_ctx{context}_{variant}"
+                report[key] = gpu_ms(graph.replay)
+                print(f"{key} = {report[key]:.3f}", flush=True)
+
+
+def compare_self_attention(step: DecodeStep, name: str, report: dict[str, float]) -> None:
+    """One eager step of 8 rows at mixed positions, self-attention by the Triton kernel and by
+    SDPA: the same tokens, and how far the log-probabilities moved."""
+    batch = 8
+    with torch.inference_mode():
+        table = torch.zeros(batch, INPUT_COLUMNS, dtype=torch.long)
+        table[:, POSITION] = torch.tensor([0, 1, 5, 17, 40, 63, 90, 127])
+        step.inputs[:batch].copy_(table)
+        outputs = []
+        for triton_self_attention in (True, False):
+            step.triton_self_attention = triton_self_attention
+            outputs.append(step._compute(batch, 128).float())
+    step.triton_self_attention = True
+    kernel, sdpa = outputs
+    report[f"{name}_self_attention_same_tokens"] = float(
+        bool((kernel[:, OUT_TOKEN] == sdpa[:, OUT_TOKEN]).all())
+    )
+    report[f"{name}_self_attention_logprob_max_diff"] = (
+        (kernel[:, OUT_LOGPROB] - sdpa[:, OUT_LOGPROB]).abs().max().item()
+    )
+
+
 def steps(
     name: str,
     dims: WhisperDimensions,
@@ -159,6 +205,9 @@ def steps(
     batches: list[int],
     report: dict[str, float],
 ) -> None:
+    """The captured step: cross keys and values in bfloat16 ("float8_off"), float8 with
+    self-attention by the kernel too (as served, "float8_on"), float8 with SDPA's
+    self-attention ("float8_on_sdpa_self")."""
     for mode in ("off", "on"):
         engine = BatchedWhisperEngine.random(
             dims,
@@ -173,16 +222,13 @@ def steps(
             ),
         )
         step = engine.loops[0].step_runner
-        with torch.inference_mode():
-            for batch in batches:
-                table = torch.zeros(batch, INPUT_COLUMNS, dtype=torch.long)
-                table[:, POSITION] = 60
-                step.inputs[:batch].copy_(table)
-                for context in step.context_buckets[:2]:
-                    graph, _ = step._graphs[(batch, context)]
-                    key = f"{name}_step_ms_b{batch}_ctx{context}_float8_{mode}"
-                    report[key] = gpu_ms(graph.replay)
-                    print(f"{key} = {report[key]:.3f}", flush=True)
+        time_steps(step, name, f"float8_{mode}", batches, report)
+        if mode == "on":
+            compare_self_attention(step, name, report)
+            step.triton_self_attention = False
+            step._graphs.clear()
+            step.capture()
+            time_steps(step, name, "float8_on_sdpa_self", batches, report)
         engine.close()
         del engine, step
         torch.cuda.empty_cache()
@@ -193,13 +239,17 @@ def main() -> None:
     parser.add_argument("--tokenizer", required=True, help="a multilingual model folder (base)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 64, 128])
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--default-tuning", action="store_true", help="time the default tuning only (no sweep)"
+    )
     args = parser.parse_args()
     processors = torch.cuda.get_device_properties(0).multi_processor_count
     report: dict[str, float] = {"copy_tb_s": copy_tb_per_s()}
     print(f"device copy: {report['copy_tb_s']:.2f} TB/s (read + written)", flush=True)
     chosen: dict[int, Tuning] = {}
     for batch in args.batches:
-        kernels(batch, LARGE_V3_DIMENSIONS.n_text_layer, processors, report, chosen)
+        tunings = [Tuning()] if args.default_tuning else TUNINGS
+        kernels(batch, LARGE_V3_DIMENSIONS.n_text_layer, processors, report, chosen, tunings)
         torch.cuda.empty_cache()
     print(f"best tuning per batch: {chosen}; the default, which the steps use: {Tuning()}")
     tokenizer = ResolvedModel("tokenizer", Path(args.tokenizer), True)

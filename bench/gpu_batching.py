@@ -179,6 +179,7 @@ class Bench:
                 step_ms=ours.step_ms(),
                 encoder_peak_fraction=self.encoder_fraction(encoder_s, encoder_flops(dims)),
                 gpu_gib=self.memory.peak_gib(),
+                note=gpu_step_note(ours).removeprefix(", "),
             )
             self.add(row)
         float8 = ours.float8_cross
@@ -214,7 +215,14 @@ class Bench:
         )
         path = f"{ours.label}, {s.precision} cross K/V"
         self.add(
-            result.row(name, path, batch, step_ms=ours.step_ms(), gpu_gib=self.memory.peak_gib())
+            result.row(
+                name,
+                path,
+                batch,
+                step_ms=ours.step_ms(),
+                gpu_gib=self.memory.peak_gib(),
+                note=gpu_step_note(ours).removeprefix(", "),
+            )
         )
         ours.close()
         del ours
@@ -428,12 +436,20 @@ class Bench:
                         gpu_gib=self.memory.peak_gib(),
                         requests=len(result.latencies),
                         note=f"{s.forced_length} forced tokens, {s.large_precision}"
-                        + (", float8 cross K/V" if ours.float8_cross else ""),
+                        + (", float8 cross K/V" if ours.float8_cross else "")
+                        + gpu_step_note(ours),
                     )
                 )
             ours.close()
             del ours
             free_cuda_memory()
+
+
+def gpu_step_note(engine: OurEngine) -> str:
+    """The step's GPU time beside its wall time (the table's column): the difference is the
+    host's share of a step."""
+    gpu_ms = engine.step_gpu_ms()
+    return "" if gpu_ms is None else f", step {gpu_ms:.2f} ms on the GPU"
 
 
 def clips_as_window(clips: Sequence[Clip]) -> NDArray[np.float32]:

@@ -75,6 +75,13 @@ class OurEngine:
         value = float(self.engine.stats()["step_ms"])
         return value or None
 
+    def step_gpu_ms(self) -> float | None:
+        """Mean GPU time of a replayed decode step (CUDA events) since the last reset."""
+        if not self.batched:
+            return None
+        value = float(self.engine.stats()["step_gpu_ms"])
+        return value or None
+
     @property
     def float8_cross(self) -> bool:
         """Whether its decoder keeps cross-attention keys and values as float8."""

@@ -6,7 +6,7 @@ keys and values are written one position per step; cross-attention keys and valu
 written once, when the window's audio is encoded.
 
 Cross-attention keys and values may be stored as float8 (e4m3), one scale per slot, head and
-tensor: at batch 64 they are most of the bytes a decode step reads (float8_attention.py).
+tensor: at batch 64 they are most of the bytes a decode step reads (decode_attention.py).
 """
 
 from __future__ import annotations

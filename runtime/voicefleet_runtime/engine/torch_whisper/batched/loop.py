@@ -314,9 +314,9 @@ class DeviceLoop:
         self.stats.encoder_seconds += time.perf_counter() - started
 
     def _collect_encoder_time(self) -> None:
-        """Add the last encoder pass's GPU time once a decode step has waited for it (or the
-        next pass starts), so reading it never stalls the loop: a synchronize right after each
-        pass kept the GPU idle while the host prepared the next step."""
+        """Wait for the last encoder pass and add its GPU time, at the next step or pass (whose
+        first copy to the GPU would wait for it anyway): a synchronize right after each pass
+        kept the GPU idle while the host prepared the next admission."""
         if self._pending_encoder_timing:
             self._encoder_ended.synchronize()
             self.stats.encoder_gpu_seconds += (
@@ -328,7 +328,12 @@ class DeviceLoop:
         return job.request.options.temperature[job.temperature_index]
 
     def _step(self) -> None:
+        # Wait for a pending encoder pass here, on the encoder's clock: the step's first copy
+        # to the GPU would wait for it anyway, and its time is not the decoder's.
+        waited = time.perf_counter()
+        self._collect_encoder_time()
         started = time.perf_counter()
+        self.stats.encoder_seconds += started - waited
         rows = self.rows
         forced_length = self.config.forced_length
         inputs: list[tuple[int, ...]] = []
@@ -359,7 +364,6 @@ class DeviceLoop:
             job = rows[slot].job
             self._remove(slot)
             self._settle(job, outcome)
-        self._collect_encoder_time()  # the step's results were read: the pass is done
         stats = self.stats
         stats.steps += 1
         stats.batch_sizes[len(table)] = stats.batch_sizes.get(len(table), 0) + 1

@@ -152,6 +152,9 @@ class DecodeStep:
         self.noise = torch.ones(slots, dims.n_vocab, dtype=torch.float32, device=self.device)
         self.row_index = torch.arange(slots, device=self.device)
         self.use_graphs = use_graphs and self.device.type == "cuda"
+        self.triton_self_attention = cache.float8_cross and self.device.type == "cuda"
+        """Self-attention through decode_attention's kernel too, reading each row's filled
+        positions only; tied to float8, which already depends on Triton working here."""
         self.processors = (
             torch.cuda.get_device_properties(self.device).multi_processor_count
             if self.device.type == "cuda"
@@ -180,19 +183,28 @@ class DecodeStep:
         visible = (torch.arange(context, device=self.device)[None, :] <= positions[:, None])[
             :, None, None, :
         ]
+        lengths = positions + 1
         cache = self.cache
         layers: list[DecoderLayer] = list(decoder.layers)  # type: ignore[arg-type]
         for index, layer in enumerate(layers):
             attention = layer.self_attention
             query, key, value = attention.linear_0(attention.layer_norm(x)).chunk(3, dim=-1)
-            query = query.view(batch, 1, self.heads, self.head_dim).transpose(1, 2)
+            query = query.view(batch, self.heads, self.head_dim)
             keys, values = cache.self_keys[index], cache.self_values[index]
             keys[row_index, :, positions] = key.view(batch, self.heads, self.head_dim)
             values[row_index, :, positions] = value.view(batch, self.heads, self.head_dim)
-            attended = functional.scaled_dot_product_attention(
-                query, keys[:batch, :, :context], values[:batch, :, :context], attn_mask=visible
-            )
-            x = x + attention.linear_1(attended.transpose(1, 2).reshape(batch, 1, -1))
+            keys, values = keys[:batch, :, :context], values[:batch, :, :context]
+            if self.triton_self_attention:
+                from voicefleet_runtime.engine.torch_whisper.batched import decode_attention
+
+                attended = decode_attention.attend(
+                    query, keys, values, None, self.processors, lengths=lengths
+                )
+            else:
+                attended = functional.scaled_dot_product_attention(
+                    query[:, :, None], keys, values, attn_mask=visible
+                )[:, :, 0]
+            x = x + attention.linear_1(attended.reshape(batch, 1, -1))
             cross = layer.attention
             query = cross.linear_0(cross.layer_norm(x)).view(batch, self.heads, self.head_dim)
             attended = self._cross_attention(index, query)
@@ -210,9 +222,9 @@ class DecodeStep:
         if cache.cross_scales is not None:
             scales = cache.cross_scales[layer, :batch]
             if self.device.type == "cuda":
-                from voicefleet_runtime.engine.torch_whisper.batched import float8_attention
+                from voicefleet_runtime.engine.torch_whisper.batched import decode_attention
 
-                return float8_attention.attend(query, keys, values, scales, self.processors)
+                return decode_attention.attend(query, keys, values, scales, self.processors)
             # CPUs read no faster from float8: this path exists to check the numbers.
             keys = dequantize_float8(keys, scales[..., 0], query.dtype)
             values = dequantize_float8(values, scales[..., 1], query.dtype)

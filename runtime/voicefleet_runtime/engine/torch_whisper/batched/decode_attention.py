@@ -1,4 +1,4 @@
-"""One query per sequence against float8 cross-attention keys and values, in Triton.
+"""Attention for one query per sequence (the decode step), in Triton: float8 or not.
 
 At batch 64 on the large-v3 shape the decode step reads 15.7 GB of bfloat16 cross-attention
 keys and values, and cuDNN's kernel already reads them near the HBM peak (3.7 ms of the
@@ -9,6 +9,10 @@ along the audio positions into `splits` programs, so that a small batch still fi
 a second kernel merges the splits' partial sums. On an H200 at batch 64 it reads the float8
 bytes at 3.1 TB/s (a device copy: 4.2), 1.43x faster than cuDNN on bfloat16
 (bench/results/float8_cross_attention-h200.txt).
+
+The same kernel serves the self-attention cache (the model's dtype, no scales): given each
+row's length it reads only the positions the row has filled, where SDPA needs a mask over the
+whole context bucket.
 
 Imported only where it runs: on a CUDA device, or on the CPU under TRITON_INTERPRET=1 (the
 tests).
@@ -45,6 +49,7 @@ def _partial_attention(
     keys_ptr,
     values_ptr,
     scales_ptr,
+    lengths_ptr,
     partial_ptr,
     out_ptr,
     heads,
@@ -52,12 +57,15 @@ def _partial_attention(
     positions_per_split,
     query_row_stride,
     kv_row_stride,
+    kv_head_stride,
     scales_row_stride,
     out_row_stride,
     softmax_scale,
     HEAD_DIM: tl.constexpr,
     BLOCK: tl.constexpr,
     SPLITS: tl.constexpr,
+    SCALED: tl.constexpr,
+    LENGTHS: tl.constexpr,
 ):
     row_head = tl.program_id(0)
     split = tl.program_id(1)
@@ -65,13 +73,20 @@ def _partial_attention(
     head = row_head % heads
     dims = tl.arange(0, HEAD_DIM)
     scale_at = scales_ptr + row * scales_row_stride + head * 2
-    key_scale = tl.load(scale_at)
+    if SCALED:
+        key_scale = tl.load(scale_at)
+    else:
+        key_scale = 1.0
+    if LENGTHS:
+        length = tl.load(lengths_ptr + row).to(tl.int32)
+    else:
+        length = positions
     query = tl.load(query_ptr + row * query_row_stride + head * HEAD_DIM + dims).to(tl.float32)
     # exp2 instead of exp: fold log2(e) and the key's dequantisation into the query once.
     query = query * (key_scale * softmax_scale * 1.4426950408889634)
-    head_base = row * kv_row_stride + head * positions * HEAD_DIM
+    head_base = row * kv_row_stride + head * kv_head_stride
     first = split * positions_per_split
-    last = tl.minimum(first + positions_per_split, positions)
+    last = tl.minimum(first + positions_per_split, length)
     # The online softmax runs per lane (one running max and total per position in the
     # block), so the loop never reduces across threads; the lanes merge once, at the end.
     best = tl.full([BLOCK], float("-inf"), tl.float32)
@@ -97,8 +112,10 @@ def _partial_attention(
     out_sum = tl.sum(acc * lane_weight[:, None], axis=0)
     total_sum = tl.sum(total * lane_weight, axis=0)
     if SPLITS == 1:
-        value_scale = tl.load(scale_at + 1)
-        out = out_sum * (value_scale / total_sum)
+        if SCALED:
+            out = out_sum * (tl.load(scale_at + 1) / total_sum)
+        else:
+            out = out_sum / total_sum
         out_at = out_ptr + row * out_row_stride + head * HEAD_DIM + dims
         tl.store(out_at, out.to(out_ptr.dtype.element_ty))
     else:
@@ -120,6 +137,7 @@ def _merge_splits(
     HEAD_DIM: tl.constexpr,
     SPLITS: tl.constexpr,
     SPLITS_POW2: tl.constexpr,
+    SCALED: tl.constexpr,
 ):
     row_head = tl.program_id(0)
     row = row_head // heads
@@ -133,8 +151,9 @@ def _merge_splits(
     acc = tl.load(base[:, None] + dims[None, :], mask=used[:, None], other=0.0)
     overall = tl.max(best, axis=0)
     weight = tl.where(used & (best > float("-inf")), tl.exp2(best - overall), 0.0)
-    value_scale = tl.load(scales_ptr + row * scales_row_stride + head * 2 + 1)
-    out = tl.sum(acc * weight[:, None], axis=0) * (value_scale / tl.sum(total * weight, axis=0))
+    out = tl.sum(acc * weight[:, None], axis=0) / tl.sum(total * weight, axis=0)
+    if SCALED:
+        out = out * tl.load(scales_ptr + row * scales_row_stride + head * 2 + 1)
     tl.store(
         out_ptr + row * out_row_stride + head * HEAD_DIM + dims, out.to(out_ptr.dtype.element_ty)
     )
@@ -152,20 +171,26 @@ def attend(
     query: torch.Tensor,
     keys: torch.Tensor,
     values: torch.Tensor,
-    scales: torch.Tensor,
+    scales: torch.Tensor | None,
     processors: int,
     tuning: Tuning | None = None,
+    lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v for one query per (row, head).
 
     query (rows, heads, head_dim) contiguous in the model's dtype; keys and values (rows,
-    heads, positions, head_dim) float8 with each row contiguous; scales (rows, heads, 2)
-    float32: the keys' and the values' dequantisation factors. Returns (rows, heads, head_dim)
-    in the query's dtype. `tuning` defaults to TUNING (bench/float8_cross_attention.py
-    sweeps the choices).
+    heads, positions, head_dim), each position's head_dim values contiguous: float8 with
+    scales (rows, heads, 2) float32 (the keys' and the values' dequantisation factors), or
+    the model's dtype with scales None. `lengths` (rows,), if given: row r attends to its first
+    lengths[r] positions only (the self-attention cache, filled up to each row's position).
+    Returns (rows, heads, head_dim) in the query's dtype. `tuning` defaults to TUNING
+    (bench/float8_cross_attention.py sweeps the choices).
     """
     block, warps, programs = astuple(tuning or TUNING)
     rows, heads, positions, head_dim = keys.shape
+    if keys.stride(3) != 1 or keys.stride(2) != head_dim or values.stride() != keys.stride():
+        raise ValueError("keys and values need contiguous positions of the same layout")
+    block = min(block, triton.next_power_of_2(positions))
     out = torch.empty(rows, heads, head_dim, device=query.device, dtype=query.dtype)
     splits = splits_for(rows, heads, positions, processors, block, programs)
     per_split = math.ceil(math.ceil(positions / splits) / block) * block
@@ -175,11 +200,14 @@ def attend(
         device=query.device,
         dtype=torch.float32,
     )
+    # Unused pointers still need a tensor: the query stands in for them.
+    scale_table = query if scales is None else scales
     _partial_attention[(rows * heads, splits)](
         query,
         keys,
         values,
-        scales,
+        scale_table,
+        query if lengths is None else lengths,
         partial,
         out,
         heads,
@@ -187,24 +215,28 @@ def attend(
         per_split,
         query.stride(0),
         keys.stride(0),
-        scales.stride(0),
+        keys.stride(1),
+        scale_table.stride(0),
         out.stride(0),
         1.0 / math.sqrt(head_dim),
         HEAD_DIM=head_dim,
         BLOCK=block,
         SPLITS=splits,
+        SCALED=scales is not None,
+        LENGTHS=lengths is not None,
         num_warps=warps,
     )
     if splits > 1:
         _merge_splits[(rows * heads,)](
             partial,
-            scales,
+            scale_table,
             out,
             heads,
-            scales.stride(0),
+            scale_table.stride(0),
             out.stride(0),
             HEAD_DIM=head_dim,
             SPLITS=splits,
             SPLITS_POW2=triton.next_power_of_2(splits),
+            SCALED=scales is not None,
         )
     return out

@@ -1,4 +1,5 @@
-"""Float8 cross-attention keys and values, on tiny.en's real keys and values for jfk.flac.
+"""The decode step's attention kernel: float8 cross-attention keys and values (on tiny.en's
+real keys and values for jfk.flac), and the self-attention cache read up to each row's length.
 
 The Triton kernel runs here in Triton's interpreter (TRITON_INTERPRET=1, in a child process:
 Triton reads the variable when a kernel is defined): the same kernel source the GPU compiles,
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +36,31 @@ pytestmark = pytest.mark.slow
 
 KERNEL_RUN = """
 import sys, torch
-from voicefleet_runtime.engine.torch_whisper.batched import float8_attention
+from voicefleet_runtime.engine.torch_whisper.batched import decode_attention
 case = torch.load(sys.argv[1])
-out = float8_attention.attend(
-    case["query"], case["keys"], case["values"], case["scales"], case["processors"]
+tuning = decode_attention.Tuning(*case["tuning"]) if case["tuning"] else decode_attention.TUNING
+out = decode_attention.attend(
+    case["query"], case["keys"], case["values"], case["scales"], case["processors"], tuning,
+    case["lengths"],
 )
-torch.save({"out": out, "splits": float8_attention.splits_for(
-    *case["keys"].shape[:3], case["processors"], float8_attention.TUNING.block,
-    float8_attention.TUNING.programs_per_processor)}, sys.argv[2])
+torch.save({"out": out, "splits": decode_attention.splits_for(
+    *case["keys"].shape[:3], case["processors"], tuning.block, tuning.programs_per_processor
+)}, sys.argv[2])
 """
+
+
+def run_kernel(case: Mapping[str, object], folder: Path) -> dict[str, torch.Tensor | int]:
+    """decode_attention.attend on `case` in Triton's interpreter, in a child process."""
+    torch.save({"tuning": None, "lengths": None, **case}, folder / "case.pt")
+    environment = os.environ | {"TRITON_INTERPRET": "1"}
+    subprocess.run(
+        [sys.executable, "-c", KERNEL_RUN, str(folder / "case.pt"), str(folder / "out.pt")],
+        check=True,
+        env=environment,
+        timeout=300,
+    )
+    result: dict[str, torch.Tensor | int] = torch.load(folder / "out.pt")
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -122,21 +140,44 @@ def test_the_triton_kernel_matches_attention_over_the_dequantised_cache(
         "scales": torch.stack([key_scale, value_scale], dim=-1).contiguous(),
         "processors": processors,
     }
-    torch.save(case, tmp_path / "case.pt")
-    environment = os.environ | {"TRITON_INTERPRET": "1"}
-    subprocess.run(
-        [sys.executable, "-c", KERNEL_RUN, str(tmp_path / "case.pt"), str(tmp_path / "out.pt")],
-        check=True,
-        env=environment,
-        timeout=300,
-    )
-    result = torch.load(tmp_path / "out.pt")
+    result = run_kernel(case, tmp_path)
     expected = functional.scaled_dot_product_attention(
         query[:, :, None],
         dequantize_float8(k8, key_scale, torch.float32),
         dequantize_float8(v8, value_scale, torch.float32),
     )[:, :, 0]
     assert (result["splits"] > 1) == (processors > 1 and positions > 256)
+    torch.testing.assert_close(result["out"], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_kernel_reads_the_self_attention_cache_up_to_each_rows_length(
+    tmp_path: Path,
+) -> None:
+    """The self-attention cache as the step slices it (a context bucket of a longer cache, so
+    heads are not contiguous), rows at different positions, split into programs that may hold
+    no position of a short row: as SDPA with the step's mask."""
+    generator = torch.Generator().manual_seed(2)
+    rows, heads, head_dim, context = 5, 6, 64, 128
+    cache_keys = torch.randn(rows, heads, 448, head_dim, generator=generator)
+    cache_values = torch.randn(rows, heads, 448, head_dim, generator=generator)
+    keys, values = cache_keys[:, :, :context], cache_values[:, :, :context]
+    positions = torch.tensor([0, 5, 63, 64, 127])
+    query = torch.randn(rows, heads, head_dim, generator=generator)
+    case = {
+        "query": query,
+        "keys": keys,
+        "values": values,
+        "scales": None,
+        "processors": 64,
+        "tuning": (32, 2, 4),  # blocks of 32 positions: four splits a row
+        "lengths": positions + 1,
+    }
+    result = run_kernel(case, tmp_path)
+    assert result["splits"] == 4
+    visible = (torch.arange(context)[None, :] <= positions[:, None])[:, None, None, :]
+    expected = functional.scaled_dot_product_attention(
+        query[:, :, None], keys, values, attn_mask=visible
+    )[:, :, 0]
     torch.testing.assert_close(result["out"], expected, rtol=1e-4, atol=1e-5)
 
 

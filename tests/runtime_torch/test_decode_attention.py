@@ -25,9 +25,12 @@ from voicefleet_runtime.engine.torch_whisper import TorchWhisperEngine
 from voicefleet_runtime.engine.torch_whisper.batched.cache import (
     FLOAT8_MAX,
     dequantize_float8,
-    float8_cross_for,
     quantize_float8,
     slots_for_budget,
+)
+from voicefleet_runtime.engine.torch_whisper.batched.float8_choice import (
+    float8_cross_for,
+    kernel_runs,
 )
 from voicefleet_runtime.engine.torch_whisper.features import LogMelExtractor, pad_or_trim_frames
 from voicefleet_runtime.engine.torch_whisper.model import LARGE_V3_DIMENSIONS, DecoderLayer
@@ -179,6 +182,23 @@ def test_the_kernel_reads_the_self_attention_cache_up_to_each_rows_length(
         query[:, :, None], keys, values, attn_mask=visible
     )[:, :, 0]
     torch.testing.assert_close(result["out"], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_device_where_the_kernel_cannot_run_keeps_the_model_dtype(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A CPU, outside Triton's interpreter, is such a device: the check says why, once. In
+    the interpreter the same check's launch runs, so what it launches is a valid call."""
+    with caplog.at_level("WARNING", logger="voicefleet.runtime.batching"):
+        assert not kernel_runs(torch.device("cpu"))
+    assert "float8 cross-attention stays off on cpu" in caplog.text
+    check = (
+        "import torch\n"
+        "from voicefleet_runtime.engine.torch_whisper.batched.float8_choice import kernel_runs\n"
+        "assert kernel_runs(torch.device('cpu'))\n"
+    )
+    environment = os.environ | {"TRITON_INTERPRET": "1"}
+    subprocess.run([sys.executable, "-c", check], check=True, env=environment, timeout=300)
 
 
 def test_float8_is_chosen_where_it_pays_and_fits_more_sequences() -> None:

@@ -11,7 +11,6 @@ tensor: at batch 64 they are most of the bytes a decode step reads (decode_atten
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 
 import torch
@@ -22,32 +21,6 @@ GIB = 1024**3
 FLOAT8 = torch.float8_e4m3fn
 FLOAT8_MAX = 448.0
 """The largest finite e4m3 value: each (slot, head)'s largest magnitude is scaled to it."""
-
-
-FLOAT8_COMPUTE_CAPABILITY = (8, 9)
-"""Ada and Hopper convert e4m3 in hardware; Triton refuses float8 below them."""
-
-
-def float8_cross_for(mode: str, device: torch.device) -> bool:
-    """Whether `device`'s cache stores cross keys and values as float8: auto means where the
-    GPU reads them faster (CUDA, compute capability 8.9 or later, Triton importable); on is
-    refused on an older GPU and allowed on a CPU (where it only checks the numbers)."""
-    if mode == "off":
-        return False
-    able = (
-        device.type == "cuda"
-        and torch.cuda.get_device_capability(device) >= FLOAT8_COMPUTE_CAPABILITY
-        and importlib.util.find_spec("triton") is not None
-    )
-    if mode == "auto":
-        return able
-    if device.type == "cuda" and not able:
-        raise ValueError(
-            f"VOICEFLEET_BATCH_FLOAT8_CROSS_ATTENTION=on needs a GPU of compute capability "
-            f"8.9 or later with Triton; {device} has "
-            f"{'.'.join(map(str, torch.cuda.get_device_capability(device)))}: set it to auto"
-        )
-    return True
 
 
 def bytes_per_slot(dims: WhisperDimensions, dtype: torch.dtype, float8_cross: bool = False) -> int:

@@ -27,11 +27,8 @@ from voicefleet_runtime.engine.base import (
 )
 from voicefleet_runtime.engine.capabilities import EngineCapabilities
 from voicefleet_runtime.engine.models import ResolvedModel
-from voicefleet_runtime.engine.torch_whisper.batched.cache import (
-    SlotCache,
-    float8_cross_for,
-    slots_for_budget,
-)
+from voicefleet_runtime.engine.torch_whisper.batched.cache import SlotCache, slots_for_budget
+from voicefleet_runtime.engine.torch_whisper.batched.float8_choice import float8_cross_for
 from voicefleet_runtime.engine.torch_whisper.batched.loop import (
     DeviceLoop,
     EventSink,
@@ -90,7 +87,8 @@ class BatchingConfig:
     compile_encoder: bool = False
     """torch.compile the encoder at load (batched/encoder.py)."""
     float8_cross_attention: Switch = "off"
-    """Store cross-attention keys and values as float8 (cache.float8_cross_for says where)."""
+    """Store cross-attention keys and values as float8 (float8_choice.float8_cross_for says
+    where)."""
     forced_length: int = 0
     """Benchmarks: decode exactly this many tokens per window, untimed (0: off)."""
 

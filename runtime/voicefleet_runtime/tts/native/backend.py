@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from voicefleet_runtime.failure import briefly
 from voicefleet_runtime.tts.batcher import MicroBatcher
 from voicefleet_runtime.tts.float_graph import float_model
 from voicefleet_runtime.tts.model import MODEL_SPEED_RANGE, BackendInfo
@@ -97,9 +98,7 @@ class KokoroNative:
             pieces = self._forward(requests)
         except Exception as error:  # the compiler's failure, whatever its type
             logger.warning(
-                "compiling Kokoro's norms failed (%s: %s); running them op by op",
-                type(error).__name__,
-                str(error).splitlines()[0] if str(error) else "",
+                "compiling Kokoro's norms failed (%s); running them op by op", briefly(error)
             )
             self._tails = None
             self.net.use_tails(None)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from voicefleet_runtime.engine.torch_whisper.features import N_FRAMES_PER_CHUNK
+from voicefleet_runtime.failure import briefly
 
 logger = logging.getLogger("voicefleet.runtime.batching")
 
@@ -32,10 +33,6 @@ def compiled_encoder(encoder: nn.Module, n_mels: int, dtype: torch.dtype) -> Enc
             for windows in (1, 2):
                 compiled(torch.randn(windows, n_mels, N_FRAMES_PER_CHUNK, device=device).to(dtype))
     except Exception as error:  # the compiler's failure, whatever its type
-        logger.warning(
-            "compiling the encoder failed (%s: %s); running it op by op",
-            type(error).__name__,
-            str(error).splitlines()[0] if str(error) else "",
-        )
+        logger.warning("compiling the encoder failed (%s); running it op by op", briefly(error))
         return encoder
     return compiled

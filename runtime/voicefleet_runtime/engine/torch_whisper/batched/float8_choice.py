@@ -9,6 +9,7 @@ import logging
 import torch
 
 from voicefleet_runtime.engine.torch_whisper.batched.cache import FLOAT8
+from voicefleet_runtime.failure import briefly
 
 logger = logging.getLogger("voicefleet.runtime.batching")
 
@@ -52,10 +53,9 @@ def kernel_runs(device: torch.device) -> bool:
         decode_attention.attend(query, keys, keys, scales, processors=1)
     except Exception as error:  # Triton's failure, whatever its type
         logger.warning(
-            "float8 cross-attention stays off on %s: its Triton kernel does not run there (%s: %s)",
+            "float8 cross-attention stays off on %s: its Triton kernel does not run there (%s)",
             device,
-            type(error).__name__,
-            str(error).splitlines()[0] if str(error) else "",
+            briefly(error),
         )
         return False
     return True

@@ -34,7 +34,7 @@ class Tuning:
     batch from 1 to 128 on an H200 (bench/results/float8_cross_attention-h200.txt)."""
 
     block: int = 256
-    """Audio positions per loop iteration of one program."""
+    """Positions per loop iteration of one program (fewer when the keys are shorter)."""
     warps: int = 4
     programs_per_processor: int = 4
     """Splits are added until (rows x heads x splits) reaches this many programs per SM."""
@@ -178,7 +178,8 @@ def attend(
 ) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v for one query per (row, head).
 
-    query (rows, heads, head_dim) contiguous in the model's dtype; keys and values (rows,
+    query (rows, heads, head_dim) in the model's dtype, each row's heads contiguous (a slice of
+    the fused query-key-value projection will do); keys and values (rows,
     heads, positions, head_dim), each position's head_dim values contiguous: float8 with
     scales (rows, heads, 2) float32 (the keys' and the values' dequantisation factors), or
     the model's dtype with scales None. `lengths` (rows,), if given: row r attends to its first
@@ -190,6 +191,8 @@ def attend(
     rows, heads, positions, head_dim = keys.shape
     if keys.stride(3) != 1 or keys.stride(2) != head_dim or values.stride() != keys.stride():
         raise ValueError("keys and values need contiguous positions of the same layout")
+    if query.stride(2) != 1 or query.stride(1) != head_dim:
+        raise ValueError("each row of the query needs its heads contiguous")
     block = min(block, triton.next_power_of_2(positions))
     out = torch.empty(rows, heads, head_dim, device=query.device, dtype=query.dtype)
     splits = splits_for(rows, heads, positions, processors, block, programs)

@@ -10,6 +10,7 @@ exact batch size.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -41,11 +42,11 @@ CROSS_ATTENTION_BACKENDS = [
     SDPBackend.EFFICIENT_ATTENTION,
     SDPBackend.MATH,
 ]
-"""Asked for in this order. One query against 1500 audio keys, alone on an H200 (bf16,
-batch 64, 32 layers), cuDNN's kernel read the keys and values at 4.2 TB/s (3.7 ms) where
-flash attention took 7.1 ms (bench/batching_step_profile.py). Inside the captured step the
-whole step still took 7.5 ms on the GPU, so torch's choice there is not known to be cuDNN
-(bench/results/batching-notes.md, runs 3-5): not verified, kept because it costs nothing."""
+"""Asked for in this order when the cross keys and values are in the model's dtype (float8
+ones go to decode_attention). One query against 1500 audio keys on an H200 (bf16, batch 64,
+32 layers): cuDNN's kernel read them at 4.2 TB/s (3.7 ms), flash attention took 7.1 ms
+(bench/batching_step_profile.py); the captured step's kernel list shows cuDNN's
+(bench/results/batching-notes.md, run 9)."""
 
 
 def bucket(value: int, buckets: tuple[int, ...]) -> int:
@@ -152,9 +153,15 @@ class DecodeStep:
         self.noise = torch.ones(slots, dims.n_vocab, dtype=torch.float32, device=self.device)
         self.row_index = torch.arange(slots, device=self.device)
         self.use_graphs = use_graphs and self.device.type == "cuda"
-        self.triton_self_attention = cache.float8_cross and self.device.type == "cuda"
-        """Self-attention through decode_attention's kernel too, reading each row's filled
-        positions only; tied to float8, which already depends on Triton working here."""
+        self.kernel_attention: Callable[..., torch.Tensor] | None = None
+        """decode_attention.attend, where the cache is float8 on a GPU (Triton runs there)."""
+        if cache.float8_cross and self.device.type == "cuda":
+            from voicefleet_runtime.engine.torch_whisper.batched import decode_attention
+
+            self.kernel_attention = decode_attention.attend
+        self.triton_self_attention = self.kernel_attention is not None
+        """Self-attention through the kernel too, reading each row's filled positions only
+        (bench/float8_cross_attention.py turns it off to compare)."""
         self.processors = (
             torch.cuda.get_device_properties(self.device).multi_processor_count
             if self.device.type == "cuda"
@@ -180,10 +187,11 @@ class DecodeStep:
         row_index = self.row_index[:batch]
         x = decoder.embeddings(tokens) + decoder.position_encodings[positions]
         x = x[:, None, :]
-        visible = (torch.arange(context, device=self.device)[None, :] <= positions[:, None])[
+        # Built once a step, not once a layer: each is a kernel in the captured graph.
+        lengths = positions + 1
+        visible = (torch.arange(context, device=self.device)[None, :] < lengths[:, None])[
             :, None, None, :
         ]
-        lengths = positions + 1
         cache = self.cache
         layers: list[DecoderLayer] = list(decoder.layers)  # type: ignore[arg-type]
         for index, layer in enumerate(layers):
@@ -194,16 +202,7 @@ class DecodeStep:
             keys[row_index, :, positions] = key.view(batch, self.heads, self.head_dim)
             values[row_index, :, positions] = value.view(batch, self.heads, self.head_dim)
             keys, values = keys[:batch, :, :context], values[:batch, :, :context]
-            if self.triton_self_attention:
-                from voicefleet_runtime.engine.torch_whisper.batched import decode_attention
-
-                attended = decode_attention.attend(
-                    query, keys, values, None, self.processors, lengths=lengths
-                )
-            else:
-                attended = functional.scaled_dot_product_attention(
-                    query[:, :, None], keys, values, attn_mask=visible
-                )[:, :, 0]
+            attended = self._self_attention(query, keys, values, lengths, visible)
             x = x + attention.linear_1(attended.reshape(batch, 1, -1))
             cross = layer.attention
             query = cross.linear_0(cross.layer_norm(x)).view(batch, self.heads, self.head_dim)
@@ -214,6 +213,26 @@ class DecodeStep:
         raw = (x @ decoder.embeddings.weight.transpose(0, 1)).float()
         return self._choose(raw, rows, batch)
 
+    def _self_attention(
+        self,
+        query: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        lengths: torch.Tensor,
+        visible: torch.Tensor,
+    ) -> torch.Tensor:
+        """(batch, heads, head_dim) queries against each row's first `lengths` keys (the
+        kernel) or those `visible` (SDPA's mask)."""
+        if self.triton_self_attention:
+            assert self.kernel_attention is not None
+            return self.kernel_attention(
+                query, keys, values, None, self.processors, lengths=lengths
+            )
+        attended = functional.scaled_dot_product_attention(
+            query[:, :, None], keys, values, attn_mask=visible
+        )
+        return attended[:, :, 0]
+
     def _cross_attention(self, layer: int, query: torch.Tensor) -> torch.Tensor:
         """(batch, heads, head_dim) queries against the first `batch` slots' audio."""
         batch = query.shape[0]
@@ -221,10 +240,8 @@ class DecodeStep:
         keys, values = cache.cross_keys[layer, :batch], cache.cross_values[layer, :batch]
         if cache.cross_scales is not None:
             scales = cache.cross_scales[layer, :batch]
-            if self.device.type == "cuda":
-                from voicefleet_runtime.engine.torch_whisper.batched import decode_attention
-
-                return decode_attention.attend(query, keys, values, scales, self.processors)
+            if self.kernel_attention is not None:
+                return self.kernel_attention(query, keys, values, scales, self.processors)
             # CPUs read no faster from float8: this path exists to check the numbers.
             keys = dequantize_float8(keys, scales[..., 0], query.dtype)
             values = dequantize_float8(values, scales[..., 1], query.dtype)

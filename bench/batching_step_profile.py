@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from gpu_batching_measure import gpu_ms
 from torch.nn import functional
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -23,20 +24,6 @@ from voicefleet_runtime.engine.models import ResolvedModel
 from voicefleet_runtime.engine.torch_whisper.batched import BatchedWhisperEngine, BatchingConfig
 from voicefleet_runtime.engine.torch_whisper.batched.step import INPUT_COLUMNS, POSITION, DecodeStep
 from voicefleet_runtime.engine.torch_whisper.model import LARGE_V3_DIMENSIONS, DecoderLayer
-
-
-def gpu_ms(work: Callable[[], object], repeats: int = 20) -> float:
-    for _ in range(3):
-        work()
-    start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-    end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-    torch.cuda.synchronize()
-    start.record()
-    for _ in range(repeats):
-        work()
-    end.record()
-    torch.cuda.synchronize()
-    return float(start.elapsed_time(end)) / repeats
 
 
 def print_step_kernels(step: DecodeStep, batch: int, context: int, count: int) -> None:

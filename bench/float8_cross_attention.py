@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+from gpu_batching_measure import gpu_ms
 from torch.nn import functional
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -54,20 +55,6 @@ TUNINGS = [
 ]
 """The lanes kernel's candidates. A version with tensor-core products (16 query rows, 15 of
 them zeros) ran 20-30% slower at batch 64 and 128 (2026-11-30), and was dropped."""
-
-
-def gpu_ms(work: Callable[[], object], repeats: int = 20) -> float:
-    for _ in range(3):
-        work()
-    start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-    end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-    torch.cuda.synchronize()
-    start.record()
-    for _ in range(repeats):
-        work()
-    end.record()
-    torch.cuda.synchronize()
-    return float(start.elapsed_time(end)) / repeats
 
 
 def graph_ms(work: Callable[[], object]) -> float:

@@ -158,30 +158,10 @@ class Bench:
         del sequential  # its weights out of the memory column of the rows below
         free_cuda_memory()
 
-        dims = ours.dimensions
         for batch in s.batches:
             if self.out_of_time(f"{name} in-process {batch}"):
                 break
-            self.memory.reset()
-            ours.reset_stats()
-            result = closed_loop(
-                partial(transcribe_text, ours),
-                clips,
-                batch,
-                s.requests_for(batch, len(clips)),
-                s.row_budget_s,
-            )
-            encoder_s = time_encoder(ours.encoder, dims, min(batch, ours.encoder_batch), s.device)
-            row = result.row(
-                name,
-                ours.label,
-                batch,
-                step_ms=ours.step_ms(),
-                encoder_peak_fraction=self.encoder_fraction(encoder_s, encoder_flops(dims)),
-                gpu_gib=self.memory.peak_gib(),
-                note=gpu_step_note(ours).removeprefix(", "),
-            )
-            self.add(row)
+            self.add(self.in_process_row(name, ours, clips, batch, ours.label, with_encoder=True))
         float8 = ours.float8_cross
         ours.close()
         del ours
@@ -196,14 +176,18 @@ class Bench:
             self.http_rows(name, model, clips, gpus=s.gpus, clients=[max(s.clients)])
         self.hf_rows(name, model, clips)
 
-    def unquantised_row(self, name: str, model: ResolvedModel, clips: list[Clip]) -> None:
-        """The goal's batch with cross-attention keys and values in the model's dtype, as
-        before float8 (VOICEFLEET_BATCH_FLOAT8_CROSS_ATTENTION=off): its speed and WER
-        are float8's baseline."""
+    def in_process_row(
+        self,
+        name: str,
+        ours: OurEngine,
+        clips: list[Clip],
+        batch: int,
+        path: str,
+        with_encoder: bool,
+    ) -> Row:
+        """One closed loop of `batch` threads on our engine in this process; the encoder's
+        share of the peak timed after it when `with_encoder`."""
         s = self.settings
-        batch = goal_clients(s)
-        ours = self.factory.batched(model, max(s.batches), float8="off")
-        warm_up(ours, clips, batch)
         self.memory.reset()
         ours.reset_stats()
         result = closed_loop(
@@ -213,17 +197,31 @@ class Bench:
             s.requests_for(batch, len(clips)),
             s.row_budget_s,
         )
-        path = f"{ours.label}, {s.precision} cross K/V"
-        self.add(
-            result.row(
-                name,
-                path,
-                batch,
-                step_ms=ours.step_ms(),
-                gpu_gib=self.memory.peak_gib(),
-                note=gpu_step_note(ours).removeprefix(", "),
-            )
+        fraction = None
+        if with_encoder:
+            dims = ours.dimensions
+            encoder_s = time_encoder(ours.encoder, dims, min(batch, ours.encoder_batch), s.device)
+            fraction = self.encoder_fraction(encoder_s, encoder_flops(dims))
+        return result.row(
+            name,
+            path,
+            batch,
+            step_ms=ours.step_ms(),
+            encoder_peak_fraction=fraction,
+            gpu_gib=self.memory.peak_gib(),
+            note=gpu_step_note(ours).removeprefix(", "),
         )
+
+    def unquantised_row(self, name: str, model: ResolvedModel, clips: list[Clip]) -> None:
+        """The goal's batch with cross-attention keys and values in the model's dtype, as
+        before float8 (VOICEFLEET_BATCH_FLOAT8_CROSS_ATTENTION=off): its speed and WER
+        are float8's baseline."""
+        s = self.settings
+        batch = goal_clients(s)
+        ours = self.factory.batched(model, max(s.batches), float8="off")
+        warm_up(ours, clips, batch)
+        path = f"{ours.label}, {s.precision} cross K/V"
+        self.add(self.in_process_row(name, ours, clips, batch, path, with_encoder=False))
         ours.close()
         del ours
         free_cuda_memory()

@@ -70,17 +70,17 @@ class OurEngine:
 
     def step_ms(self) -> float | None:
         """Mean decode step (one step of the whole batch) since the last reset."""
-        if not self.batched:
-            return None
-        value = float(self.engine.stats()["step_ms"])
-        return value or None
+        return self._step_stat("step_ms")
 
     def step_gpu_ms(self) -> float | None:
         """Mean GPU time of a replayed decode step (CUDA events) since the last reset."""
+        return self._step_stat("step_gpu_ms")
+
+    def _step_stat(self, key: str) -> float | None:
+        """The batched engine's figure, None for the sequential engine or before any step."""
         if not self.batched:
             return None
-        value = float(self.engine.stats()["step_gpu_ms"])
-        return value or None
+        return float(self.engine.stats()[key]) or None
 
     @property
     def float8_cross(self) -> bool:

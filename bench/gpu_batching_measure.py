@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -31,6 +32,21 @@ def _seconds(run: object, device: torch.device, repeats: int) -> float:
         run()
     _synchronise(device)
     return (time.perf_counter() - started) / repeats
+
+
+def gpu_ms(work: Callable[[], object], repeats: int = 20) -> float:
+    """Mean GPU milliseconds of `work()` over `repeats`, after warm-ups, by CUDA events."""
+    for _ in range(3):
+        work()
+    start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+    end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(repeats):
+        work()
+    end.record()
+    torch.cuda.synchronize()
+    return float(start.elapsed_time(end)) / repeats
 
 
 def bf16_peak_tflops(device: str, size: int = 8192) -> float:

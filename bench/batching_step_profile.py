@@ -52,6 +52,12 @@ def main() -> None:
     parser.add_argument("--precision", default="bfloat16")
     parser.add_argument("--compile", action="store_true", help="also time a compiled encoder")
     parser.add_argument(
+        "--float8",
+        action="store_true",
+        help="float8 cross keys and values (the Triton kernel): the step, its kernels, the "
+        "linears and the rules only",
+    )
+    parser.add_argument(
         "--kernels", type=int, default=15, help="list this many of the step's costliest kernels"
     )
     args = parser.parse_args()
@@ -62,7 +68,12 @@ def main() -> None:
         tokenizer,
         "cuda:0",
         args.precision,
-        BatchingConfig(max_sequences=batch, memory_gib=40, forced_length=100),
+        BatchingConfig(
+            max_sequences=batch,
+            memory_gib=40,
+            forced_length=100,
+            float8_cross_attention="on" if args.float8 else "off",
+        ),
     )
     loop = engine.loops[0]
     step = loop.step_runner
@@ -86,6 +97,24 @@ def main() -> None:
         print_step_kernels(step, batch, step.context_buckets[1], args.kernels)
         layers: list[DecoderLayer] = list(model.decoder.layers)  # type: ignore[arg-type]
         cache = loop.cache
+        x = torch.randn(batch, 1, 1280, device="cuda", dtype=dtype)
+
+        def linears() -> None:
+            for layer in layers:
+                layer.self_attention.linear_0(x)
+                layer.self_attention.linear_1(x)
+                layer.attention.linear_0(x)
+                layer.attention.linear_2(x)
+                layer.ffn(x)
+
+        report["linears_32_layers_ms"] = gpu_ms(linears)
+        raw = torch.randn(batch, LARGE_V3_DIMENSIONS.n_vocab, device="cuda")
+        report["rules_and_choice_ms"] = gpu_ms(
+            lambda: step._choose(raw, step.inputs[:batch], batch)
+        )
+        if args.float8:
+            print_report(report)
+            return  # the rest times the model dtype's alternatives
         heads, head_dim = step.heads, step.head_dim
         query = torch.randn(batch, heads, 1, head_dim, device="cuda", dtype=dtype)
         keys, values = cache.cross_keys[:, :batch], cache.cross_values[:, :batch]
@@ -134,21 +163,6 @@ def main() -> None:
                     )
 
             report[f"self_32_layers_ms_ctx{context}"] = gpu_ms(self_attention)
-        x = torch.randn(batch, 1, 1280, device="cuda", dtype=dtype)
-
-        def linears() -> None:
-            for layer in layers:
-                layer.self_attention.linear_0(x)
-                layer.self_attention.linear_1(x)
-                layer.attention.linear_0(x)
-                layer.attention.linear_2(x)
-                layer.ffn(x)
-
-        report["linears_32_layers_ms"] = gpu_ms(linears)
-        raw = torch.randn(batch, LARGE_V3_DIMENSIONS.n_vocab, device="cuda")
-        report["rules_and_choice_ms"] = gpu_ms(
-            lambda: step._choose(raw, step.inputs[:batch], batch)
-        )
         for windows in (16, 32, 64):
             mel = torch.randn(windows, 128, 3000, device="cuda", dtype=dtype)
 
@@ -197,10 +211,12 @@ def main() -> None:
 
             ms = gpu_ms(encode_compiled, 3)
             report["compiled_encoder_tflops_b32"] = encoder_flops(32) / ms / 1e9
-    for key, value in report.items():
-        report[key] = round(value, 3)
-    print(json.dumps(report, indent=1))
+    print_report(report)
     engine.close()
+
+
+def print_report(report: dict[str, float]) -> None:
+    print(json.dumps({key: round(value, 3) for key, value in report.items()}, indent=1))
 
 
 if __name__ == "__main__":

@@ -65,6 +65,8 @@ GREEDY = DecodeOptions(beam_size=1)
 WINDOW_SECONDS = 30
 QUICK_CLIPS = 3
 QUICK_DEADLINE_S = 3600.0
+NOT_OVERLAPPED = "steps not overlapped"
+"""The label of the row run with VOICEFLEET_BATCH_OVERLAP_STEPS=off (the overlap's baseline)."""
 """A shared 2-core CPU takes minutes per model; --quick is for checking, not for timing."""
 """--quick decodes JFK and two passages: enough to exercise every row on a loaded CPU."""
 
@@ -380,14 +382,16 @@ class Bench:
         del anchor
         free_cuda_memory()
 
-        # (GPUs, batches, float8 setting): the last runs the goal's batch without float8.
-        runs = [(1, s.batches, "auto")]
+        # (GPUs, batches, float8, overlapped steps): the served settings, then the goal's
+        # batch with each of float8 and overlap turned off (their baselines).
+        runs = [(1, s.batches, "auto", "auto")]
         if s.gpus > 1:
-            runs.append((s.gpus, [max(s.batches)], "auto"))
+            runs.append((s.gpus, [max(s.batches)], "auto", "auto"))
         if s.cuda:
-            runs.append((1, [goal_clients(s)], "off"))
-        for gpus, batches, float8 in runs:
-            if self.out_of_time(f"{name} ours on {gpus} GPU(s), float8 {float8}"):
+            runs.append((1, [goal_clients(s)], "off", "auto"))
+            runs.append((1, [goal_clients(s)], "auto", "off"))
+        for gpus, batches, float8, overlap in runs:
+            if self.out_of_time(f"{name} ours, {gpus} GPU(s), float8 {float8}, overlap {overlap}"):
                 break
             ours = self.factory.random(
                 dims,
@@ -397,6 +401,7 @@ class Bench:
                 gpus,
                 s.large_precision,
                 float8,
+                overlap,
             )
             if ours is None:
                 print("   our large-shape rows need the batched engine (forced decode length)")
@@ -421,6 +426,8 @@ class Bench:
                 label = ours.label if gpus == 1 else f"{ours.label}, {gpus} GPUs"
                 if float8 == "off":
                     label = f"{ours.label}, {s.large_precision} cross K/V"
+                if overlap == "off":
+                    label = f"{ours.label}, {NOT_OVERLAPPED}"
                 self.add(
                     Row(
                         name,
@@ -606,6 +613,13 @@ def scaling(bench: Bench, label: str) -> list[str]:
             ),
         ]
     )
+    pairs.append(
+        (
+            f"{big} batch {goal}: steps overlapped / {NOT_OVERLAPPED}",
+            find(rows, big, label, goal),
+            find(rows, big, f"{label}, {NOT_OVERLAPPED}", goal),
+        )
+    )
     for model, dtype in (("tiny.en", s.precision), (big, s.large_precision)):
         pairs.append(
             (
@@ -618,7 +632,7 @@ def scaling(bench: Bench, label: str) -> list[str]:
     for text, multi, single in pairs:
         value = ratio(multi, single)
         lines.append(f"{text}: {'-' if value is None else f'{value:.2f}x'}")
-        if "float8" in text and multi and single:
+        if ("float8" in text or "overlapped" in text) and multi and single:
             lines.append(
                 f"  decode step ms {multi.step_ms or 0:.2f} / {single.step_ms or 0:.2f}; "
                 f"WER {multi.wer if multi.wer is not None else '-'} / "

@@ -126,7 +126,13 @@ class EngineFactory:
         whisper = engine._model
         return OurEngine(engine, "sequential (today)", whisper.encoder, whisper.dims, 1, False)
 
-    def _config(self, max_sequences: int, forced_length: int = 0, float8: str = "auto") -> Any:
+    def _config(
+        self,
+        max_sequences: int,
+        forced_length: int = 0,
+        float8: str = "auto",
+        overlap: str = "auto",
+    ) -> Any:
         assert self._batched is not None
         return self._batched.BatchingConfig(
             max_sequences=max_sequences,
@@ -136,6 +142,7 @@ class EngineFactory:
             forced_length=forced_length,
             compile_encoder=self.cuda,  # as VOICEFLEET_BATCH_COMPILE_ENCODER=auto serves
             float8_cross_attention=float8,  # auto as served; off for the baseline rows
+            overlap_steps=overlap,  # likewise
         )
 
     def _wrap(self, engine: Any, label: str) -> OurEngine:
@@ -162,6 +169,7 @@ class EngineFactory:
         gpus: int,
         precision: str,
         float8: str = "auto",
+        overlap: str = "auto",
     ) -> OurEngine | None:
         """Random weights of shape `dims`, `forced_length` tokens a window; None without the
         batched engine (the sequential one cannot force a length)."""
@@ -173,7 +181,7 @@ class EngineFactory:
             tokenizer_model=tokenizer_model,
             device=device,
             precision=precision,
-            config=self._config(max_batch, forced_length, float8),
+            config=self._config(max_batch, forced_length, float8, overlap),
             seed=0,
         )
         return self._wrap(engine, self.label)

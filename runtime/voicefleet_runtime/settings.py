@@ -146,6 +146,12 @@ class RuntimeSettings(BaseSettings):
         "its attentions in a Triton kernel: on, off, or auto = on for GPUs of compute "
         "capability 8.9 or later (Ada, Hopper) where Triton builds and runs the kernel.",
     )
+    batch_overlap_steps: Switch = Field(
+        "auto",
+        description="Torch batching: launch each decode step before reading the last one's "
+        "tokens (the step feeds them forward on the device), so the host's bookkeeping runs "
+        "while the GPU works: on, off, or auto = on for cuda.",
+    )
     cuda_graphs: bool = Field(
         True, description="Torch batching: replay the decoder step as CUDA graphs."
     )

@@ -74,7 +74,7 @@ def batched_tiny(tiny_en_model: ResolvedModel, events: EventLog) -> Iterator[Bat
         tiny_en_model,
         "cpu",
         "float32",
-        BatchingConfig(max_sequences=4, memory_gib=1.0, windows_per_request=2),
+        BatchingConfig(max_sequences=4, memory_gib=1.0, windows_per_request=2, overlap_steps="on"),
         TEST_THREADS,
         on_event=events,
     )
@@ -85,7 +85,11 @@ def batched_tiny(tiny_en_model: ResolvedModel, events: EventLog) -> Iterator[Bat
 @pytest.fixture(scope="module")
 def batched_base(base_model: ResolvedModel) -> Iterator[BatchedWhisperEngine]:
     engine = BatchedWhisperEngine.load(
-        base_model, "cpu", "float32", BatchingConfig(max_sequences=8, memory_gib=1.0), TEST_THREADS
+        base_model,
+        "cpu",
+        "float32",
+        BatchingConfig(max_sequences=8, memory_gib=1.0, overlap_steps="on"),
+        TEST_THREADS,
     )
     yield engine
     engine.close()

@@ -46,6 +46,7 @@ def load_engine(settings: RuntimeSettings) -> SpeechEngine:
                 admission_wait_s=settings.batch_admission_wait_ms / 1000,
                 compile_encoder=on_gpu_unless_off(settings.batch_compile_encoder, settings.device),
                 float8_cross_attention=settings.batch_float8_cross_attention,
+                overlap_steps=settings.batch_overlap_steps,
                 cuda_graphs=settings.cuda_graphs,
             ),
         )

@@ -78,7 +78,8 @@ def _partial_attention(
     else:
         key_scale = 1.0
     if LENGTHS:
-        length = tl.load(lengths_ptr + row).to(tl.int32)
+        # Never past the keys given (the context bucket), whatever a row's length says.
+        length = tl.minimum(tl.load(lengths_ptr + row).to(tl.int32), positions)
     else:
         length = positions
     query = tl.load(query_ptr + row * query_row_stride + head * HEAD_DIM + dims).to(tl.float32)

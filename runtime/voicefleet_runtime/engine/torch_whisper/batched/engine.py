@@ -89,6 +89,8 @@ class BatchingConfig:
     float8_cross_attention: Switch = "off"
     """Store cross-attention keys and values as float8 (float8_choice.float8_cross_for says
     where)."""
+    overlap_steps: Switch = "auto"
+    """Launch each decode step before reading the last one's tokens (loop.py; auto: GPUs)."""
     forced_length: int = 0
     """Benchmarks: decode exactly this many tokens per window, untimed (0: off)."""
 
@@ -187,6 +189,7 @@ class BatchedWhisperEngine(TorchEngineIdentity):
             config.admission_batch,
             config.admission_wait_s,
             config.compile_encoder,
+            config.overlap_steps,
         )
         self._loops: list[DeviceLoop] = []
         self._features: dict[torch.device, LogMelExtractor] = {}

@@ -6,6 +6,12 @@ order, see scheduler.py) and encodes them in one batched encoder pass, then runs
 step for every active sequence. A sequence whose window ends leaves at once (its slot is
 refilled at the next turn); one that fails Whisper's quality checks goes back to the queue
 at the next temperature, alone.
+
+Where the step runs on a GPU, the loop launches step N+1 before it reads step N's tokens
+(the step feeds each sampled token to the next on the device, see step.py), so the host's
+bookkeeping for N overlaps the GPU's work on N+1. The price is one wasted row-step: a
+sequence that ended at N is stepped once more at N+1 and that output is dropped; and a
+window that detects its language waits one step for it ("held").
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,11 +40,13 @@ from voicefleet_runtime.engine.torch_whisper.batched.step import (
     DecodeStep,
     RuleTables,
     StepResult,
+    timing_events,
 )
 from voicefleet_runtime.engine.torch_whisper.decoding import WindowDecoding
 from voicefleet_runtime.engine.torch_whisper.engine import FallbackPolicy
 from voicefleet_runtime.engine.torch_whisper.model import DecoderLayer, Whisper
 from voicefleet_runtime.engine.torch_whisper.tokens import WhisperTokenizer
+from voicefleet_runtime.settings import Switch, on_gpu_unless_off
 
 logger = logging.getLogger("voicefleet.runtime.batching")
 
@@ -73,9 +82,10 @@ class LoopStats:
     """How many steps ran at each batch size (active sequences, not the padded bucket)."""
 
 
-@dataclass
+@dataclass(eq=False)
 class ActiveRow:
     job: WindowJob
+    slot: int
     forced: list[int]
     """Tokens fed before decoding starts: prompt, <|startoftranscript|>, language, task."""
     sot_index: int
@@ -83,7 +93,12 @@ class ActiveRow:
     timestamps: bool
     """Whether this window decodes timestamp tokens (0/1 in the step's input table)."""
     temperature: float
+    launched: int = 0
+    """Steps launched that fed this row a new position (so, its next position)."""
     fed: int = 0
+    """Of those, the steps whose outputs were read while it was fed forced tokens."""
+    done: bool = False
+    """Its window ended or was cancelled: outputs of steps still in flight are dropped."""
     sampled: list[int] = field(default_factory=list)
     last_time: int = -1
     sum_logprob: float = 0.0
@@ -102,6 +117,17 @@ class LoopConfig:
     admission_batch: int
     admission_wait_s: float
     compile_encoder: bool = False
+    overlap_steps: Switch = "auto"
+    """Launch step N+1 before reading step N: on, off, or auto = on where the step runs on a
+    GPU (on a CPU the host computes the step itself, so nothing overlaps)."""
+
+
+@dataclass(frozen=True)
+class Launched:
+    """A step in flight: its ticket, and the rows it stepped in slot order (None: held)."""
+
+    ticket: int
+    rows: list[ActiveRow | None]
 
 
 class DeviceLoop:
@@ -133,18 +159,18 @@ class DeviceLoop:
             if config.compile_encoder
             else model.encoder
         )
-        if self.device.type == "cuda":
-            self._encoder_started = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-            self._encoder_ended = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+        self._encoder_timings: deque[tuple[torch.cuda.Event, torch.cuda.Event]] = deque()
+        """(started, ended) of encoder passes whose GPU time is not yet counted."""
         self.rows: list[ActiveRow] = []
+        self._in_flight: Launched | None = None
         self.queue = FairQueue(
             config.windows_per_request, reserve=min(config.windows_per_request, cache.slots // 4)
         )
+        self.overlap_steps = on_gpu_unless_off(config.overlap_steps, str(self.device))
         self.stats = LoopStats()
         self._condition = threading.Condition()
         self._cancelled: list[RequestHandle] = []
         self._admitted_at = time.monotonic()
-        self._pending_encoder_timing = False
         self._closed = False
         self._thread = threading.Thread(
             target=self._run, name=f"voicefleet-batching-{self.device}", daemon=True
@@ -204,7 +230,11 @@ class DeviceLoop:
             while True:
                 with self._condition:
                     while not (
-                        self._closed or self.rows or self._cancelled or self.queue.waiting_windows
+                        self._closed
+                        or self.rows
+                        or self._in_flight
+                        or self._cancelled
+                        or self.queue.waiting_windows
                     ):
                         self._condition.wait()
                     if self._closed:
@@ -223,8 +253,7 @@ class DeviceLoop:
                 try:
                     if admitted:
                         self._admit(admitted)
-                    if self.rows:
-                        self._step()
+                    self._turn()
                 except Exception as exc:
                     logger.exception("the batching loop failed a step")
                     self._fail_everything(exc)
@@ -236,6 +265,7 @@ class DeviceLoop:
             for request in self.queue.requests():
                 failed[request.id] = request
             self.rows.clear()
+            self._in_flight = None
             for request in failed.values():
                 self.queue.forget(request)
                 request.fail(error)
@@ -243,17 +273,20 @@ class DeviceLoop:
     def _drop_cancelled(self) -> None:
         for request in self._cancelled:
             self.queue.forget(request)
-            slots = [i for i, row in enumerate(self.rows) if row.request.id == request.id]
-            for slot in sorted(slots, reverse=True):
-                self._emit("cancelled", self.rows[slot].job)
-                self._remove(slot)
+            for row in [row for row in self.rows if row.request.id == request.id]:
+                self._emit("cancelled", row.job)
+                self._remove(row)
         self._cancelled.clear()
 
-    def _remove(self, slot: int) -> None:
-        last = len(self.rows) - 1
+    def _remove(self, row: ActiveRow) -> None:
+        """Free `row`'s slot: the last row moves into it, so the active rows stay 0..n-1."""
+        row.done = True
+        slot, last = row.slot, len(self.rows) - 1
         if slot != last:
             self.cache.move(last, slot)
+            self.step_runner.move(last, slot)
             self.rows[slot] = self.rows[last]
+            self.rows[slot].slot = slot
         self.rows.pop()
 
     def _initial_tokens(self, job: WindowJob) -> tuple[list[int], int, bool]:
@@ -285,12 +318,12 @@ class DeviceLoop:
             chunk = jobs[first : first + batch]
             mel = torch.stack([job.features.to(self.device) for job in chunk]).to(dtype=self.dtype)
             if timing:
-                self._collect_encoder_time()
-                self._encoder_started.record()
+                started_pass, ended_pass = timing_events()
+                started_pass.record()
             audio = self.encode(mel)
             if timing:
-                self._encoder_ended.record()
-                self._pending_encoder_timing = True
+                ended_pass.record()
+                self._encoder_timings.append((started_pass, ended_pass))
             base = len(self.rows)
             layers: list[DecoderLayer] = list(self.model.decoder.layers)  # type: ignore[arg-type]
             for index, layer in enumerate(layers):
@@ -301,6 +334,7 @@ class DeviceLoop:
                 self.rows.append(
                     ActiveRow(
                         job,
+                        len(self.rows),
                         forced,
                         sot_index,
                         awaiting,
@@ -313,76 +347,92 @@ class DeviceLoop:
         self.stats.encoder_windows += len(jobs)
         self.stats.encoder_seconds += time.perf_counter() - started
 
-    def _collect_encoder_time(self) -> None:
-        """Wait for the last encoder pass and add its GPU time, at the next step or pass (whose
-        first copy to the GPU would wait for it anyway): a synchronize right after each pass
-        kept the GPU idle while the host prepared the next admission."""
-        if self._pending_encoder_timing:
-            self._encoder_ended.synchronize()
-            self.stats.encoder_gpu_seconds += (
-                self._encoder_started.elapsed_time(self._encoder_ended) / 1000
-            )
-            self._pending_encoder_timing = False
+    def _wait_for_encoder(self) -> None:
+        """Wait for the encoder passes just queued and count their GPU time. Here, before the
+        next step's clock starts, so that the decoder's wall time does not carry them (the
+        step would wait for them anyway); not after each pass, which idled the GPU while the
+        host prepared the next."""
+        timings = self._encoder_timings
+        if timings:
+            timings[-1][1].synchronize()
+        while timings:
+            started, ended = timings.popleft()
+            self.stats.encoder_gpu_seconds += started.elapsed_time(ended) / 1000
 
     def _temperature(self, job: WindowJob) -> float:
         return job.request.options.temperature[job.temperature_index]
 
-    def _step(self) -> None:
-        # Wait for a pending encoder pass here, on the encoder's clock: the step's first copy
-        # to the GPU would wait for it anyway, and its time is not the decoder's.
+    def _turn(self) -> None:
+        """Launch a step for the active rows and read the one before it (overlapped), or
+        this one (not)."""
         waited = time.perf_counter()
-        self._collect_encoder_time()
+        self._wait_for_encoder()
         started = time.perf_counter()
         self.stats.encoder_seconds += started - waited
-        rows = self.rows
+        launched = self._launch() if self.rows else None
+        if self.overlap_steps:
+            ready, self._in_flight = self._in_flight, launched
+        else:
+            ready = launched
+        if ready is not None:
+            self._process(ready)
+        self.stats.step_seconds += time.perf_counter() - started
+
+    def _launch(self) -> Launched:
+        """Start a step: patch the rows the device cannot advance on its own (those fed
+        forced tokens, and those held while their language is being read)."""
         forced_length = self.config.forced_length
-        inputs: list[tuple[int, ...]] = []
-        for row in rows:
-            sampled, forced, count = row.sampled, row.forced, len(row.sampled)
-            if row.fed < len(forced):
-                token, position = forced[row.fed], row.fed
-            else:
-                token, position = sampled[-1], len(forced) + count - 1
-            inputs.append(
-                (
-                    token,
-                    position,
-                    count,
-                    sampled[-1] if count else -1,
-                    sampled[-2] if count > 1 else -1,
-                    row.last_time,
-                    row.timestamps,
-                    forced_length,
-                )
-            )
-        table = np.array(inputs, dtype=np.int64).reshape(len(rows), INPUT_COLUMNS)
-        temperatures = np.array([row.temperature for row in rows], dtype=np.float32)
-        result = self.step_runner.run(table, temperatures)
-        finished = [slot for slot, row in enumerate(rows) if self._advance(slot, row, result)]
-        outcomes = [(slot, self._outcome(slot)) for slot in finished]
-        for slot, outcome in sorted(outcomes, key=lambda item: item[0], reverse=True):
-            job = rows[slot].job
-            self._remove(slot)
-            self._settle(job, outcome)
+        last_position = self.model.dims.n_text_ctx - 1
+        patches: list[tuple[int, ...]] = []
+        stepped: list[ActiveRow | None] = []
+        context_needed = 1
+        for slot, row in enumerate(self.rows):
+            forced, at = row.forced, row.launched
+            held = row.awaiting_language and at == len(forced)
+            if held:
+                # Its <|startoftranscript|> step is in flight: feed it again, in place.
+                at -= 1
+            if at < len(forced):
+                patches.append((slot, forced[at], at, 0, -1, -1, -1, row.timestamps, forced_length))
+            stepped.append(None if held else row)
+            if not held:
+                row.launched += 1
+            context_needed = max(context_needed, min(at, last_position) + 1)
+        table = np.array(patches, dtype=np.int64).reshape(len(patches), 1 + INPUT_COLUMNS)
+        temperatures = np.array([row.temperature for row in self.rows], dtype=np.float32)
+        ticket = self.step_runner.launch(len(self.rows), context_needed, table, temperatures)
         stats = self.stats
         stats.steps += 1
-        stats.batch_sizes[len(table)] = stats.batch_sizes.get(len(table), 0) + 1
-        stats.step_seconds += time.perf_counter() - started
+        stats.batch_sizes[len(stepped)] = stats.batch_sizes.get(len(stepped), 0) + 1
+        return Launched(ticket, stepped)
 
-    def _advance(self, slot: int, row: ActiveRow, result: StepResult) -> bool:
-        """Take one step's output for `row`; True when its window is decoded."""
+    def _process(self, launched: Launched) -> None:
+        """Read a step's outputs into its rows; settle the windows that ended."""
+        result = self.step_runner.collect(launched.ticket)
+        finished = [
+            row
+            for index, row in enumerate(launched.rows)
+            if row is not None and not row.done and self._advance(index, row, result)
+        ]
+        for row in finished:
+            outcome = self._outcome(row)
+            self._remove(row)
+            self._settle(row.job, outcome)
+
+    def _advance(self, index: int, row: ActiveRow, result: StepResult) -> bool:
+        """Take row `index` of a step's output for `row`; True when its window is decoded."""
         vocabulary = self.tokenizer.vocabulary
         if row.fed < len(row.forced):
             fed_index = row.fed
             row.fed += 1
             if fed_index == row.sot_index:
-                row.no_speech_prob = result.no_speech_prob(slot)
+                row.no_speech_prob = result.no_speech_prob(index)
                 if row.awaiting_language:
-                    self._language_detected(row, *result.language(slot))
+                    self._language_detected(row, *result.language(index))
             if row.fed < len(row.forced):
                 return False
-        token = result.token(slot)
-        row.sum_logprob += result.logprob(slot)
+        token = result.token(index)
+        row.sum_logprob += result.logprob(index)
         self.stats.tokens += 1
         if token == vocabulary.eot:
             return True
@@ -399,8 +449,7 @@ class DeviceLoop:
         row.forced.extend(self._after_language(request)[1:])
         row.awaiting_language = False
 
-    def _outcome(self, slot: int) -> WindowOutcome:
-        row = self.rows[slot]
+    def _outcome(self, row: ActiveRow) -> WindowOutcome:
         decoding = WindowDecoding(
             tuple(row.sampled), row.sum_logprob, row.no_speech_prob, row.temperature
         )
@@ -409,7 +458,7 @@ class DeviceLoop:
         alignment = alignment_weights(
             self.model,
             self.cache,
-            slot,
+            row.slot,
             self.tokenizer,
             row.request.language or "en",
             row.request.options.task,

@@ -5,6 +5,12 @@ noise table), so on CUDA the whole step (32 decoder layers, the token rules, the
 the next token) is one captured CUDA graph per batch-size and context-length bucket:
 replaying it costs one launch instead of hundreds. On CPU the same code runs eagerly at the
 exact batch size.
+
+The input table stays on the device: each step ends by writing the next step's row for
+every sequence from the token it chose (position, count, the last two tokens, the last
+timestamp). The host only patches rows it decides (forced tokens, new windows, padding), so
+it can launch step N+1 before it has read step N's tokens, and do its bookkeeping for N while
+N+1 runs (loop.py).
 """
 
 from __future__ import annotations
@@ -131,6 +137,30 @@ class StepResult:
         return int(self.rows[row][OUT_LANGUAGE]), self.rows[row][OUT_LANGUAGE_PROB]
 
 
+def timing_events() -> tuple[torch.cuda.Event, torch.cuda.Event]:
+    """A (started, ended) pair of CUDA events that can time what runs between them."""
+    return (
+        torch.cuda.Event(enable_timing=True),  # type: ignore[no-untyped-call]
+        torch.cuda.Event(enable_timing=True),  # type: ignore[no-untyped-call]
+    )
+
+
+class Staging:
+    """Host-side buffers of one launched step: pinned on CUDA, so that copies to and from the
+    device do not wait for it. There are two, so that step N+1 is staged while N's outputs are
+    still to be read."""
+
+    def __init__(self, slots: int, device: torch.device) -> None:
+        pinned = device.type == "cuda"
+        self.patches = torch.zeros(slots, 1 + INPUT_COLUMNS, dtype=torch.long, pin_memory=pinned)
+        self.temperatures = torch.zeros(slots, dtype=torch.float32, pin_memory=pinned)
+        self.outputs = torch.zeros(slots, OUTPUT_COLUMNS, dtype=torch.float32, pin_memory=pinned)
+        self.active = 0
+        if pinned:
+            self.started, self.ended = timing_events()
+            self.copied = torch.cuda.Event()  # type: ignore[no-untyped-call]
+
+
 class DecodeStep:
     def __init__(
         self,
@@ -173,10 +203,9 @@ class DecodeStep:
             dims.n_text_ctx,
         )
         self.gpu_seconds = 0.0
-        """GPU time of the replayed steps (CUDA events), to tell it from the host's share."""
-        if self.use_graphs:
-            self._started = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-            self._ended = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+        """GPU time of the steps (CUDA events), to tell it from the host's share."""
+        self._staging = (Staging(slots, self.device), Staging(slots, self.device))
+        self._launched = 0
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
 
     def _compute(self, batch: int, context: int) -> torch.Tensor:
@@ -211,7 +240,29 @@ class DecodeStep:
             x = layer.ffn(x)
         x = decoder.layer_norm(x[:, 0])
         raw = (x @ decoder.embeddings.weight.transpose(0, 1)).float()
-        return self._choose(raw, rows, batch)
+        output = self._choose(raw, rows, batch)
+        self._advance_inputs(rows, output[:, OUT_TOKEN].long())
+        return output
+
+    def _advance_inputs(self, rows: torch.Tensor, token: torch.Tensor) -> None:
+        """Write each row's next input, as if `token` were sampled: right for a sequence that
+        samples; the host patches over the rest (loop.py). The position stops at the context's
+        end, where only a finished sequence's one extra step can take it."""
+        timestamp_begin = self.rules.vocabulary.timestamp_begin
+        advanced = torch.stack(
+            [
+                token,
+                (rows[:, POSITION] + 1).clamp(max=self.n_text_ctx - 1),
+                rows[:, COUNT] + 1,
+                token,
+                rows[:, LAST],
+                torch.where(token >= timestamp_begin, token, rows[:, LAST_TIME]),
+                rows[:, TIMESTAMPS],
+                rows[:, FORCED_LENGTH],
+            ],
+            dim=1,
+        )
+        rows.copy_(advanced)
 
     def _self_attention(
         self,
@@ -301,31 +352,59 @@ class DecodeStep:
         self.inputs.zero_()
         return len(self._graphs)
 
-    def run(self, table: NDArray[np.int64], temperatures: NDArray[np.float32]) -> StepResult:
-        """Decode one token for each row of `table` (INPUT_COLUMNS wide); rows are slots."""
-        active = table.shape[0]
-        context_needed = int(table[:, POSITION].max()) + 1
+    def launch(
+        self,
+        active: int,
+        context_needed: int,
+        patches: NDArray[np.int64],
+        temperatures: NDArray[np.float32],
+    ) -> int:
+        """Start one step for rows 0..active-1 and return its ticket for `collect`.
+
+        `patches` (n, 1 + INPUT_COLUMNS): a row index, then that row's inputs, written over
+        the table before the step; rows not patched step from where the last step left them.
+        `temperatures` (active,). Nothing here waits for the device."""
         if self.use_graphs:
             batch = bucket(active, self.batch_buckets)
             context = bucket(context_needed, self.context_buckets)
         else:
             batch, context = active, context_needed
-        padded = np.zeros((batch, INPUT_COLUMNS), dtype=np.int64)
-        padded[:active] = table
-        padded_temperatures = np.zeros(batch, dtype=np.float32)
-        padded_temperatures[:active] = temperatures
-        self.inputs[:batch].copy_(torch.from_numpy(padded), non_blocking=False)
-        self.temperatures[:batch].copy_(torch.from_numpy(padded_temperatures))
-        if (padded_temperatures > 0).any():
+        ticket = self._launched % 2
+        self._launched += 1
+        staged = self._staging[ticket]
+        staged.patches[: len(patches)] = torch.from_numpy(patches)
+        staged.temperatures[:active] = torch.from_numpy(temperatures)
+        staged.temperatures[active:batch] = 0.0
+        on_device = staged.patches[: len(patches)].to(self.device, non_blocking=True)
+        self.inputs.index_copy_(0, on_device[:, 0], on_device[:, 1:])
+        self.inputs[active:batch].zero_()  # the bucket's padding: free slots, fed token 0 at 0
+        self.temperatures[:batch].copy_(staged.temperatures[:batch], non_blocking=True)
+        if (temperatures > 0).any():
             self.noise[:batch].exponential_()
+        timed = self.device.type == "cuda"
+        if timed:
+            staged.started.record()
         if self.use_graphs:
             graph, output = self._graphs[(batch, context)]
-            self._started.record()
             graph.replay()
-            self._ended.record()
         else:
             output = self._compute(batch, context)
-        table_out = output[:active].cpu().numpy()
-        if self.use_graphs:
-            self.gpu_seconds += self._started.elapsed_time(self._ended) / 1000
-        return StepResult(table_out)
+        if timed:
+            staged.ended.record()
+        staged.outputs[:active].copy_(output[:active], non_blocking=True)
+        staged.active = active
+        if timed:
+            staged.copied.record()
+        return ticket
+
+    def collect(self, ticket: int) -> StepResult:
+        """Wait for the step `ticket` names and read its outputs (one row per active row)."""
+        staged = self._staging[ticket]
+        if self.device.type == "cuda":
+            staged.copied.synchronize()
+            self.gpu_seconds += staged.started.elapsed_time(staged.ended) / 1000
+        return StepResult(staged.outputs[: staged.active].numpy())
+
+    def move(self, source: int, target: int) -> None:
+        """Copy row `source`'s inputs into `target` (with the cache's compaction)."""
+        self.inputs[target].copy_(self.inputs[source])

@@ -44,9 +44,10 @@ case = torch.load(sys.argv[1])
 tuning = decode_attention.Tuning(*case["tuning"]) if case["tuning"] else decode_attention.TUNING
 out = decode_attention.attend(
     case["query"], case["keys"], case["values"], case["scales"], case["processors"], tuning,
-    case["lengths"],
+    case["lengths"], case["appended"],
 )
-torch.save({"out": out, "splits": decode_attention.splits_for(
+torch.save({"out": out, "keys": case["keys"], "values": case["values"],
+    "splits": decode_attention.splits_for(
     *case["keys"].shape[:3], case["processors"], tuning.block, tuning.programs_per_processor
 )}, sys.argv[2])
 """
@@ -54,7 +55,7 @@ torch.save({"out": out, "splits": decode_attention.splits_for(
 
 def run_kernel(case: Mapping[str, object], folder: Path) -> dict[str, torch.Tensor | int]:
     """decode_attention.attend on `case` in Triton's interpreter, in a child process."""
-    torch.save({"tuning": None, "lengths": None, **case}, folder / "case.pt")
+    torch.save({"tuning": None, "lengths": None, "appended": None, **case}, folder / "case.pt")
     environment = os.environ | {"TRITON_INTERPRET": "1"}
     subprocess.run(
         [sys.executable, "-c", KERNEL_RUN, str(folder / "case.pt"), str(folder / "out.pt")],
@@ -180,6 +181,93 @@ def test_the_kernel_reads_the_self_attention_cache_up_to_each_rows_length(
     visible = (torch.arange(context)[None, :] <= positions[:, None])[:, None, None, :]
     expected = functional.scaled_dot_product_attention(
         query[:, :, None], keys, values, attn_mask=visible
+    )[:, :, 0]
+    torch.testing.assert_close(result["out"], expected, rtol=1e-4, atol=1e-5)
+
+
+QUANTIZE_RUN = """
+import sys, torch
+from voicefleet_runtime.engine.torch_whisper.batched.float8_quantize import quantize_into
+case = torch.load(sys.argv[1])
+cache, scales = case["cache"], case["scales"]
+quantize_into(case["source"], cache[1:3], scales[1:3, :, 1])
+torch.save({"cache": cache, "scales": scales}, sys.argv[2])
+"""
+
+
+def test_the_quantisation_kernel_writes_what_quantize_float8_computes(
+    jfk_cross: list[tuple[torch.Tensor, torch.Tensor]], tmp_path: Path
+) -> None:
+    """Two windows' keys laid out as the projection leaves them (heads interleaved along each
+    position), written into slots 1 and 2 of a four-slot cache and the values' column of its
+    scales: the same values and scales as quantize_float8, and nothing else touched."""
+    heads = jfk_cross[0][0].shape[1]
+    projected = torch.stack(
+        [keys[0].transpose(0, 1).reshape(1500, -1) for keys, _ in jfk_cross[:2]]
+    )
+    source = projected.view(2, 1500, heads, -1).transpose(1, 2)
+    assert not source.is_contiguous()
+    case = {
+        "source": source,
+        "cache": torch.zeros(4, *source.shape[1:], dtype=torch.float8_e4m3fn),
+        "scales": torch.zeros(4, heads, 2),
+    }
+    torch.save(case, tmp_path / "case.pt")
+    environment = os.environ | {"TRITON_INTERPRET": "1"}
+    subprocess.run(
+        [sys.executable, "-c", QUANTIZE_RUN, str(tmp_path / "case.pt"), str(tmp_path / "out.pt")],
+        check=True,
+        env=environment,
+        timeout=300,
+    )
+    result = torch.load(tmp_path / "out.pt")
+    stored, scale = quantize_float8(source)
+    # The same numbers (as numbers: the interpreter writes a rounded -0 as +0).
+    written = result["cache"].float()
+    assert torch.equal(written[1:3], stored.float())
+    assert not written[[0, 3]].any()
+    assert torch.equal(result["scales"][1:3, :, 1], scale)
+    assert not result["scales"][:, :, 0].any()
+    assert not result["scales"][[0, 3]].any()
+
+
+def test_the_kernel_stores_each_rows_newest_key_and_value_as_it_attends(
+    tmp_path: Path,
+) -> None:
+    """The step's self-attention: each row's newest key and value come from the projection
+    (laid out as the fused query-key-value output leaves them). The kernel writes them at the
+    row's position, with the split that holds that position, and attends to them: the cache
+    and the output are those of writing first and then attending with SDPA's mask."""
+    generator = torch.Generator().manual_seed(3)
+    rows, heads, head_dim, context = 5, 6, 64, 128
+    cache_keys = torch.randn(rows, heads, 448, head_dim, generator=generator)
+    cache_values = torch.randn(rows, heads, 448, head_dim, generator=generator)
+    positions = torch.tensor([0, 5, 63, 64, 127])  # no earlier key; a split's last; next's first
+    fused = torch.randn(rows, 1, 3 * heads * head_dim, generator=generator)
+    query, key, value = (part.view(rows, heads, head_dim) for part in fused.chunk(3, dim=-1))
+    case = {
+        "query": query,
+        "keys": cache_keys[:, :, :context],
+        "values": cache_values[:, :, :context],
+        "scales": None,
+        "processors": 64,
+        "tuning": (32, 2, 4),
+        "lengths": positions + 1,
+        "appended": (key, value),
+    }
+    result = run_kernel(case, tmp_path)
+    assert result["splits"] == 4
+    written_keys, written_values = cache_keys.clone(), cache_values.clone()
+    written_keys[torch.arange(rows), :, positions] = key
+    written_values[torch.arange(rows), :, positions] = value
+    assert torch.equal(result["keys"], written_keys[:, :, :context])
+    assert torch.equal(result["values"], written_values[:, :, :context])
+    visible = (torch.arange(context)[None, :] <= positions[:, None])[:, None, None, :]
+    expected = functional.scaled_dot_product_attention(
+        query[:, :, None],
+        written_keys[:, :, :context],
+        written_values[:, :, :context],
+        attn_mask=visible,
     )[:, :, 0]
     torch.testing.assert_close(result["out"], expected, rtol=1e-4, atol=1e-5)
 

@@ -50,12 +50,15 @@ def _partial_attention(
     values_ptr,
     scales_ptr,
     lengths_ptr,
+    new_keys_ptr,
+    new_values_ptr,
     partial_ptr,
     out_ptr,
     heads,
     positions,
     positions_per_split,
     query_row_stride,
+    new_row_stride,
     kv_row_stride,
     kv_head_stride,
     scales_row_stride,
@@ -66,6 +69,7 @@ def _partial_attention(
     SPLITS: tl.constexpr,
     SCALED: tl.constexpr,
     LENGTHS: tl.constexpr,
+    APPEND: tl.constexpr,
 ):
     row_head = tl.program_id(0)
     split = tl.program_id(1)
@@ -88,6 +92,12 @@ def _partial_attention(
     head_base = row * kv_row_stride + head * kv_head_stride
     first = split * positions_per_split
     last = tl.minimum(first + positions_per_split, length)
+    if APPEND:
+        # The row's newest key and value (at length - 1) come from the projection, not the
+        # cache: the split that holds that position writes them there and adds them last.
+        newest = length - 1
+        owner = (first <= newest) & (newest < first + positions_per_split)
+        last = tl.minimum(last, newest)
     # The online softmax runs per lane (one running max and total per position in the
     # block), so the loop never reduces across threads; the lanes merge once, at the end.
     best = tl.full([BLOCK], float("-inf"), tl.float32)
@@ -112,6 +122,21 @@ def _partial_attention(
     lane_weight = tl.where(best > float("-inf"), tl.exp2(best - overall), 0.0)
     out_sum = tl.sum(acc * lane_weight[:, None], axis=0)
     total_sum = tl.sum(total * lane_weight, axis=0)
+    if APPEND:
+        if owner:
+            new_at = row * new_row_stride + head * HEAD_DIM + dims
+            new_key = tl.load(new_keys_ptr + new_at)
+            new_value = tl.load(new_values_ptr + new_at)
+            cache_at = head_base + newest * HEAD_DIM + dims
+            tl.store(keys_ptr + cache_at, new_key)
+            tl.store(values_ptr + cache_at, new_value)
+            score = tl.sum(new_key.to(tl.float32) * query, axis=0)
+            merged = tl.maximum(overall, score)
+            rescale = tl.where(overall > float("-inf"), tl.exp2(overall - merged), 0.0)
+            weight = tl.exp2(score - merged)
+            out_sum = out_sum * rescale + weight * new_value.to(tl.float32)
+            total_sum = total_sum * rescale + weight
+            overall = merged
     if SPLITS == 1:
         if SCALED:
             out = out_sum * (tl.load(scale_at + 1) / total_sum)
@@ -176,6 +201,7 @@ def attend(
     processors: int,
     tuning: Tuning | None = None,
     lengths: torch.Tensor | None = None,
+    appended: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v for one query per (row, head).
 
@@ -185,6 +211,9 @@ def attend(
     scales (rows, heads, 2) float32 (the keys' and the values' dequantisation factors), or
     the model's dtype with scales None. `lengths` (rows,), if given: row r attends to its first
     lengths[r] positions only (the self-attention cache, filled up to each row's position).
+    `appended` (new keys, new values), each laid out as the query, with `lengths`: each row's
+    newest key and value, written into the cache at lengths[r] - 1 as the kernel attends to
+    them (the step's self-attention: no separate write of the cache).
     Returns (rows, heads, head_dim) in the query's dtype. `tuning` defaults to TUNING
     (bench/float8_cross_attention.py sweeps the choices).
     """
@@ -194,6 +223,12 @@ def attend(
         raise ValueError("keys and values need contiguous positions of the same layout")
     if query.stride(2) != 1 or query.stride(1) != head_dim:
         raise ValueError("each row of the query needs its heads contiguous")
+    if appended is not None and (
+        lengths is None or any(t.stride() != appended[0].stride() for t in appended)
+    ):
+        raise ValueError("appended keys and values need lengths and one layout")
+    if appended is not None and appended[0].stride()[1:] != (head_dim, 1):
+        raise ValueError("each row of the appended keys needs its heads contiguous")
     block = min(block, triton.next_power_of_2(positions))
     out = torch.empty(rows, heads, head_dim, device=query.device, dtype=query.dtype)
     splits = splits_for(rows, heads, positions, processors, block, programs)
@@ -212,12 +247,15 @@ def attend(
         values,
         scale_table,
         query if lengths is None else lengths,
+        query if appended is None else appended[0],
+        query if appended is None else appended[1],
         partial,
         out,
         heads,
         positions,
         per_split,
         query.stride(0),
+        query.stride(0) if appended is None else appended[0].stride(0),
         keys.stride(0),
         keys.stride(1),
         scale_table.stride(0),
@@ -228,6 +266,7 @@ def attend(
         SPLITS=splits,
         SCALED=scales is not None,
         LENGTHS=lengths is not None,
+        APPEND=appended is not None,
         num_warps=warps,
     )
     if splits > 1:

@@ -225,13 +225,16 @@ class DecodeStep:
         layers: list[DecoderLayer] = list(decoder.layers)  # type: ignore[arg-type]
         for index, layer in enumerate(layers):
             attention = layer.self_attention
-            query, key, value = attention.linear_0(attention.layer_norm(x)).chunk(3, dim=-1)
-            query = query.view(batch, self.heads, self.head_dim)
+            query, key, value = (
+                part.view(batch, self.heads, self.head_dim)
+                for part in attention.linear_0(attention.layer_norm(x)).chunk(3, dim=-1)
+            )
             keys, values = cache.self_keys[index], cache.self_values[index]
-            keys[row_index, :, positions] = key.view(batch, self.heads, self.head_dim)
-            values[row_index, :, positions] = value.view(batch, self.heads, self.head_dim)
+            if not self.triton_self_attention:  # the kernel writes them as it reads
+                keys[row_index, :, positions] = key
+                values[row_index, :, positions] = value
             keys, values = keys[:batch, :, :context], values[:batch, :, :context]
-            attended = self._self_attention(query, keys, values, lengths, visible)
+            attended = self._self_attention(query, (key, value), keys, values, lengths, visible)
             x = x + attention.linear_1(attended.reshape(batch, 1, -1))
             cross = layer.attention
             query = cross.linear_0(cross.layer_norm(x)).view(batch, self.heads, self.head_dim)
@@ -267,17 +270,19 @@ class DecodeStep:
     def _self_attention(
         self,
         query: torch.Tensor,
+        newest: tuple[torch.Tensor, torch.Tensor],
         keys: torch.Tensor,
         values: torch.Tensor,
         lengths: torch.Tensor,
         visible: torch.Tensor,
     ) -> torch.Tensor:
-        """(batch, heads, head_dim) queries against each row's first `lengths` keys (the
-        kernel) or those `visible` (SDPA's mask)."""
+        """(batch, heads, head_dim) queries against each row's first `lengths` keys: through
+        the kernel, which also stores the `newest` key and value at each row's position; or
+        through SDPA with the `visible` mask, after the caller stored them."""
         if self.triton_self_attention:
             assert self.kernel_attention is not None
             return self.kernel_attention(
-                query, keys, values, None, self.processors, lengths=lengths
+                query, keys, values, None, self.processors, lengths=lengths, appended=newest
             )
         attended = functional.scaled_dot_product_attention(
             query[:, :, None], keys, values, attn_mask=visible

@@ -22,7 +22,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from voicefleet_runtime.engine.models import ResolvedModel
 from voicefleet_runtime.engine.torch_whisper.batched import BatchedWhisperEngine, BatchingConfig
-from voicefleet_runtime.engine.torch_whisper.batched.step import INPUT_COLUMNS, POSITION, DecodeStep
+from voicefleet_runtime.engine.torch_whisper.batched.step import (
+    INPUT_COLUMNS,
+    OUT_LOGPROB,
+    OUT_TOKEN,
+    POSITION,
+    DecodeStep,
+)
 from voicefleet_runtime.engine.torch_whisper.model import LARGE_V3_DIMENSIONS, DecoderLayer
 
 
@@ -36,6 +42,27 @@ def print_step_kernels(step: DecodeStep, batch: int, context: int, count: int) -
         torch.cuda.synchronize()
     table = profile.key_averages().table(sort_by="device_time_total", row_limit=count)
     print(f"kernels of one eager step (batch {batch}, context {context}):\n{table}")
+
+
+def compare_fused_norms(
+    step: DecodeStep, table: torch.Tensor, batch: int, report: dict[str, float]
+) -> None:
+    """One eager step with the residual adds and layer norms fused (residual_norm.py, as
+    served) and in torch: the share of rows choosing the same token, the largest change in
+    a chosen token's log-probability."""
+    fused = step.add_layer_norm
+    outputs = []
+    for kernel in (fused, None):
+        step.add_layer_norm = kernel
+        step.inputs[:batch].copy_(table)  # a step advances its inputs: start both alike
+        outputs.append(step._compute(batch, 128).float())
+    step.add_layer_norm = fused
+    one, other = outputs
+    same = (one[:, OUT_TOKEN] == other[:, OUT_TOKEN]).float().mean()
+    report["fused_norms_same_tokens"] = same.item()
+    report["fused_norms_logprob_max_diff"] = (
+        (one[:, OUT_LOGPROB] - other[:, OUT_LOGPROB]).abs().max().item()
+    )
 
 
 def encoder_flops(windows: int) -> float:
@@ -113,6 +140,7 @@ def main() -> None:
             lambda: step._choose(raw, step.inputs[:batch], batch)
         )
         if args.float8:
+            compare_fused_norms(step, table, batch, report)
             print_report(report)
             return  # the rest times the model dtype's alternatives
         heads, head_dim = step.heads, step.head_dim

@@ -185,6 +185,60 @@ def compare_self_attention(step: DecodeStep, name: str, report: dict[str, float]
     )
 
 
+SELF_TUNINGS = [
+    Tuning(block, warps, programs)
+    for block in (32, 64, 128)
+    for warps in (1, 2, 4)
+    for programs in (4, 8, 16, 32)
+]
+
+
+def self_attention_kernels(
+    batch: int, processors: int, report: dict[str, float], context: int = 128
+) -> Tuning:
+    """The kernel as the step's self-attention (32 layers, bfloat16 cache, each row's newest
+    key and value appended) at rows of lengths 1..101 (a forced decode of 100 tokens), over
+    SELF_TUNINGS; returns the fastest."""
+    dims = LARGE_V3_DIMENSIONS
+    layers, heads = dims.n_text_layer, dims.n_text_head
+    head_dim = dims.n_text_state // heads
+    generator = torch.Generator("cuda").manual_seed(batch)
+    shape = (layers, batch, heads, dims.n_text_ctx, head_dim)
+    keys = torch.randn(shape, device="cuda", dtype=torch.bfloat16, generator=generator)
+    values = torch.randn(shape, device="cuda", dtype=torch.bfloat16, generator=generator)
+    fused = torch.randn(batch, 3 * heads * head_dim, device="cuda", dtype=torch.bfloat16)
+    query, key, value = (part.view(batch, heads, head_dim) for part in fused.chunk(3, dim=-1))
+    lengths = torch.randint(1, 102, (batch,), device="cuda", generator=generator)
+    best, chosen, default_ms = float("inf"), Tuning(), 0.0
+    for tuning in [Tuning(), *SELF_TUNINGS]:
+        name = f"block{tuning.block}_warps{tuning.warps}_programs{tuning.programs_per_processor}"
+
+        def attend(tuning: Tuning = tuning) -> None:
+            for layer in range(layers):
+                decode_attention.attend(
+                    query,
+                    keys[layer, :, :, :context],
+                    values[layer, :, :, :context],
+                    None,
+                    processors,
+                    tuning,
+                    lengths,
+                    (key, value),
+                )
+
+        ms = graph_ms(attend)
+        report[f"self_b{batch}_ms_{name}"] = ms
+        default_ms = default_ms or ms
+        if ms < best:
+            best, chosen = ms, tuning
+    print(
+        f"self-attention batch {batch}: default {default_ms:.3f} ms, best {best:.3f} ms with "
+        f"{chosen}",
+        flush=True,
+    )
+    return chosen
+
+
 def steps(
     name: str,
     dims: WhisperDimensions,
@@ -229,8 +283,15 @@ def main() -> None:
     parser.add_argument(
         "--default-tuning", action="store_true", help="time the default tuning only (no sweep)"
     )
+    parser.add_argument(
+        "--self-only", action="store_true", help="only sweep the self-attention's tuning"
+    )
     args = parser.parse_args()
     processors = torch.cuda.get_device_properties(0).multi_processor_count
+    if args.self_only:
+        for batch in args.batches:
+            self_attention_kernels(batch, processors, {})
+        return
     report: dict[str, float] = {"copy_tb_s": copy_tb_per_s()}
     print(f"device copy: {report['copy_tb_s']:.2f} TB/s (read + written)", flush=True)
     chosen: dict[int, Tuning] = {}

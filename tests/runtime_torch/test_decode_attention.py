@@ -1,19 +1,17 @@
-"""The decode step's attention kernel: float8 cross-attention keys and values (on tiny.en's
-real keys and values for jfk.flac), and the self-attention cache read up to each row's length.
+"""The decode step's Triton kernels: attention over float8 cross-attention keys and values (on
+tiny.en's real keys and values for jfk.flac) and over the self-attention cache up to each
+row's length, storing each row's newest key and value; the float8 quantisation at admission.
 
-The Triton kernel runs here in Triton's interpreter (TRITON_INTERPRET=1, in a child process:
-Triton reads the variable when a kernel is defined): the same kernel source the GPU compiles,
-executed with numpy, checked against attention over the same dequantised keys and values.
-Its speed is the device's business (bench/float8_cross_attention.py).
+The kernels run in Triton's interpreter (triton_interpreter.py), checked against torch on the
+same inputs. Their speed is the device's business (bench/float8_cross_attention.py,
+bench/float8_admission.py).
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +19,7 @@ import torch
 from numpy.typing import NDArray
 from torch.nn import functional
 
+from tests.runtime_torch.triton_interpreter import run_case, run_python
 from voicefleet_runtime.engine.torch_whisper import TorchWhisperEngine
 from voicefleet_runtime.engine.torch_whisper.batched.cache import (
     FLOAT8_MAX,
@@ -53,18 +52,9 @@ torch.save({"out": out, "keys": case["keys"], "values": case["values"],
 """
 
 
-def run_kernel(case: Mapping[str, object], folder: Path) -> dict[str, torch.Tensor | int]:
+def run_kernel(case: Mapping[str, object], folder: Path) -> dict[str, Any]:
     """decode_attention.attend on `case` in Triton's interpreter, in a child process."""
-    torch.save({"tuning": None, "lengths": None, "appended": None, **case}, folder / "case.pt")
-    environment = os.environ | {"TRITON_INTERPRET": "1"}
-    subprocess.run(
-        [sys.executable, "-c", KERNEL_RUN, str(folder / "case.pt"), str(folder / "out.pt")],
-        check=True,
-        env=environment,
-        timeout=300,
-    )
-    result: dict[str, torch.Tensor | int] = torch.load(folder / "out.pt")
-    return result
+    return run_case(KERNEL_RUN, {"tuning": None, "lengths": None, "appended": None, **case}, folder)
 
 
 @pytest.fixture(scope="module")
@@ -212,15 +202,7 @@ def test_the_quantisation_kernel_writes_what_quantize_float8_computes(
         "cache": torch.zeros(4, *source.shape[1:], dtype=torch.float8_e4m3fn),
         "scales": torch.zeros(4, heads, 2),
     }
-    torch.save(case, tmp_path / "case.pt")
-    environment = os.environ | {"TRITON_INTERPRET": "1"}
-    subprocess.run(
-        [sys.executable, "-c", QUANTIZE_RUN, str(tmp_path / "case.pt"), str(tmp_path / "out.pt")],
-        check=True,
-        env=environment,
-        timeout=300,
-    )
-    result = torch.load(tmp_path / "out.pt")
+    result = run_case(QUANTIZE_RUN, case, tmp_path)
     stored, scale = quantize_float8(source)
     # The same numbers (as numbers: the interpreter writes a rounded -0 as +0).
     written = result["cache"].float()
@@ -285,8 +267,7 @@ def test_a_device_where_the_kernel_cannot_run_keeps_the_model_dtype(
         "from voicefleet_runtime.engine.torch_whisper.batched.float8_choice import kernel_runs\n"
         "assert kernel_runs(torch.device('cpu'))\n"
     )
-    environment = os.environ | {"TRITON_INTERPRET": "1"}
-    subprocess.run([sys.executable, "-c", check], check=True, env=environment, timeout=300)
+    run_python(check)
 
 
 def test_float8_is_chosen_where_it_pays_and_fits_more_sequences() -> None:

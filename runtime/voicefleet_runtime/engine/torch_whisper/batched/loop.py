@@ -414,7 +414,9 @@ class DeviceLoop:
             for index, row in enumerate(launched.rows)
             if row is not None and not row.done and self._advance(index, row, result)
         ]
-        for row in finished:
+        # From the last slot down: a finished row is never moved into a slot only to leave
+        # it (when a whole batch ends together, nothing moves at all).
+        for row in sorted(finished, key=lambda row: row.slot, reverse=True):
             outcome = self._outcome(row)
             self._remove(row)
             self._settle(row.job, outcome)

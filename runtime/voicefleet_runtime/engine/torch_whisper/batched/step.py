@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from torch import nn
 from torch.nn import functional
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -192,6 +193,12 @@ class DecodeStep:
         self.triton_self_attention = self.kernel_attention is not None
         """Self-attention through the kernel too, reading each row's filled positions only
         (bench/float8_cross_attention.py turns it off to compare)."""
+        self.add_layer_norm: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+        """residual_norm.add_layer_norm where the kernels above run (one check for both)."""
+        if self.kernel_attention is not None:
+            from voicefleet_runtime.engine.torch_whisper.batched import residual_norm
+
+            self.add_layer_norm = residual_norm.add_layer_norm
         self.processors = (
             torch.cuda.get_device_properties(self.device).multi_processor_count
             if self.device.type == "cuda"
@@ -214,8 +221,6 @@ class DecodeStep:
         rows = self.inputs[:batch]
         tokens, positions = rows[:, TOKEN], rows[:, POSITION]
         row_index = self.row_index[:batch]
-        x = decoder.embeddings(tokens) + decoder.position_encodings[positions]
-        x = x[:, None, :]
         # Built once a step, not once a layer: each is a kernel in the captured graph.
         lengths = positions + 1
         visible = (torch.arange(context, device=self.device)[None, :] < lengths[:, None])[
@@ -223,11 +228,17 @@ class DecodeStep:
         ]
         cache = self.cache
         layers: list[DecoderLayer] = list(decoder.layers)  # type: ignore[arg-type]
+        # Each residual add is taken with the layer norm that reads its sum (_add_norm).
+        x, normed = self._add_norm(
+            decoder.embeddings(tokens),
+            decoder.position_encodings[positions],
+            layers[0].self_attention.layer_norm,
+        )
         for index, layer in enumerate(layers):
             attention = layer.self_attention
             query, key, value = (
                 part.view(batch, self.heads, self.head_dim)
-                for part in attention.linear_0(attention.layer_norm(x)).chunk(3, dim=-1)
+                for part in attention.linear_0(normed).chunk(3, dim=-1)
             )
             keys, values = cache.self_keys[index], cache.self_values[index]
             if not self.triton_self_attention:  # the kernel writes them as it reads
@@ -235,17 +246,37 @@ class DecodeStep:
                 values[row_index, :, positions] = value
             keys, values = keys[:batch, :, :context], values[:batch, :, :context]
             attended = self._self_attention(query, (key, value), keys, values, lengths, visible)
-            x = x + attention.linear_1(attended.reshape(batch, 1, -1))
             cross = layer.attention
-            query = cross.linear_0(cross.layer_norm(x)).view(batch, self.heads, self.head_dim)
+            x, normed = self._add_norm(
+                x, attention.linear_1(attended.reshape(batch, -1)), cross.layer_norm
+            )
+            query = cross.linear_0(normed).view(batch, self.heads, self.head_dim)
             attended = self._cross_attention(index, query)
-            x = x + cross.linear_2(attended.reshape(batch, 1, -1))
-            x = layer.ffn(x)
-        x = decoder.layer_norm(x[:, 0])
-        raw = (x @ decoder.embeddings.weight.transpose(0, 1)).float()
+            ffn = layer.ffn
+            x, normed = self._add_norm(
+                x, cross.linear_2(attended.reshape(batch, -1)), ffn.layer_norm
+            )
+            hidden = functional.gelu(ffn.linear_0(normed))
+            following = (
+                layers[index + 1].self_attention.layer_norm
+                if index + 1 < len(layers)
+                else decoder.layer_norm
+            )
+            x, normed = self._add_norm(x, ffn.linear_1(hidden), following)
+        raw = (normed @ decoder.embeddings.weight.transpose(0, 1)).float()
         output = self._choose(raw, rows, batch)
         self._advance_inputs(rows, output[:, OUT_TOKEN].long())
         return output
+
+    def _add_norm(
+        self, residual: torch.Tensor, update: torch.Tensor, norm: nn.LayerNorm
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(residual + update, norm of that): one kernel where Triton runs (residual_norm.py),
+        two torch operations elsewhere."""
+        if self.add_layer_norm is not None:
+            return self.add_layer_norm(residual, update, norm)
+        total = residual + update
+        return total, norm(total)
 
     def _advance_inputs(self, rows: torch.Tensor, token: torch.Tensor) -> None:
         """Write each row's next input, as if `token` were sampled: right for a sequence that

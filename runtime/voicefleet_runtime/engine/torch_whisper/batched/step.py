@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
@@ -186,10 +187,15 @@ class DecodeStep:
         self.use_graphs = use_graphs and self.device.type == "cuda"
         self.kernel_attention: Callable[..., torch.Tensor] | None = None
         """decode_attention.attend, where the cache is float8 on a GPU (Triton runs there)."""
+        self.self_kernel_attention: Callable[..., torch.Tensor] | None = None
+        """The same, tuned for the self-attention cache."""
         if cache.float8_cross and self.device.type == "cuda":
             from voicefleet_runtime.engine.torch_whisper.batched import decode_attention
 
             self.kernel_attention = decode_attention.attend
+            self.self_kernel_attention = partial(
+                decode_attention.attend, tuning=decode_attention.SELF_TUNING
+            )
         self.triton_self_attention = self.kernel_attention is not None
         """Self-attention through the kernel too, reading each row's filled positions only
         (bench/float8_cross_attention.py turns it off to compare)."""
@@ -311,8 +317,8 @@ class DecodeStep:
         the kernel, which also stores the `newest` key and value at each row's position; or
         through SDPA with the `visible` mask, after the caller stored them."""
         if self.triton_self_attention:
-            assert self.kernel_attention is not None
-            return self.kernel_attention(
+            assert self.self_kernel_attention is not None
+            return self.self_kernel_attention(
                 query, keys, values, None, self.processors, lengths=lengths, appended=newest
             )
         attended = functional.scaled_dot_product_attention(

@@ -12,7 +12,8 @@ bytes at 3.1 TB/s (a device copy: 4.2), 1.43x faster than cuDNN on bfloat16
 
 The same kernel serves the self-attention cache (the model's dtype, no scales): given each
 row's length it reads only the positions the row has filled, where SDPA needs a mask over the
-whole context bucket.
+whole context bucket, and it stores each row's newest key and value itself as it attends to
+them (so the step writes no cache of its own).
 
 Imported only where it runs: on a CUDA device, or on the CPU under TRITON_INTERPRET=1 (the
 tests).
@@ -44,7 +45,8 @@ TUNING = Tuning()
 SELF_TUNING = Tuning(block=32, warps=1, programs_per_processor=8)
 """For the self-attention cache (at most a few hundred positions, most rows shorter): small
 blocks and more programs. 32 large-v3 layers at batch 64, rows of 1 to 101 positions: 0.31 ms
-against 0.53 with TUNING (bench/float8_cross_attention.py --self-only, run 18)."""
+against 0.53 with TUNING (bench/float8_cross_attention.py --self-only; batching-notes.md,
+run 19)."""
 
 
 @triton.jit

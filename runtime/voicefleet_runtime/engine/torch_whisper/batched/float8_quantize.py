@@ -3,10 +3,11 @@ stores when it admits windows.
 
 In torch the quantisation is six passes over each layer's keys and values (abs, peak, to
 float32, divide, clamp, to float8), with float32 temporaries twice the size of the input, and
-a seventh to copy the result into the cache: at 64 large-v3 windows that took about as long
-as the encoder's arithmetic left over (bench/results/batching-notes.md, run 17). This kernel
+a seventh to copy the result into the cache: about 0.15 s per 64 large-v3 windows, which
+cancelled float8's shorter decode step (bench/results/batching-notes.md, run 17). This kernel
 reads the projection's output twice (the peak, then the values) and writes the cache slot's
-float8 bytes and scale directly: no temporaries, no copy, the same numbers.
+float8 bytes and scale directly: no temporaries, no copy, the same numbers, 6.4x faster on an
+H200 (bench/float8_admission.py, run 18).
 
 Imported only where it runs: on a CUDA device, or on the CPU under TRITON_INTERPRET=1 (the
 tests).

@@ -107,6 +107,12 @@ def decode(
     return list(segments)
 
 
+def decode_together(engine: SpeechEngine, clips: list[NDArray[np.float32]]) -> list[list[Segment]]:
+    """Each clip a request of its own, all at once (greedy), so they share the batch."""
+    with ThreadPoolExecutor(len(clips)) as pool:
+        return list(pool.map(lambda audio: decode(engine, audio, GREEDY), clips))
+
+
 def text_of(segments: list[Segment]) -> str:
     return "".join(segment.text for segment in segments)
 
@@ -127,8 +133,7 @@ def test_batched_tokens_equal_sequential_greedy_on_the_same_windows(
     clips = [
         clip(shared_audio, name) for name in ("jfk.flac", "hotwords.mp3", "stereo_diarization.wav")
     ]
-    with ThreadPoolExecutor(len(clips)) as pool:
-        batched = list(pool.map(lambda audio: decode(batched_tiny, audio, GREEDY), clips))
+    batched = decode_together(batched_tiny, clips)
     for audio, together in zip(clips, batched, strict=True):
         alone = decode(tiny_en_engine, audio, GREEDY)
         assert [s.tokens for s in together] == [s.tokens for s in alone]
@@ -361,5 +366,61 @@ def test_a_float8_cross_attention_cache_transcribes_as_the_full_one(
         jfk_words = [word for segment in float8[0] for word in segment.words]
         assert len(jfk_words) >= 20
         assert [w.start for w in jfk_words] == sorted(w.start for w in jfk_words)
+    finally:
+        engine.close()
+
+
+def test_overlapped_steps_decode_what_steps_one_at_a_time_decode(
+    batched_base: BatchedWhisperEngine, base_model: ResolvedModel, shared_audio: Path
+) -> None:
+    """The fixture launches each step before reading the last (overlap on); an engine that
+    reads every step first (off, the CPU default) must give the same tokens, language
+    detection included: a detecting window is held one step while its language is read."""
+    english = clip(shared_audio, "jfk.flac")
+    german = clip(shared_audio, "multilingual.mp3")[32 * 16000 : 46 * 16000]
+    one_at_a_time = BatchedWhisperEngine.load(
+        base_model,
+        "cpu",
+        "float32",
+        BatchingConfig(max_sequences=8, memory_gib=1.0, overlap_steps="off"),
+        TEST_THREADS,
+    )
+    try:
+        assert not one_at_a_time.loops[0].overlap_steps
+        assert batched_base.loops[0].overlap_steps
+        decoded = {
+            name: decode_together(engine, [english, german])
+            for name, engine in (("overlapped", batched_base), ("in turn", one_at_a_time))
+        }
+        for overlapped, in_turn in zip(decoded["overlapped"], decoded["in turn"], strict=True):
+            assert [s.tokens for s in overlapped] == [s.tokens for s in in_turn]
+            assert [(s.start, s.end) for s in overlapped] == [(s.start, s.end) for s in in_turn]
+    finally:
+        one_at_a_time.close()
+
+
+def test_a_window_that_fills_the_context_ends_at_its_last_position(
+    tiny_en_model: ResolvedModel, shared_audio: Path
+) -> None:
+    """A prompt of the most tokens a window may carry and a decode that will not end (a forced
+    length past the room): the window stops when its tokens fill the context. With steps
+    overlapped it is stepped once more before the host reads that it ended, at the context's
+    last position: one more would index past the cache and fail the request."""
+    engine = BatchedWhisperEngine.load(
+        tiny_en_model,
+        "cpu",
+        "float32",
+        BatchingConfig(max_sequences=2, memory_gib=1.0, forced_length=448, overlap_steps="on"),
+        TEST_THREADS,
+    )
+    try:
+        options = DecodeOptions(beam_size=1, temperature=(0.0,), prompt=" ".join(["word"] * 400))
+        segments = decode(engine, clip(shared_audio, "jfk.flac"), options)
+        vocabulary = engine.tokenizer.vocabulary
+        prompt = engine._prefix(options)
+        start = [*engine.tokenizer.sot_sequence("en", "transcribe"), vocabulary.no_timestamps]
+        sampled = sum(len(segment.tokens) for segment in segments)
+        assert len(prompt) == engine.dims.n_text_ctx // 2  # <|startofprev|> and 223 tokens
+        assert len(prompt) + len(start) + sampled == engine.dims.n_text_ctx
     finally:
         engine.close()

@@ -179,7 +179,6 @@ class DecodeStep:
         slots = cache.slots
         self.heads = dims.n_text_head
         self.head_dim = dims.n_text_state // dims.n_text_head
-        self.n_text_ctx = dims.n_text_ctx
         self.inputs = torch.zeros(slots, INPUT_COLUMNS, dtype=torch.long, device=self.device)
         self.temperatures = torch.zeros(slots, dtype=torch.float32, device=self.device)
         self.noise = torch.ones(slots, dims.n_vocab, dtype=torch.float32, device=self.device)
@@ -286,13 +285,14 @@ class DecodeStep:
 
     def _advance_inputs(self, rows: torch.Tensor, token: torch.Tensor) -> None:
         """Write each row's next input, as if `token` were sampled: right for a sequence that
-        samples; the host patches over the rest (loop.py). The position stops at the context's
-        end, where only a finished sequence's one extra step can take it."""
+        samples; the host patches over the rest (loop.py). A sequence's last token is never
+        fed, so even its one extra step after it ends stays inside the context; what that step
+        leaves in the table is overwritten (moved over, or zeroed as padding) before use."""
         timestamp_begin = self.rules.vocabulary.timestamp_begin
         advanced = torch.stack(
             [
                 token,
-                (rows[:, POSITION] + 1).clamp(max=self.n_text_ctx - 1),
+                rows[:, POSITION] + 1,
                 rows[:, COUNT] + 1,
                 token,
                 rows[:, LAST],

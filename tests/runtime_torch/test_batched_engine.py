@@ -12,7 +12,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -68,31 +70,37 @@ def events() -> EventLog:
     return EventLog()
 
 
+@contextmanager
+def cpu_engine(
+    model: ResolvedModel, on_event: EventLog | None = None, **config: Any
+) -> Iterator[BatchedWhisperEngine]:
+    """A batched engine on the CPU (float32) with BatchingConfig(**config), closed after."""
+    engine = BatchedWhisperEngine.load(
+        model, "cpu", "float32", BatchingConfig(**config), TEST_THREADS, on_event=on_event
+    )
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
 @pytest.fixture(scope="module")
 def batched_tiny(tiny_en_model: ResolvedModel, events: EventLog) -> Iterator[BatchedWhisperEngine]:
-    engine = BatchedWhisperEngine.load(
+    with cpu_engine(
         tiny_en_model,
-        "cpu",
-        "float32",
-        BatchingConfig(max_sequences=4, memory_gib=1.0, windows_per_request=2, overlap_steps="on"),
-        TEST_THREADS,
-        on_event=events,
-    )
-    yield engine
-    engine.close()
+        events,
+        max_sequences=4,
+        memory_gib=1.0,
+        windows_per_request=2,
+        overlap_steps="on",
+    ) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="module")
 def batched_base(base_model: ResolvedModel) -> Iterator[BatchedWhisperEngine]:
-    engine = BatchedWhisperEngine.load(
-        base_model,
-        "cpu",
-        "float32",
-        BatchingConfig(max_sequences=8, memory_gib=1.0, overlap_steps="on"),
-        TEST_THREADS,
-    )
-    yield engine
-    engine.close()
+    with cpu_engine(base_model, max_sequences=8, memory_gib=1.0, overlap_steps="on") as engine:
+        yield engine
 
 
 def clip(shared_audio: Path, name: str) -> NDArray[np.float32]:
@@ -107,10 +115,12 @@ def decode(
     return list(segments)
 
 
-def decode_together(engine: SpeechEngine, clips: list[NDArray[np.float32]]) -> list[list[Segment]]:
-    """Each clip a request of its own, all at once (greedy), so they share the batch."""
+def decode_together(
+    engine: SpeechEngine, clips: list[NDArray[np.float32]], options: DecodeOptions = GREEDY
+) -> list[list[Segment]]:
+    """Each clip a request of its own, all at once, so they share the batch."""
     with ThreadPoolExecutor(len(clips)) as pool:
-        return list(pool.map(lambda audio: decode(engine, audio, GREEDY), clips))
+        return list(pool.map(lambda audio: decode(engine, audio, options), clips))
 
 
 def text_of(segments: list[Segment]) -> str:
@@ -319,24 +329,20 @@ def test_an_encoder_the_compiler_cannot_build_runs_op_by_op(
     import torch._inductor.config as inductor_config
 
     torch._dynamo.reset()
-    with (
-        inductor_config.patch({"cpp.cxx": ("/nonexistent/c++",)}),
-        caplog.at_level("WARNING", logger="voicefleet.runtime.batching"),
-    ):
-        engine = BatchedWhisperEngine.load(
-            tiny_en_model,
-            "cpu",
-            "float32",
-            BatchingConfig(max_sequences=2, memory_gib=1.0, compile_encoder=True),
-            TEST_THREADS,
-        )
     try:
-        assert "compiling the encoder failed" in caplog.text
-        assert engine.loops[0].encode is engine.loops[0].model.encoder
-        jfk = clip(shared_audio, "jfk.flac")
-        assert text_of(decode(engine, jfk, GREEDY)) == text_of(decode(batched_tiny, jfk, GREEDY))
+        with (
+            inductor_config.patch({"cpp.cxx": ("/nonexistent/c++",)}),
+            caplog.at_level("WARNING", logger="voicefleet.runtime.batching"),
+            cpu_engine(
+                tiny_en_model, max_sequences=2, memory_gib=1.0, compile_encoder=True
+            ) as engine,
+        ):
+            assert "compiling the encoder failed" in caplog.text
+            assert engine.loops[0].encode is engine.loops[0].model.encoder
+            jfk = clip(shared_audio, "jfk.flac")
+            ours = text_of(decode(engine, jfk, GREEDY))
+            assert ours == text_of(decode(batched_tiny, jfk, GREEDY))
     finally:
-        engine.close()
         torch._dynamo.reset()
 
 
@@ -345,29 +351,21 @@ def test_a_float8_cross_attention_cache_transcribes_as_the_full_one(
 ) -> None:
     """Float8 keys and values (one scale per slot and head) through the whole loop: concurrent
     windows (slots compacted as they finish), word timestamps from the dequantised cache."""
-    engine = BatchedWhisperEngine.load(
-        tiny_en_model,
-        "cpu",
-        "float32",
-        BatchingConfig(max_sequences=4, memory_gib=1.0, float8_cross_attention="on"),
-        TEST_THREADS,
-    )
-    try:
+    with cpu_engine(
+        tiny_en_model, max_sequences=4, memory_gib=1.0, float8_cross_attention="on"
+    ) as engine:
         assert engine.loops[0].cache.float8_cross
         clips = [
             clip(shared_audio, name)
             for name in ("jfk.flac", "hotwords.mp3", "stereo_diarization.wav")
         ]
         words = DecodeOptions(beam_size=1, temperature=(0.0,), word_timestamps=True)
-        with ThreadPoolExecutor(len(clips)) as pool:
-            float8 = list(pool.map(lambda audio: decode(engine, audio, words), clips))
+        float8 = decode_together(engine, clips, words)
         for audio, segments in zip(clips, float8, strict=True):
             assert text_of(segments) == text_of(decode(batched_tiny, audio, GREEDY))
         jfk_words = [word for segment in float8[0] for word in segment.words]
         assert len(jfk_words) >= 20
         assert [w.start for w in jfk_words] == sorted(w.start for w in jfk_words)
-    finally:
-        engine.close()
 
 
 def test_overlapped_steps_decode_what_steps_one_at_a_time_decode(
@@ -378,14 +376,9 @@ def test_overlapped_steps_decode_what_steps_one_at_a_time_decode(
     detection included: a detecting window is held one step while its language is read."""
     english = clip(shared_audio, "jfk.flac")
     german = clip(shared_audio, "multilingual.mp3")[32 * 16000 : 46 * 16000]
-    one_at_a_time = BatchedWhisperEngine.load(
-        base_model,
-        "cpu",
-        "float32",
-        BatchingConfig(max_sequences=8, memory_gib=1.0, overlap_steps="off"),
-        TEST_THREADS,
-    )
-    try:
+    with cpu_engine(
+        base_model, max_sequences=8, memory_gib=1.0, overlap_steps="off"
+    ) as one_at_a_time:
         assert not one_at_a_time.loops[0].overlap_steps
         assert batched_base.loops[0].overlap_steps
         decoded = {
@@ -395,8 +388,6 @@ def test_overlapped_steps_decode_what_steps_one_at_a_time_decode(
         for overlapped, in_turn in zip(decoded["overlapped"], decoded["in turn"], strict=True):
             assert [s.tokens for s in overlapped] == [s.tokens for s in in_turn]
             assert [(s.start, s.end) for s in overlapped] == [(s.start, s.end) for s in in_turn]
-    finally:
-        one_at_a_time.close()
 
 
 def test_a_window_that_fills_the_context_ends_at_its_last_position(
@@ -406,14 +397,9 @@ def test_a_window_that_fills_the_context_ends_at_its_last_position(
     length past the room): the window stops when its tokens fill the context. With steps
     overlapped it is stepped once more before the host reads that it ended, at the context's
     last position: one more would index past the cache and fail the request."""
-    engine = BatchedWhisperEngine.load(
-        tiny_en_model,
-        "cpu",
-        "float32",
-        BatchingConfig(max_sequences=2, memory_gib=1.0, forced_length=448, overlap_steps="on"),
-        TEST_THREADS,
-    )
-    try:
+    with cpu_engine(
+        tiny_en_model, max_sequences=2, memory_gib=1.0, forced_length=448, overlap_steps="on"
+    ) as engine:
         options = DecodeOptions(beam_size=1, temperature=(0.0,), prompt=" ".join(["word"] * 400))
         segments = decode(engine, clip(shared_audio, "jfk.flac"), options)
         vocabulary = engine.tokenizer.vocabulary
@@ -422,5 +408,3 @@ def test_a_window_that_fills_the_context_ends_at_its_last_position(
         sampled = sum(len(segment.tokens) for segment in segments)
         assert len(prompt) == engine.dims.n_text_ctx // 2  # <|startofprev|> and 223 tokens
         assert len(prompt) + len(start) + sampled == engine.dims.n_text_ctx
-    finally:
-        engine.close()

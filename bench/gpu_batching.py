@@ -64,11 +64,11 @@ from voicefleet_runtime.engine.models import ResolvedModel, resolve_model
 GREEDY = DecodeOptions(beam_size=1)
 WINDOW_SECONDS = 30
 QUICK_CLIPS = 3
+"""--quick decodes JFK and two passages: enough to exercise every row on a loaded CPU."""
 QUICK_DEADLINE_S = 3600.0
+"""A shared 2-core CPU takes minutes per model; --quick is for checking, not for timing."""
 NOT_OVERLAPPED = "steps not overlapped"
 """The label of the row run with VOICEFLEET_BATCH_OVERLAP_STEPS=off (the overlap's baseline)."""
-"""A shared 2-core CPU takes minutes per model; --quick is for checking, not for timing."""
-"""--quick decodes JFK and two passages: enough to exercise every row on a loaded CPU."""
 
 
 def transcribe_text(engine: OurEngine, clip: Clip) -> str:

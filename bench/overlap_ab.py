@@ -17,11 +17,10 @@ from pathlib import Path
 
 from closed_loop import closed_loop
 from gpu_batching import transcribe_text
-from gpu_batching_engines import OurEngine
+from gpu_batching_engines import EngineFactory
 from speech_corpus import load_corpus
 
 from voicefleet_runtime.engine.models import ResolvedModel
-from voicefleet_runtime.engine.torch_whisper.batched import BatchedWhisperEngine, BatchingConfig
 
 
 def main() -> None:
@@ -30,22 +29,15 @@ def main() -> None:
     parser.add_argument("--jfk", type=Path)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--device", default="cuda:0", help="cpu: a check of this script")
+    parser.add_argument("--device", default="cuda", help="cpu: a check of this script")
     args = parser.parse_args()
     clips = load_corpus(args.jfk)
-    engine = BatchedWhisperEngine.load(
-        ResolvedModel(args.model.name, args.model, False),
-        args.device,
-        "float16" if args.device.startswith("cuda") else "float32",
-        BatchingConfig(
-            max_sequences=args.concurrency,
-            memory_gib=8,
-            compile_encoder=args.device.startswith("cuda"),
-            float8_cross_attention="auto",  # as served
-        ),
+    precision = "float16" if args.device.startswith("cuda") else "float32"
+    # gpu_batching.py's in-process engine: the settings as served.
+    ours = EngineFactory(args.device, precision, {}).batched(
+        ResolvedModel(args.model.name, args.model, False), args.concurrency
     )
-    ours = OurEngine(engine, "batched", engine.loops[0].model.encoder, engine.dims, 16, True)
-    loop = engine.loops[0]
+    loop = ours.engine.loops[0]
     requests = 2 * args.concurrency
     closed_loop(partial(transcribe_text, ours), clips, args.concurrency, requests, 1e9)
     figures: dict[bool, list[float]] = {True: [], False: []}
@@ -64,7 +56,7 @@ def main() -> None:
         )
     on, off = statistics.median(figures[True]), statistics.median(figures[False])
     print(f"median: on {on:.1f}, off {off:.1f} audio s/s; on / off {on / off:.2f}x")
-    engine.close()
+    ours.close()
 
 
 if __name__ == "__main__":

@@ -100,7 +100,6 @@ class ActiveRow:
     done: bool = False
     """Its window ended or was cancelled: outputs of steps still in flight are dropped."""
     sampled: list[int] = field(default_factory=list)
-    last_time: int = -1
     sum_logprob: float = 0.0
     no_speech_prob: float = 0.0
 
@@ -382,7 +381,6 @@ class DeviceLoop:
         """Start a step: patch the rows the device cannot advance on its own (those fed
         forced tokens, and those held while their language is being read)."""
         forced_length = self.config.forced_length
-        last_position = self.model.dims.n_text_ctx - 1
         patches: list[tuple[int, ...]] = []
         stepped: list[ActiveRow | None] = []
         context_needed = 1
@@ -399,7 +397,7 @@ class DeviceLoop:
             stepped.append(None if held else row)
             if not held:
                 row.launched += 1
-            context_needed = max(context_needed, min(at, last_position) + 1)
+            context_needed = max(context_needed, at + 1)
         table = np.array(patches, dtype=np.int64).reshape(len(patches), 1 + INPUT_COLUMNS)
         temperatures = np.array([row.temperature for row in self.rows], dtype=np.float32)
         ticket = self.step_runner.launch(len(self.rows), context_needed, table, temperatures)
@@ -441,8 +439,6 @@ class DeviceLoop:
         if token == vocabulary.eot:
             return True
         row.sampled.append(token)
-        if token >= vocabulary.timestamp_begin:
-            row.last_time = token
         room = min(self.model.dims.n_text_ctx // 2, self.model.dims.n_text_ctx - len(row.forced))
         return len(row.sampled) >= room
 

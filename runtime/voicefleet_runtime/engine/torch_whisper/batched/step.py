@@ -188,22 +188,22 @@ class DecodeStep:
         """decode_attention.attend, where the cache is float8 on a GPU (Triton runs there)."""
         self.self_kernel_attention: Callable[..., torch.Tensor] | None = None
         """The same, tuned for the self-attention cache."""
+        self.add_layer_norm: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+        """residual_norm.add_layer_norm, where the attention kernel runs (one check for both)."""
         if cache.float8_cross and self.device.type == "cuda":
-            from voicefleet_runtime.engine.torch_whisper.batched import decode_attention
+            from voicefleet_runtime.engine.torch_whisper.batched import (
+                decode_attention,
+                residual_norm,
+            )
 
             self.kernel_attention = decode_attention.attend
             self.self_kernel_attention = partial(
                 decode_attention.attend, tuning=decode_attention.SELF_TUNING
             )
+            self.add_layer_norm = residual_norm.add_layer_norm
         self.triton_self_attention = self.kernel_attention is not None
         """Self-attention through the kernel too, reading each row's filled positions only
         (bench/float8_cross_attention.py turns it off to compare)."""
-        self.add_layer_norm: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
-        """residual_norm.add_layer_norm where the kernels above run (one check for both)."""
-        if self.kernel_attention is not None:
-            from voicefleet_runtime.engine.torch_whisper.batched import residual_norm
-
-            self.add_layer_norm = residual_norm.add_layer_norm
         self.processors = (
             torch.cuda.get_device_properties(self.device).multi_processor_count
             if self.device.type == "cuda"
@@ -226,11 +226,16 @@ class DecodeStep:
         rows = self.inputs[:batch]
         tokens, positions = rows[:, TOKEN], rows[:, POSITION]
         row_index = self.row_index[:batch]
-        # Built once a step, not once a layer: each is a kernel in the captured graph.
+        # Built once a step, not once a layer: each is a kernel in the captured graph. The
+        # kernel reads each row's length; SDPA needs the mask.
         lengths = positions + 1
-        visible = (torch.arange(context, device=self.device)[None, :] < lengths[:, None])[
-            :, None, None, :
-        ]
+        visible = (
+            None
+            if self.triton_self_attention
+            else (torch.arange(context, device=self.device)[None, :] < lengths[:, None])[
+                :, None, None, :
+            ]
+        )
         cache = self.cache
         layers: list[DecoderLayer] = list(decoder.layers)  # type: ignore[arg-type]
         # Each residual add is taken with the layer norm that reads its sum (_add_norm).
@@ -311,7 +316,7 @@ class DecodeStep:
         keys: torch.Tensor,
         values: torch.Tensor,
         lengths: torch.Tensor,
-        visible: torch.Tensor,
+        visible: torch.Tensor | None,
     ) -> torch.Tensor:
         """(batch, heads, head_dim) queries against each row's first `lengths` keys: through
         the kernel, which also stores the `newest` key and value at each row's position; or

@@ -22,14 +22,19 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from voicefleet_runtime.engine.models import ResolvedModel
 from voicefleet_runtime.engine.torch_whisper.batched import BatchedWhisperEngine, BatchingConfig
-from voicefleet_runtime.engine.torch_whisper.batched.step import (
+from voicefleet_runtime.engine.torch_whisper.batched.step import DecodeStep
+from voicefleet_runtime.engine.torch_whisper.batched.step_tables import (
+    COUNT,
     INPUT_COLUMNS,
+    LAST,
+    LAST_TIME,
     OUT_LOGPROB,
     OUT_TOKEN,
+    PENULTIMATE,
     POSITION,
-    DecodeStep,
+    TIMESTAMPS,
 )
-from voicefleet_runtime.engine.torch_whisper.model import LARGE_V3_DIMENSIONS, DecoderLayer
+from voicefleet_runtime.engine.torch_whisper.model import LARGE_V3_DIMENSIONS, DecoderLayer, Whisper
 
 
 def print_step_kernels(step: DecodeStep, batch: int, context: int, count: int) -> None:
@@ -63,6 +68,68 @@ def compare_fused_norms(
     report["fused_norms_logprob_max_diff"] = (
         (one[:, OUT_LOGPROB] - other[:, OUT_LOGPROB]).abs().max().item()
     )
+
+
+def compare_rules_kernel(step: DecodeStep, batch: int, report: dict[str, float]) -> None:
+    """The rules and the choice by token_choice.py (as served) and by RuleTables.choose, on
+    the same random logits and rows in mixed states (timestamps on for half, sampling at 0.8
+    for a quarter): the share of rows choosing the same token and writing the same next
+    inputs, the largest change in a log-probability."""
+    assert step.choose_tokens is not None
+    rules = step.rules
+    vocabulary = rules.columns.numel()
+    begin = rules.vocabulary.timestamp_begin
+    generator = torch.Generator("cuda").manual_seed(3)
+    logits = torch.randn(batch, vocabulary, device="cuda", generator=generator) * 4
+    logits[batch // 2 :, begin:] += 6  # timestamps likelier: some rows emit only them
+    inputs = torch.zeros(batch, INPUT_COLUMNS, dtype=torch.long, device="cuda")
+    rows = torch.arange(batch, device="cuda")
+    inputs[:, COUNT] = rows % 4
+    inputs[:, LAST] = torch.where(rows % 3 == 0, begin + 40, 400)
+    inputs[:, PENULTIMATE] = torch.where(rows % 5 == 0, begin + 35, 500)
+    inputs[:, LAST_TIME] = torch.where(rows % 3 == 0, begin + 40, -1)
+    inputs[:, TIMESTAMPS] = rows % 2
+    temperatures = torch.where(rows % 4 == 3, 0.8, 0.0).float()
+    noise = torch.empty(batch, vocabulary, device="cuda").exponential_(generator=generator)
+    kernel_inputs, torch_inputs = inputs.clone(), inputs.clone()
+    kernel = step.choose_tokens(
+        logits.to(step.logits_weight.dtype), kernel_inputs, temperatures, noise, rules
+    )
+    reference = rules.choose(
+        logits.to(step.logits_weight.dtype).float(), torch_inputs, temperatures, noise
+    )
+    rules.advance_inputs(torch_inputs, reference[:, OUT_TOKEN].long())
+    same = (kernel[:, OUT_TOKEN] == reference[:, OUT_TOKEN]).float().mean()
+    report["rules_kernel_same_tokens"] = same.item()
+    report["rules_kernel_same_inputs"] = (
+        (kernel_inputs == torch_inputs).all(1).float().mean().item()
+    )
+    report["rules_kernel_logprob_max_diff"] = (
+        (kernel[:, OUT_LOGPROB] - reference[:, OUT_LOGPROB]).abs().max().item()
+    )
+    tokens = reference[:, OUT_TOKEN]
+    report["rules_kernel_rows_choosing_timestamps"] = (tokens >= begin).float().sum().item()
+
+
+def time_logits(model: Whisper, batch: int, report: dict[str, float]) -> None:
+    """The step's last product (hidden states by the token embeddings), with the vocabulary as
+    is and padded with zero rows: cuBLAS picks its kernel by shape."""
+    weight = model.decoder.embeddings.weight
+    vocab, width = weight.shape
+    normed = torch.randn(batch, width, device=weight.device, dtype=weight.dtype)
+    for multiple in (1, 64, 128, 256):
+        padded = torch.zeros(-(-vocab // multiple) * multiple, width, dtype=weight.dtype)
+        padded = padded.to(weight.device)
+        padded[:vocab] = weight
+
+        def matmul(padded: torch.Tensor = padded) -> None:
+            normed @ padded.T
+
+        def linear(padded: torch.Tensor = padded) -> None:
+            functional.linear(normed, padded)
+
+        report[f"logits_ms_vocab{padded.shape[0]}"] = gpu_ms(matmul)
+        report[f"logits_linear_ms_vocab{padded.shape[0]}"] = gpu_ms(linear)
 
 
 def encoder_flops(windows: int) -> float:
@@ -136,9 +203,17 @@ def main() -> None:
 
         report["linears_32_layers_ms"] = gpu_ms(linears)
         raw = torch.randn(batch, LARGE_V3_DIMENSIONS.n_vocab, device="cuda")
+        temperatures, noise = step.temperatures[:batch], step.noise[:batch]
         report["rules_and_choice_ms"] = gpu_ms(
-            lambda: step._choose(raw, step.inputs[:batch], batch)
+            lambda: step.rules.choose(raw, step.inputs[:batch], temperatures, noise)
         )
+        if step.choose_tokens is not None:
+            choose, logits, inputs = step.choose_tokens, raw.to(dtype), step.inputs[:batch].clone()
+            report["rules_and_choice_kernel_ms"] = gpu_ms(
+                lambda: choose(logits, inputs, temperatures, noise, step.rules)
+            )
+            compare_rules_kernel(step, batch, report)
+        time_logits(model, batch, report)
         if args.float8:
             compare_fused_norms(step, table, batch, report)
             print_report(report)

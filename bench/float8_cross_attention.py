@@ -36,12 +36,12 @@ from voicefleet_runtime.engine.torch_whisper.batched.cache import (
     dequantize_float8,
     quantize_float8,
 )
-from voicefleet_runtime.engine.torch_whisper.batched.step import (
+from voicefleet_runtime.engine.torch_whisper.batched.step import DecodeStep
+from voicefleet_runtime.engine.torch_whisper.batched.step_tables import (
     INPUT_COLUMNS,
     OUT_LOGPROB,
     OUT_TOKEN,
     POSITION,
-    DecodeStep,
 )
 from voicefleet_runtime.engine.torch_whisper.model import LARGE_V3_DIMENSIONS, WhisperDimensions
 
@@ -49,12 +49,22 @@ TINY = WhisperDimensions(80, 1500, 384, 6, 4, 51865, 448, 384, 6, 4)
 """tiny's shape, multilingual (the tokenizer is base's)."""
 Tuning = decode_attention.Tuning
 TUNINGS = [
-    Tuning(block, warps, programs)
-    for block, warps in ((64, 2), (128, 2), (256, 2), (256, 4))
-    for programs in (4, 16)
+    *(
+        Tuning(block, warps, programs)
+        for block, warps in ((64, 2), (128, 2), (128, 4), (256, 4), (256, 8))
+        for programs in (4, 8, 12, 16, 24, 32)
+    ),
+    *(Tuning(256, 4, programs, stages) for programs in (4, 16) for stages in (1, 2, 4)),
 ]
 """The lanes kernel's candidates. A version with tensor-core products (16 query rows, 15 of
 them zeros) ran 20-30% slower at batch 64 and 128 (2026-11-30), and was dropped."""
+
+
+def tuning_name(tuning: Tuning) -> str:
+    return (
+        f"block{tuning.block}_warps{tuning.warps}_programs{tuning.programs_per_processor}"
+        f"_stages{tuning.stages}"
+    )
 
 
 def graph_ms(work: Callable[[], object]) -> float:
@@ -124,7 +134,7 @@ def kernels(
     )[:, :, 0]
     best = float("inf")
     for tuning in tunings:
-        name = f"block{tuning.block}_warps{tuning.warps}_programs{tuning.programs_per_processor}"
+        name = tuning_name(tuning)
 
         def float8(tuning: Tuning = tuning) -> None:
             for layer in range(layers):
@@ -211,7 +221,7 @@ def self_attention_kernels(
     lengths = torch.randint(1, 102, (batch,), device="cuda", generator=generator)
     best, chosen, default_ms = float("inf"), Tuning(), 0.0
     for tuning in [Tuning(), *SELF_TUNINGS]:
-        name = f"block{tuning.block}_warps{tuning.warps}_programs{tuning.programs_per_processor}"
+        name = tuning_name(tuning)
 
         def attend(tuning: Tuning = tuning) -> None:
             for layer in range(layers):
@@ -284,6 +294,9 @@ def main() -> None:
         "--default-tuning", action="store_true", help="time the default tuning only (no sweep)"
     )
     parser.add_argument(
+        "--kernels-only", action="store_true", help="the kernels' sweep only (no steps)"
+    )
+    parser.add_argument(
         "--self-only", action="store_true", help="only sweep the self-attention's tuning"
     )
     args = parser.parse_args()
@@ -300,14 +313,21 @@ def main() -> None:
         kernels(batch, LARGE_V3_DIMENSIONS.n_text_layer, processors, report, chosen, tunings)
         torch.cuda.empty_cache()
     print(f"best tuning per batch: {chosen}; the default, which the steps use: {Tuning()}")
+    if args.kernels_only:
+        print_report(report, args.json)
+        return
     tokenizer = ResolvedModel("tokenizer", Path(args.tokenizer), True)
     step_batches = [b for b in args.batches if b <= 64]
     steps("large_v3", LARGE_V3_DIMENSIONS, tokenizer, step_batches, report)
     steps("tiny", TINY, tokenizer, step_batches, report)
+    print_report(report, args.json)
+
+
+def print_report(report: dict[str, float], path: Path | None) -> None:
     for key, value in report.items():
         print(f"{key} = {value:.4f}")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1))
+    if path:
+        path.write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ class Tuning:
     warps: int = 4
     programs_per_processor: int = 4
     """Splits are added until (rows x heads x splits) reaches this many programs per SM."""
+    stages: int = 3
+    """Triton's software pipelining depth for the loop over positions (its default)."""
 
 
 TUNING = Tuning()
@@ -223,7 +225,7 @@ def attend(
     Returns (rows, heads, head_dim) in the query's dtype. `tuning` defaults to TUNING
     (bench/float8_cross_attention.py sweeps the choices).
     """
-    block, warps, programs = astuple(tuning or TUNING)
+    block, warps, programs, stages = astuple(tuning or TUNING)
     rows, heads, positions, head_dim = keys.shape
     if keys.stride(3) != 1 or keys.stride(2) != head_dim or values.stride() != keys.stride():
         raise ValueError("keys and values need contiguous positions of the same layout")
@@ -274,6 +276,7 @@ def attend(
         LENGTHS=lengths is not None,
         APPEND=appended is not None,
         num_warps=warps,
+        num_stages=stages,
     )
     if splits > 1:
         _merge_splits[(rows * heads,)](

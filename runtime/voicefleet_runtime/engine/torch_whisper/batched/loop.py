@@ -36,12 +36,11 @@ from voicefleet_runtime.engine.torch_whisper.batched.requests import (
 )
 from voicefleet_runtime.engine.torch_whisper.batched.scheduler import FairQueue, admission_due
 from voicefleet_runtime.engine.torch_whisper.batched.step import (
-    INPUT_COLUMNS,
     DecodeStep,
-    RuleTables,
     StepResult,
     timing_events,
 )
+from voicefleet_runtime.engine.torch_whisper.batched.step_tables import INPUT_COLUMNS, RuleTables
 from voicefleet_runtime.engine.torch_whisper.decoding import WindowDecoding
 from voicefleet_runtime.engine.torch_whisper.engine import FallbackPolicy
 from voicefleet_runtime.engine.torch_whisper.model import DecoderLayer, Whisper

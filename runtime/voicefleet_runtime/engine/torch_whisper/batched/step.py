@@ -27,16 +27,19 @@ from torch.nn import functional
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from voicefleet_runtime.engine.torch_whisper.batched.cache import SlotCache, dequantize_float8
-from voicefleet_runtime.engine.torch_whisper.decoding import MAX_INITIAL_TIMESTAMP_SECONDS
+from voicefleet_runtime.engine.torch_whisper.batched.step_tables import (
+    INPUT_COLUMNS,
+    OUT_LANGUAGE,
+    OUT_LANGUAGE_PROB,
+    OUT_LOGPROB,
+    OUT_NO_SPEECH,
+    OUT_TOKEN,
+    OUTPUT_COLUMNS,
+    POSITION,
+    TOKEN,
+    RuleTables,
+)
 from voicefleet_runtime.engine.torch_whisper.model import DecoderLayer, Whisper
-from voicefleet_runtime.engine.torch_whisper.tokens import SECONDS_PER_TIMESTAMP, DecodingVocabulary
-
-# Columns of the per-row input table the host fills before each step.
-TOKEN, POSITION, COUNT, LAST, PENULTIMATE, LAST_TIME, TIMESTAMPS, FORCED_LENGTH = range(8)
-INPUT_COLUMNS = 8
-# Columns of the per-row output table the host reads after each step.
-OUT_TOKEN, OUT_LOGPROB, OUT_NO_SPEECH, OUT_LANGUAGE, OUT_LANGUAGE_PROB = range(5)
-OUTPUT_COLUMNS = 5
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 CONTEXT_BUCKETS = (64, 128, 256)
@@ -61,64 +64,6 @@ def bucket(value: int, buckets: tuple[int, ...]) -> int:
     return buckets[bisect.bisect_left(buckets, value)]
 
 
-class RuleTables:
-    """Whisper's token rules as masks over the vocabulary, applied to a whole batch at once."""
-
-    def __init__(self, vocabulary: DecodingVocabulary, n_vocab: int, device: torch.device) -> None:
-        self.vocabulary = vocabulary
-        self.columns = torch.arange(n_vocab, device=device)
-        self.suppressed = torch.zeros(n_vocab, dtype=torch.bool, device=device)
-        suppressed = [
-            i for i in (*vocabulary.suppress_ids, vocabulary.no_timestamps) if i < n_vocab
-        ]
-        self.suppressed[suppressed] = True
-        self.suppressed_at_begin = torch.zeros(n_vocab, dtype=torch.bool, device=device)
-        self.suppressed_at_begin[[i for i in vocabulary.suppress_ids_begin if i < n_vocab]] = True
-        self.max_initial_timestamp = vocabulary.timestamp_begin + round(
-            MAX_INITIAL_TIMESTAMP_SECONDS / SECONDS_PER_TIMESTAMP
-        )
-        self.language_ids = torch.tensor(
-            list(vocabulary.language_ids.values()), dtype=torch.long, device=device
-        )
-
-    def mask(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """`logits` (batch, vocab) float32 with what each row may not emit set to -inf."""
-        begin, eot = self.vocabulary.timestamp_begin, self.vocabulary.eot
-        columns = self.columns[None, :]
-        is_time = columns >= begin
-        count, last, penultimate = (
-            rows[:, COUNT, None],
-            rows[:, LAST, None],
-            rows[:, PENULTIMATE, None],
-        )
-        last_time = rows[:, LAST_TIME, None]
-        timed = rows[:, TIMESTAMPS, None] > 0
-        forced_length = rows[:, FORCED_LENGTH, None]
-        first = count == 0
-        last_was_time = (last >= begin) & ~first
-        penultimate_was_time = (count < 2) | (penultimate >= begin)
-        floor = torch.where(last_was_time & ~penultimate_was_time, last_time, last_time + 1)
-        blocked = self.suppressed[None, :] | (first & self.suppressed_at_begin[None, :])
-        blocked = blocked | (~timed & is_time)
-        # A window starts with a timestamp, and not a late one.
-        blocked = blocked | (timed & first & (~is_time | (columns > self.max_initial_timestamp)))
-        # After a pair of timestamps text follows; after a single one, its pair or the end.
-        blocked = blocked | (timed & last_was_time & penultimate_was_time & is_time)
-        blocked = blocked | (timed & last_was_time & ~penultimate_was_time & (columns < eot))
-        # Time never goes backwards, and a segment has a nonzero length.
-        blocked = blocked | (timed & (last_time >= 0) & is_time & (columns < floor))
-        # A forced length (benchmarks): no end before it, nothing but the end at it.
-        forcing = forced_length > 0
-        blocked = blocked | (forcing & (count < forced_length) & (columns == eot))
-        blocked = blocked | (forcing & (count >= forced_length) & (columns != eot))
-        logits = logits.masked_fill(blocked, float("-inf"))
-        logprobs = torch.log_softmax(logits, dim=-1)
-        timestamp_mass = logprobs[:, begin:].logsumexp(dim=-1, keepdim=True)
-        best_text = logprobs[:, :begin].max(dim=-1, keepdim=True).values
-        # When time tokens together outweigh every text token, emit a timestamp.
-        return logits.masked_fill((timestamp_mass > best_text) & ~is_time & ~forcing, float("-inf"))
-
-
 class StepResult:
     """Host copies of one step's outputs, one row per active sequence."""
 
@@ -137,6 +82,21 @@ class StepResult:
     def language(self, row: int) -> tuple[int, float]:
         """(index into the vocabulary's language ids, probability)."""
         return int(self.rows[row][OUT_LANGUAGE]), self.rows[row][OUT_LANGUAGE_PROB]
+
+
+def padded_embeddings(embeddings: nn.Embedding, multiple: int = 64) -> torch.Tensor:
+    """The token embeddings in a buffer padded with zero rows to a multiple of `multiple`, for
+    the step's logits; the embedding layer keeps a view of the real rows (no second copy).
+    cuBLAS picks a kernel twice as fast for the padded shape: 0.043 against 0.083 ms for
+    large-v3's 51,866 tokens at batch 64 (bench/batching_step_profile.py). The padding's
+    logits are zeros, past every column the rules read."""
+    weight = embeddings.weight
+    vocabulary, width = weight.shape
+    with torch.no_grad():
+        padded = weight.new_zeros(-(-vocabulary // multiple) * multiple, width)
+        padded[:vocabulary] = weight
+        embeddings.weight.data = padded[:vocabulary]
+    return padded
 
 
 def timing_events() -> tuple[torch.cuda.Event, torch.cuda.Event]:
@@ -189,11 +149,14 @@ class DecodeStep:
         self.self_kernel_attention: Callable[..., torch.Tensor] | None = None
         """The same, tuned for the self-attention cache."""
         self.add_layer_norm: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
-        """residual_norm.add_layer_norm, where the attention kernel runs (one check for both)."""
+        """residual_norm.add_layer_norm, where the attention kernel runs (one check for all)."""
+        self.choose_tokens: Callable[..., torch.Tensor] | None = None
+        """token_choice.choose_tokens (the rules, the choice, the next inputs), likewise."""
         if cache.float8_cross and self.device.type == "cuda":
             from voicefleet_runtime.engine.torch_whisper.batched import (
                 decode_attention,
                 residual_norm,
+                token_choice,
             )
 
             self.kernel_attention = decode_attention.attend
@@ -201,6 +164,12 @@ class DecodeStep:
                 decode_attention.attend, tuning=decode_attention.SELF_TUNING
             )
             self.add_layer_norm = residual_norm.add_layer_norm
+            self.choose_tokens = token_choice.choose_tokens
+        self.logits_weight = (
+            padded_embeddings(model.decoder.embeddings)
+            if self.device.type == "cuda"
+            else model.decoder.embeddings.weight
+        )
         self.triton_self_attention = self.kernel_attention is not None
         """Self-attention through the kernel too, reading each row's filled positions only
         (bench/float8_cross_attention.py turns it off to compare)."""
@@ -273,9 +242,19 @@ class DecodeStep:
                 else decoder.layer_norm
             )
             x, normed = self._add_norm(x, ffn.linear_1(hidden), following)
-        raw = (normed @ decoder.embeddings.weight.transpose(0, 1)).float()
-        output = self._choose(raw, rows, batch)
-        self._advance_inputs(rows, output[:, OUT_TOKEN].long())
+        logits = normed @ self.logits_weight.transpose(0, 1)
+        if self.choose_tokens is not None:
+            return self.choose_tokens(
+                logits, rows, self.temperatures[:batch], self.noise[:batch], self.rules
+            )
+        rules = self.rules
+        output = rules.choose(
+            logits[:, : rules.columns.numel()].float(),
+            rows,
+            self.temperatures[:batch],
+            self.noise[:batch],
+        )
+        rules.advance_inputs(rows, output[:, OUT_TOKEN].long())
         return output
 
     def _add_norm(
@@ -287,27 +266,6 @@ class DecodeStep:
             return self.add_layer_norm(residual, update, norm)
         total = residual + update
         return total, norm(total)
-
-    def _advance_inputs(self, rows: torch.Tensor, token: torch.Tensor) -> None:
-        """Write each row's next input, as if `token` were sampled: right for a sequence that
-        samples; the host patches over the rest (loop.py). A sequence's last token is never
-        fed, so even its one extra step after it ends stays inside the context; what that step
-        leaves in the table is overwritten (moved over, or zeroed as padding) before use."""
-        timestamp_begin = self.rules.vocabulary.timestamp_begin
-        advanced = torch.stack(
-            [
-                token,
-                rows[:, POSITION] + 1,
-                rows[:, COUNT] + 1,
-                token,
-                rows[:, LAST],
-                torch.where(token >= timestamp_begin, token, rows[:, LAST_TIME]),
-                rows[:, TIMESTAMPS],
-                rows[:, FORCED_LENGTH],
-            ],
-            dim=1,
-        )
-        rows.copy_(advanced)
 
     def _self_attention(
         self,
@@ -346,29 +304,6 @@ class DecodeStep:
         with sdpa_kernel(CROSS_ATTENTION_BACKENDS, set_priority=True):
             attended = functional.scaled_dot_product_attention(query[:, :, None], keys, values)
         return attended[:, :, 0]
-
-    def _choose(self, raw: torch.Tensor, rows: torch.Tensor, batch: int) -> torch.Tensor:
-        vocabulary = self.rules.vocabulary
-        log_normaliser = raw.logsumexp(dim=-1)
-        no_speech = (raw[:, vocabulary.no_speech] - log_normaliser).exp()
-        if self.rules.language_ids.numel():
-            language_probs = raw[:, self.rules.language_ids].softmax(dim=-1)
-            language_prob, language = language_probs.max(dim=-1)
-        else:
-            language_prob = torch.ones_like(no_speech)
-            language = torch.zeros_like(no_speech)
-        logits = self.rules.mask(raw, rows)
-        temperature = self.temperatures[:batch]
-        # Sampling by Gumbel-max: argmax(logits / T - log E) with E ~ Exp(1) is a draw from
-        # softmax(logits / T); rows at temperature 0 take the plain argmax.
-        sampled = (logits / temperature.clamp(min=1e-6)[:, None] - self.noise[:batch].log()).argmax(
-            dim=-1
-        )
-        token = torch.where(temperature > 0, sampled, logits.argmax(dim=-1))
-        logprob = torch.log_softmax(logits, dim=-1).gather(1, token[:, None])[:, 0]
-        return torch.stack(
-            [token.float(), logprob, no_speech, language.float(), language_prob], dim=-1
-        )
 
     def capture(self) -> int:
         """Capture every (batch, context) bucket's graph up front; returns how many."""

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gpu_batching_engines import EngineFactory
 from gpu_batching_http import ClientPool, ServedModel
-from speech_corpus import load_corpus
+from speech_corpus import as_wav, load_corpus
 
 SAMPLES_PER_SECOND = 100
 OWN_CODE = ("voicefleet", "starlette", "fastapi", "uvicorn", "multipart", "anyio", "asyncio")
@@ -67,9 +67,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=16, help="threads to list")
     parser.add_argument("--py-spy", help="the py-spy program (default: on PATH, or the venv's)")
     parser.add_argument("--out", type=Path, default=Path("server_profile"), help="raw stacks")
+    parser.add_argument(
+        "--wav", action="store_true", help="upload 16 kHz WAV (no Opus decoding or resampling)"
+    )
     args = parser.parse_args()
     py_spy = args.py_spy or shutil.which("py-spy") or str(Path(sys.prefix) / "bin" / "py-spy")
     clips = load_corpus(args.jfk)
+    if args.wav:
+        clips = [as_wav(clip) for clip in clips]
     settings = EngineFactory(args.device, args.precision, {}).server_env()  # the HTTP rows'
     with ServedModel(args.model, args.device, args.precision, args.clients, 1, settings) as server:
         pool = ClientPool(server.url, [clips], args.clients)

@@ -408,3 +408,21 @@ def test_a_window_that_fills_the_context_ends_at_its_last_position(
         sampled = sum(len(segment.tokens) for segment in segments)
         assert len(prompt) == engine.dims.n_text_ctx // 2  # <|startofprev|> and 223 tokens
         assert len(prompt) + len(start) + sampled == engine.dims.n_text_ctx
+
+
+def test_an_encoder_that_cannot_be_captured_runs_op_by_op(
+    batched_tiny: BatchedWhisperEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where CUDA graphs cannot capture the encoder pass (here: no CUDA device), the loop keeps
+    the module it was given and says why once, instead of failing the load."""
+    import torch
+
+    from voicefleet_runtime.engine.torch_whisper.batched.encoder import captured_encoder
+
+    model = batched_tiny.loops[0].model
+    with caplog.at_level("WARNING", logger="voicefleet.runtime.batching"):
+        encode = captured_encoder(
+            model.encoder, model.dims, torch.float32, torch.device("cpu"), max_windows=2
+        )
+    assert encode is model.encoder
+    assert "capturing the encoder failed" in caplog.text

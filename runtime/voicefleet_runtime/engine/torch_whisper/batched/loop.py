@@ -28,7 +28,12 @@ import torch
 
 from voicefleet_runtime.engine.torch_whisper.batched.alignment import alignment_weights
 from voicefleet_runtime.engine.torch_whisper.batched.cache import SlotCache
-from voicefleet_runtime.engine.torch_whisper.batched.encoder import Encoder, compiled_encoder
+from voicefleet_runtime.engine.torch_whisper.batched.encoder import (
+    CapturedEncoder,
+    Encoder,
+    captured_encoder,
+    compiled_encoder,
+)
 from voicefleet_runtime.engine.torch_whisper.batched.requests import (
     RequestHandle,
     WindowJob,
@@ -157,6 +162,12 @@ class DeviceLoop:
             if config.compile_encoder
             else model.encoder
         )
+        if self.step_runner.use_graphs:
+            self.encode = captured_encoder(
+                self.encode, model.dims, self.dtype, self.device, config.encoder_batch
+            )
+            if isinstance(self.encode, CapturedEncoder):
+                self.graphs += self.encode.graphs
         self._encoder_timings: deque[tuple[torch.cuda.Event, torch.cuda.Event]] = deque()
         """(started, ended) of encoder passes whose GPU time is not yet counted."""
         self.rows: list[ActiveRow] = []

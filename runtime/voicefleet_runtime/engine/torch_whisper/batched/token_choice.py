@@ -52,35 +52,37 @@ def _merge_argmax(best, best_at, values, columns):
 
 
 @triton.jit
-def _allowed(
-    raw,
-    columns,
-    flags,
-    first,
-    timed,
-    last_was_time,
-    penultimate_was_time,
-    last_time,
-    floor,
-    forcing,
-    forced_open,
-    timestamp_begin,
-    eot,
-    max_initial_timestamp,
-):
-    """`raw` with what the row may not emit at `columns` set to -inf (RuleTables.mask: the
-    same rules in the same order)."""
+def _block(logits, flags_ptr, inputs, columns, vocabulary, timestamp_begin, eot, max_initial):
+    """(raw logits, the same with what the row may not emit set to -inf) at `columns`, from the
+    row's logits and its input row (RuleTables.mask: the same rules in the same order)."""
+    inside = columns < vocabulary
+    raw = tl.load(logits + columns, mask=inside, other=float("-inf")).to(tl.float32)
+    flags = tl.load(flags_ptr + columns, mask=inside, other=0)
+    # step_tables' input columns: token, position, count, last, penultimate, last timestamp,
+    # timestamps on, forced length.
+    count = tl.load(inputs + 2)
+    last = tl.load(inputs + 3)
+    penultimate = tl.load(inputs + 4)
+    last_time = tl.load(inputs + 5)
+    timed = tl.load(inputs + 6) > 0
+    forced_length = tl.load(inputs + 7)
+    first = count == 0
+    last_was_time = (last >= timestamp_begin) & (~first)
+    penultimate_was_time = (count < 2) | (penultimate >= timestamp_begin)
+    floor = tl.where(last_was_time & (~penultimate_was_time), last_time, last_time + 1)
+    forcing = forced_length > 0
+    forced_open = count < forced_length
     is_time = columns >= timestamp_begin
     blocked = (flags & 1) != 0
     blocked = blocked | (first & ((flags & 2) != 0))
     blocked = blocked | ((~timed) & is_time)
-    blocked = blocked | (timed & first & ((~is_time) | (columns > max_initial_timestamp)))
+    blocked = blocked | (timed & first & ((~is_time) | (columns > max_initial)))
     blocked = blocked | (timed & last_was_time & penultimate_was_time & is_time)
     blocked = blocked | (timed & last_was_time & (~penultimate_was_time) & (columns < eot))
     blocked = blocked | (timed & (last_time >= 0) & is_time & (columns < floor))
     blocked = blocked | (forcing & forced_open & (columns == eot))
     blocked = blocked | (forcing & (~forced_open) & (columns != eot))
-    return tl.where(blocked, float("-inf"), raw)
+    return raw, tl.where(blocked, float("-inf"), raw)
 
 
 @triton.jit
@@ -106,23 +108,7 @@ def _choose_tokens(
     LANGUAGE_BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0)
-    # step.py's input columns: token, position, count, last, penultimate, last timestamp,
-    # timestamps on, forced length.
     inputs = inputs_ptr + row * INPUTS
-    position = tl.load(inputs + 1)
-    count = tl.load(inputs + 2)
-    last = tl.load(inputs + 3)
-    penultimate = tl.load(inputs + 4)
-    last_time = tl.load(inputs + 5)
-    timestamps = tl.load(inputs + 6)
-    forced_length = tl.load(inputs + 7)
-    timed = timestamps > 0
-    first = count == 0
-    last_was_time = (last >= timestamp_begin) & (~first)
-    penultimate_was_time = (count < 2) | (penultimate >= timestamp_begin)
-    floor = tl.where(last_was_time & (~penultimate_was_time), last_time, last_time + 1)
-    forcing = forced_length > 0
-    forced_open = count < forced_length
     logits = logits_ptr + row * logits_row_stride
     offsets = tl.arange(0, BLOCK)
 
@@ -138,26 +124,17 @@ def _choose_tokens(
     time_at = 0
     for start in range(0, vocabulary, BLOCK):
         columns = start + offsets
-        inside = columns < vocabulary
-        raw = tl.load(logits + columns, mask=inside, other=float("-inf")).to(tl.float32)
-        flags = tl.load(flags_ptr + columns, mask=inside, other=0)
-        raw_best, raw_total = _merge_lse(raw_best, raw_total, raw)
-        allowed = _allowed(
-            raw,
+        raw, allowed = _block(
+            logits,
+            flags_ptr,
+            inputs,
             columns,
-            flags,
-            first,
-            timed,
-            last_was_time,
-            penultimate_was_time,
-            last_time,
-            floor,
-            forcing,
-            forced_open,
+            vocabulary,
             timestamp_begin,
             eot,
             max_initial_timestamp,
         )
+        raw_best, raw_total = _merge_lse(raw_best, raw_total, raw)
         is_time = columns >= timestamp_begin
         text = tl.where(is_time, float("-inf"), allowed)
         time = tl.where(is_time, allowed, float("-inf"))
@@ -171,7 +148,7 @@ def _choose_tokens(
     text_lse = text_best + tl.log(text_total)
     time_lse = time_best + tl.log(time_total)
     # When time tokens together outweigh every text token, emit a timestamp.
-    time_only = (time_lse > text_top) & (~forcing)
+    time_only = (time_lse > text_top) & (tl.load(inputs + 7) == 0)  # unless a forced length
     both_best = tl.maximum(text_lse, time_lse)
     both_lse = tl.where(
         both_best > float("-inf"),
@@ -192,20 +169,12 @@ def _choose_tokens(
         for start in range(0, vocabulary, BLOCK):
             columns = start + offsets
             inside = columns < vocabulary
-            raw = tl.load(logits + columns, mask=inside, other=float("-inf")).to(tl.float32)
-            flags = tl.load(flags_ptr + columns, mask=inside, other=0)
-            allowed = _allowed(
-                raw,
+            _, allowed = _block(
+                logits,
+                flags_ptr,
+                inputs,
                 columns,
-                flags,
-                first,
-                timed,
-                last_was_time,
-                penultimate_was_time,
-                last_time,
-                floor,
-                forcing,
-                forced_open,
+                vocabulary,
                 timestamp_begin,
                 eot,
                 max_initial_timestamp,
@@ -241,7 +210,12 @@ def _choose_tokens(
     tl.store(out + 2, no_speech_prob)
     tl.store(out + 3, language.to(tl.float32))
     tl.store(out + 4, language_prob)
-    # The row's next input, as if `token` were sampled (step_tables.py: RuleTables.advance_inputs).
+    # The row's next input, as if `token` were sampled (RuleTables.advance_inputs): every
+    # value read before any is written.
+    position = tl.load(inputs + 1)
+    count = tl.load(inputs + 2)
+    last = tl.load(inputs + 3)
+    last_time = tl.load(inputs + 5)
     token = token.to(tl.int64)
     tl.store(inputs, token)
     tl.store(inputs + 1, position + 1)

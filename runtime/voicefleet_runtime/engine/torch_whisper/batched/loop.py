@@ -401,7 +401,7 @@ class DeviceLoop:
                 # Its <|startoftranscript|> step is in flight: feed it again, in place.
                 at -= 1
             if at < len(forced):
-                # The slot, then step.py's input columns: token, position, count of sampled
+                # The slot, then step_tables' input columns: token, position, count of sampled
                 # tokens, the last two and the last timestamp (none yet), the row's switches.
                 patches.append((slot, forced[at], at, 0, -1, -1, -1, row.timestamps, forced_length))
             stepped.append(None if held else row)

@@ -11,6 +11,11 @@ every sequence from the token it chose (position, count, the last two tokens, th
 timestamp). The host only patches rows it decides (forced tokens, new windows, padding), so
 it can launch step N+1 before it has read step N's tokens, and do its bookkeeping for N while
 N+1 runs (loop.py).
+
+Where the Triton kernels run (float8 cross-attention on a GPU), attention, the residual adds
+with their norms, and the step's end (token rules, choice, next inputs: token_choice.py) are
+kernels of this package; elsewhere the same step runs on torch's operators (the rules in
+step_tables.py).
 """
 
 from __future__ import annotations

@@ -202,7 +202,7 @@ def _choose_tokens(
         language_prob = tl.full([], 1.0, tl.float32)
         language = tl.full([], 0, tl.int32)
 
-    # step.py's output columns: token, log-probability, no-speech probability, language
+    # step_tables' output columns: token, log-probability, no-speech probability, language
     # (an index into the language ids) and its probability.
     out = out_ptr + row * OUTPUTS
     tl.store(out, token.to(tl.float32))

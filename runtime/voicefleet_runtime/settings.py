@@ -144,7 +144,7 @@ class RuntimeSettings(BaseSettings):
         description="Torch batching: keep the decoder's cross-attention keys and values as "
         "float8 (one scale per head), half the bytes each decode step reads, and run both of "
         "its attentions in a Triton kernel: on, off, or auto = on for GPUs of compute "
-        "capability 8.9 or later (Ada, Hopper) where Triton builds and runs the kernel.",
+        "capability 8.9 or later (Ada, Hopper) where Triton builds and runs its kernels.",
     )
     batch_overlap_steps: Switch = Field(
         "auto",

@@ -29,7 +29,7 @@ from voicefleet_runtime.engine.torch_whisper.batched.cache import (
 )
 from voicefleet_runtime.engine.torch_whisper.batched.float8_choice import (
     float8_cross_for,
-    kernel_runs,
+    kernels_run,
 )
 from voicefleet_runtime.engine.torch_whisper.features import LogMelExtractor, pad_or_trim_frames
 from voicefleet_runtime.engine.torch_whisper.model import LARGE_V3_DIMENSIONS, DecoderLayer
@@ -260,12 +260,12 @@ def test_a_device_where_the_kernel_cannot_run_keeps_the_model_dtype(
     """A CPU, outside Triton's interpreter, is such a device: the check says why, once. In
     the interpreter the same check's launch runs, so what it launches is a valid call."""
     with caplog.at_level("WARNING", logger="voicefleet.runtime.batching"):
-        assert not kernel_runs(torch.device("cpu"))
+        assert not kernels_run(torch.device("cpu"))
     assert "float8 cross-attention stays off on cpu" in caplog.text
     check = (
         "import torch\n"
-        "from voicefleet_runtime.engine.torch_whisper.batched.float8_choice import kernel_runs\n"
-        "assert kernel_runs(torch.device('cpu'))\n"
+        "from voicefleet_runtime.engine.torch_whisper.batched.float8_choice import kernels_run\n"
+        "assert kernels_run(torch.device('cpu'))\n"
     )
     run_python(check)
 

@@ -195,7 +195,7 @@ class BatchedWhisperEngine(TorchEngineIdentity):
         self._features: dict[torch.device, LogMelExtractor] = {}
         for model in replicas:
             device = model.decoder.embeddings.weight.device
-            float8 = float8_cross_for(config.float8_cross_attention, device)
+            float8 = float8_cross_for(config.float8_cross_attention, device, placement.dtype)
             slots = slots_for_budget(
                 dims, placement.dtype, config.memory_gib, config.max_sequences, float8
             )

@@ -79,14 +79,13 @@ def launch_each_kernel(device: torch.device, dtype: torch.dtype) -> None:
     decode_attention.attend(query, keys, keys, scales, processors=1)
     cache, lengths = zeros(1, 1, 16, 64), torch.ones(1, device=device, dtype=torch.long)
     decode_attention.attend(query, cache, cache, None, 1, lengths=lengths, appended=(query, query))
-    residual_norm.add_layer_norm(
-        zeros(1, 64), zeros(1, 64), nn.LayerNorm(64, device=device, dtype=dtype)
-    )
+    norm = nn.LayerNorm(64, device=device, dtype=dtype)
+    residual_norm.add_layer_norm(zeros(1, 64), zeros(1, 64), norm)
     rules = RuleTables(PROBE_VOCABULARY, 8, device)
     inputs = zeros(1, INPUT_COLUMNS, of=torch.long)
-    token_choice.choose_tokens(
-        zeros(1, 8), inputs, zeros(1, of=torch.float32), zeros(1, 8, of=torch.float32) + 1, rules
-    )
+    temperatures = zeros(1, of=torch.float32)
+    noise = torch.ones(1, 8, device=device)  # draws of Exp(1); unread at temperature 0
+    token_choice.choose_tokens(zeros(1, 8), inputs, temperatures, noise, rules)
 
 
 PROBE_VOCABULARY = DecodingVocabulary(

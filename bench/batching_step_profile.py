@@ -21,7 +21,11 @@ from torch.nn import functional
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from voicefleet_runtime.engine.models import ResolvedModel
-from voicefleet_runtime.engine.torch_whisper.batched import BatchedWhisperEngine, BatchingConfig
+from voicefleet_runtime.engine.torch_whisper.batched import (
+    BatchedWhisperEngine,
+    BatchingConfig,
+    step_tables,
+)
 from voicefleet_runtime.engine.torch_whisper.batched.step import DecodeStep
 from voicefleet_runtime.engine.torch_whisper.batched.step_tables import (
     COUNT,
@@ -71,11 +75,10 @@ def compare_fused_norms(
 
 
 def compare_rules_kernel(step: DecodeStep, batch: int, report: dict[str, float]) -> None:
-    """The rules and the choice by token_choice.py (as served) and by RuleTables.choose, on
+    """The rules and the choice by token_choice.py (as served) and by its torch twin, on
     the same random logits and rows in mixed states (timestamps on for half, sampling at 0.8
     for a quarter): the share of rows choosing the same token and writing the same next
     inputs, the largest change in a log-probability."""
-    assert step.choose_tokens is not None
     rules = step.rules
     vocabulary = rules.columns.numel()
     begin = rules.vocabulary.timestamp_begin
@@ -92,13 +95,9 @@ def compare_rules_kernel(step: DecodeStep, batch: int, report: dict[str, float])
     temperatures = torch.where(rows % 4 == 3, 0.8, 0.0).float()
     noise = torch.empty(batch, vocabulary, device="cuda").exponential_(generator=generator)
     kernel_inputs, torch_inputs = inputs.clone(), inputs.clone()
-    kernel = step.choose_tokens(
-        logits.to(step.logits_weight.dtype), kernel_inputs, temperatures, noise, rules
-    )
-    reference = rules.choose(
-        logits.to(step.logits_weight.dtype).float(), torch_inputs, temperatures, noise
-    )
-    rules.advance_inputs(torch_inputs, reference[:, OUT_TOKEN].long())
+    logits = logits.to(step.logits_weight.dtype)
+    kernel = step.choose_tokens(logits, kernel_inputs, temperatures, noise, rules)
+    reference = step_tables.choose_tokens(logits, torch_inputs, temperatures, noise, rules)
     same = (kernel[:, OUT_TOKEN] == reference[:, OUT_TOKEN]).float().mean()
     report["rules_kernel_same_tokens"] = same.item()
     report["rules_kernel_same_inputs"] = (
@@ -207,7 +206,7 @@ def main() -> None:
         report["rules_and_choice_ms"] = gpu_ms(
             lambda: step.rules.choose(raw, step.inputs[:batch], temperatures, noise)
         )
-        if step.choose_tokens is not None:
+        if step.choose_tokens is not step_tables.choose_tokens:  # the kernel runs
             choose, logits, inputs = step.choose_tokens, raw.to(dtype), step.inputs[:batch].clone()
             report["rules_and_choice_kernel_ms"] = gpu_ms(
                 lambda: choose(logits, inputs, temperatures, noise, step.rules)

@@ -1,5 +1,5 @@
 """The decode step's token rules and choice in one Triton kernel (batched/token_choice.py),
-in Triton's interpreter, against the torch rules (RuleTables.choose and advance_inputs) on the
+in Triton's interpreter, against its torch twin (step_tables.choose_tokens) on the
 same rows: real logits of tiny.en and base for jfk.flac, each under every state the rules tell
 apart (first token, after one or two timestamps, after text, a forced length, sampling)."""
 
@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 
 from tests.runtime_torch.triton_interpreter import run_case
 from voicefleet_runtime.engine.torch_whisper import TorchWhisperEngine
+from voicefleet_runtime.engine.torch_whisper.batched import step_tables
 from voicefleet_runtime.engine.torch_whisper.batched.step_tables import (
     INPUT_COLUMNS,
     OUT_LANGUAGE,
@@ -138,13 +139,13 @@ def test_the_kernel_chooses_as_the_torch_rules_do(
     assert isinstance(logits, torch.Tensor)
     assert isinstance(inputs, torch.Tensor)
     expected_inputs = inputs.clone()
-    expected = rules.choose(
-        logits[:, :vocabulary_size],
+    expected = step_tables.choose_tokens(
+        logits,
         expected_inputs,
         case["temperatures"],  # type: ignore[arg-type]
         case["noise"],  # type: ignore[arg-type]
+        rules,
     )
-    rules.advance_inputs(expected_inputs, expected[:, OUT_TOKEN].long())
     out = result["out"]
 
     assert torch.equal(out[:, OUT_TOKEN], expected[:, OUT_TOKEN])

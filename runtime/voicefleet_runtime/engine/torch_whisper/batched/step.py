@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn import functional
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from voicefleet_runtime.engine.torch_whisper.batched import step_tables
 from voicefleet_runtime.engine.torch_whisper.batched.cache import SlotCache, dequantize_float8
 from voicefleet_runtime.engine.torch_whisper.batched.step_tables import (
     INPUT_COLUMNS,
@@ -155,8 +156,9 @@ class DecodeStep:
         """The same, tuned for the self-attention cache."""
         self.add_layer_norm: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
         """residual_norm.add_layer_norm, where the attention kernel runs (one check for all)."""
-        self.choose_tokens: Callable[..., torch.Tensor] | None = None
-        """token_choice.choose_tokens (the rules, the choice, the next inputs), likewise."""
+        self.choose_tokens: Callable[..., torch.Tensor] = step_tables.choose_tokens
+        """The rules, the choice, the next inputs: token_choice.choose_tokens likewise, its
+        torch twin elsewhere."""
         if cache.float8_cross and self.device.type == "cuda":
             from voicefleet_runtime.engine.torch_whisper.batched import (
                 decode_attention,
@@ -248,19 +250,9 @@ class DecodeStep:
             )
             x, normed = self._add_norm(x, ffn.linear_1(hidden), following)
         logits = normed @ self.logits_weight.transpose(0, 1)
-        if self.choose_tokens is not None:
-            return self.choose_tokens(
-                logits, rows, self.temperatures[:batch], self.noise[:batch], self.rules
-            )
-        rules = self.rules
-        output = rules.choose(
-            logits[:, : rules.columns.numel()].float(),
-            rows,
-            self.temperatures[:batch],
-            self.noise[:batch],
+        return self.choose_tokens(
+            logits, rows, self.temperatures[:batch], self.noise[:batch], self.rules
         )
-        rules.advance_inputs(rows, output[:, OUT_TOKEN].long())
-        return output
 
     def _add_norm(
         self, residual: torch.Tensor, update: torch.Tensor, norm: nn.LayerNorm

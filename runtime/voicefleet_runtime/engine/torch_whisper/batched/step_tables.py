@@ -128,3 +128,18 @@ class RuleTables:
             dim=1,
         )
         rows.copy_(advanced)
+
+
+def choose_tokens(
+    logits: torch.Tensor,
+    inputs: torch.Tensor,
+    temperatures: torch.Tensor,
+    noise: torch.Tensor,
+    rules: RuleTables,
+) -> torch.Tensor:
+    """The step's outputs from `logits` (batch, at least the vocabulary), each row's next
+    input written over `inputs`: token_choice.choose_tokens in torch's operators, with the
+    same arguments, for where the kernel does not run."""
+    output = rules.choose(logits[:, : rules.columns.numel()].float(), inputs, temperatures, noise)
+    rules.advance_inputs(inputs, output[:, OUT_TOKEN].long())
+    return output

@@ -154,14 +154,14 @@ KERNELS = [
         "token rules, multilingual",
         token_choice._choose_tokens,
         CHOICE,
-        {"INPUTS": 8, "OUTPUTS": 5, "BLOCK": token_choice.BLOCK, "LANGUAGE_BLOCK": 128},
+        {"BLOCK": token_choice.BLOCK, "LANGUAGE_BLOCK": 128},
         token_choice.WARPS,
     ),
     (
         "token rules, English-only",
         token_choice._choose_tokens,
         CHOICE,
-        {"INPUTS": 8, "OUTPUTS": 5, "BLOCK": token_choice.BLOCK, "LANGUAGE_BLOCK": 0},
+        {"BLOCK": token_choice.BLOCK, "LANGUAGE_BLOCK": 0},
         token_choice.WARPS,
     ),
 ]

@@ -21,11 +21,29 @@ import torch
 import triton
 import triton.language as tl
 
+from voicefleet_runtime.engine.torch_whisper.batched import step_tables
 from voicefleet_runtime.engine.torch_whisper.batched.step_tables import (
     INPUT_COLUMNS,
     OUTPUT_COLUMNS,
     RuleTables,
 )
+
+# step_tables' column layout, as compile-time constants the kernel reads (one definition).
+_TOKEN = tl.constexpr(step_tables.TOKEN)
+_POSITION = tl.constexpr(step_tables.POSITION)
+_COUNT = tl.constexpr(step_tables.COUNT)
+_LAST = tl.constexpr(step_tables.LAST)
+_PENULTIMATE = tl.constexpr(step_tables.PENULTIMATE)
+_LAST_TIME = tl.constexpr(step_tables.LAST_TIME)
+_TIMESTAMPS = tl.constexpr(step_tables.TIMESTAMPS)
+_FORCED_LENGTH = tl.constexpr(step_tables.FORCED_LENGTH)
+_INPUT_COLUMNS = tl.constexpr(INPUT_COLUMNS)
+_OUT_TOKEN = tl.constexpr(step_tables.OUT_TOKEN)
+_OUT_LOGPROB = tl.constexpr(step_tables.OUT_LOGPROB)
+_OUT_NO_SPEECH = tl.constexpr(step_tables.OUT_NO_SPEECH)
+_OUT_LANGUAGE = tl.constexpr(step_tables.OUT_LANGUAGE)
+_OUT_LANGUAGE_PROB = tl.constexpr(step_tables.OUT_LANGUAGE_PROB)
+_OUTPUT_COLUMNS = tl.constexpr(OUTPUT_COLUMNS)
 
 BLOCK = 4096
 """Vocabulary columns per loop iteration (Whisper's 51,865: 13 iterations)."""
@@ -58,14 +76,12 @@ def _block(logits, flags_ptr, inputs, columns, vocabulary, timestamp_begin, eot,
     inside = columns < vocabulary
     raw = tl.load(logits + columns, mask=inside, other=float("-inf")).to(tl.float32)
     flags = tl.load(flags_ptr + columns, mask=inside, other=0)
-    # step_tables' input columns: token, position, count, last, penultimate, last timestamp,
-    # timestamps on, forced length.
-    count = tl.load(inputs + 2)
-    last = tl.load(inputs + 3)
-    penultimate = tl.load(inputs + 4)
-    last_time = tl.load(inputs + 5)
-    timed = tl.load(inputs + 6) > 0
-    forced_length = tl.load(inputs + 7)
+    count = tl.load(inputs + _COUNT)
+    last = tl.load(inputs + _LAST)
+    penultimate = tl.load(inputs + _PENULTIMATE)
+    last_time = tl.load(inputs + _LAST_TIME)
+    timed = tl.load(inputs + _TIMESTAMPS) > 0
+    forced_length = tl.load(inputs + _FORCED_LENGTH)
     first = count == 0
     last_was_time = (last >= timestamp_begin) & (~first)
     penultimate_was_time = (count < 2) | (penultimate >= timestamp_begin)
@@ -102,13 +118,11 @@ def _choose_tokens(
     eot,
     no_speech,
     max_initial_timestamp,
-    INPUTS: tl.constexpr,
-    OUTPUTS: tl.constexpr,
     BLOCK: tl.constexpr,
     LANGUAGE_BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0)
-    inputs = inputs_ptr + row * INPUTS
+    inputs = inputs_ptr + row * _INPUT_COLUMNS
     logits = logits_ptr + row * logits_row_stride
     offsets = tl.arange(0, BLOCK)
 
@@ -148,7 +162,7 @@ def _choose_tokens(
     text_lse = text_best + tl.log(text_total)
     time_lse = time_best + tl.log(time_total)
     # When time tokens together outweigh every text token, emit a timestamp.
-    time_only = (time_lse > text_top) & (tl.load(inputs + 7) == 0)  # unless a forced length
+    time_only = (time_lse > text_top) & (tl.load(inputs + _FORCED_LENGTH) <= 0)  # not forced
     both_best = tl.maximum(text_lse, time_lse)
     both_lse = tl.where(
         both_best > float("-inf"),
@@ -202,27 +216,25 @@ def _choose_tokens(
         language_prob = tl.full([], 1.0, tl.float32)
         language = tl.full([], 0, tl.int32)
 
-    # step_tables' output columns: token, log-probability, no-speech probability, language
-    # (an index into the language ids) and its probability.
-    out = out_ptr + row * OUTPUTS
-    tl.store(out, token.to(tl.float32))
-    tl.store(out + 1, logprob)
-    tl.store(out + 2, no_speech_prob)
-    tl.store(out + 3, language.to(tl.float32))
-    tl.store(out + 4, language_prob)
+    out = out_ptr + row * _OUTPUT_COLUMNS
+    tl.store(out + _OUT_TOKEN, token.to(tl.float32))
+    tl.store(out + _OUT_LOGPROB, logprob)
+    tl.store(out + _OUT_NO_SPEECH, no_speech_prob)
+    tl.store(out + _OUT_LANGUAGE, language.to(tl.float32))  # an index into the language ids
+    tl.store(out + _OUT_LANGUAGE_PROB, language_prob)
     # The row's next input, as if `token` were sampled (RuleTables.advance_inputs): every
     # value read before any is written.
-    position = tl.load(inputs + 1)
-    count = tl.load(inputs + 2)
-    last = tl.load(inputs + 3)
-    last_time = tl.load(inputs + 5)
+    position = tl.load(inputs + _POSITION)
+    count = tl.load(inputs + _COUNT)
+    last = tl.load(inputs + _LAST)
+    last_time = tl.load(inputs + _LAST_TIME)
     token = token.to(tl.int64)
-    tl.store(inputs, token)
-    tl.store(inputs + 1, position + 1)
-    tl.store(inputs + 2, count + 1)
-    tl.store(inputs + 3, token)
-    tl.store(inputs + 4, last)
-    tl.store(inputs + 5, tl.where(token >= timestamp_begin, token, last_time))
+    tl.store(inputs + _TOKEN, token)
+    tl.store(inputs + _POSITION, position + 1)
+    tl.store(inputs + _COUNT, count + 1)
+    tl.store(inputs + _LAST, token)
+    tl.store(inputs + _PENULTIMATE, last)
+    tl.store(inputs + _LAST_TIME, tl.where(token >= timestamp_begin, token, last_time))
 
 
 def choose_tokens(
@@ -261,8 +273,6 @@ def choose_tokens(
         vocabulary_ids.eot,
         vocabulary_ids.no_speech,
         rules.max_initial_timestamp,
-        INPUTS=INPUT_COLUMNS,
-        OUTPUTS=OUTPUT_COLUMNS,
         BLOCK=BLOCK,
         LANGUAGE_BLOCK=triton.next_power_of_2(languages) if languages else 0,
         num_warps=WARPS,

@@ -25,11 +25,13 @@ from speech_corpus import load_corpus
 
 from voicefleet_runtime.engine.models import ResolvedModel
 
+Settings = dict[str, Callable[[], OurEngine]]
+
 
 def settings(
     compare: str, factory: EngineFactory, model: ResolvedModel, concurrency: int
-) -> dict[str, Callable[[], OurEngine]]:
-    """Each setting's name and how to put the engine in it before a round."""
+) -> tuple[Settings, list[OurEngine]]:
+    """Each setting's name and how to put an engine in it before a round; the engines."""
     if compare == "overlap":
         ours = factory.batched(model, concurrency)
 
@@ -37,10 +39,14 @@ def settings(
             ours.engine.loops[0].overlap_steps = on  # between rounds: nothing is in flight
             return ours
 
-        return {"overlap on": partial(overlapped, True), "overlap off": partial(overlapped, False)}
+        choices: Settings = {
+            "overlap on": partial(overlapped, True),
+            "overlap off": partial(overlapped, False),
+        }
+        return choices, [ours]
     float8 = factory.batched(model, concurrency, float8="on")
     model_dtype = factory.batched(model, concurrency, float8="off")
-    return {"float8": lambda: float8, "model dtype": lambda: model_dtype}
+    return {"float8": lambda: float8, "model dtype": lambda: model_dtype}, [float8, model_dtype]
 
 
 def main() -> None:
@@ -56,7 +62,7 @@ def main() -> None:
     precision = "float16" if args.device.startswith("cuda") else "float32"
     # gpu_batching.py's in-process engines: the settings as served.
     factory = EngineFactory(args.device, precision, {})
-    choices = settings(
+    choices, engines = settings(
         args.compare, factory, ResolvedModel(args.model.name, args.model, False), args.concurrency
     )
     requests = 2 * args.concurrency
@@ -85,7 +91,7 @@ def main() -> None:
         f"median: {first} {medians[first]:.1f}, {second} {medians[second]:.1f} audio s/s; "
         f"{first} / {second} {medians[first] / medians[second]:.2f}x"
     )
-    for ours in {id(choose()): choose() for choose in choices.values()}.values():
+    for ours in engines:
         ours.close()
 
 

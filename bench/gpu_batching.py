@@ -68,6 +68,8 @@ QUICK_CLIPS = 3
 QUICK_DEADLINE_S = 3600.0
 """A shared 2-core CPU takes minutes per model; --quick is for checking, not for timing."""
 NOT_OVERLAPPED = "steps not overlapped"
+API_PROCESSES = "VOICEFLEET_API_PROCESSES"
+HF_PATH = "HF transformers"
 """The label of the row run with VOICEFLEET_BATCH_OVERLAP_STEPS=off (the overlap's baseline)."""
 
 
@@ -92,6 +94,11 @@ class Settings:
     large_precision: str
     base_clients: list[int]
     server_env: dict[str, str] = field(default_factory=dict)
+    skip: tuple[str, ...] = ()
+
+    @property
+    def api_processes(self) -> int:
+        return int(self.server_env.get(API_PROCESSES, "1"))
 
     @property
     def cuda(self) -> bool:
@@ -168,15 +175,26 @@ class Bench:
         ours.close()
         del ours
         free_cuda_memory()
-        if float8 and not self.out_of_time(f"{name} in-process, cross K/V unquantised"):
+        if (
+            float8
+            and "unquantised" not in s.skip
+            and not self.out_of_time(f"{name} in-process, cross K/V unquantised")
+        ):
             self.unquantised_row(name, model, clips)
 
+        # The anchor before the served rows: a short lease must not lose the goals' baseline.
+        self.hf_rows(name, model, clips)
         self.http_rows(name, model, clips, gpus=1, clients=s.clients_for(name))
-        if name == "tiny.en" and not self.out_of_time(f"{name} HTTP admitted at once"):
+        if (
+            name == "tiny.en"
+            and "unpaced" not in s.skip
+            and not self.out_of_time(f"{name} HTTP admitted at once")
+        ):
             self.unpaced_row(name, model, clips)
+        if name == "tiny.en" and s.api_processes > 1 and not self.out_of_time("one API process"):
+            self.one_api_process_row(name, model, clips)
         if s.gpus > 1 and name == "tiny.en":
             self.http_rows(name, model, clips, gpus=s.gpus, clients=[max(s.clients)])
-        self.hf_rows(name, model, clips)
 
     def in_process_row(
         self,
@@ -259,6 +277,16 @@ class Bench:
             path = "HTTP, admitted at once"
             self.add(self.served_row(server, pool, count, requests, name, path))
 
+    def one_api_process_row(self, name: str, model: ResolvedModel, clips: list[Clip]) -> None:
+        """The goal's load on a server whose one process holds both HTTP and the engine
+        (VOICEFLEET_API_PROCESSES=1): the API processes' baseline."""
+        s = self.settings
+        count = goal_clients(s)
+        env = self.factory.server_env() | {API_PROCESSES: "1"}
+        with self.warm_server(model, [clips], count, 1, env) as (server, pool):
+            requests = s.requests_for(count, len(clips))
+            self.add(self.served_row(server, pool, count, requests, name, "HTTP, one process"))
+
     @contextmanager
     def warm_server(
         self,
@@ -332,7 +360,7 @@ class Bench:
             self.add(
                 result.row(
                     name,
-                    "HF transformers",
+                    HF_PATH,
                     batch,
                     step_ms=statistics.median(step_times),
                     encoder_peak_fraction=self.encoder_fraction(
@@ -367,7 +395,7 @@ class Bench:
             encoder_s = time_encoder(anchor.encoder, dims, batch, s.device)
             row = Row(
                 name,
-                "HF transformers",
+                HF_PATH,
                 batch,
                 rounds * batch * WINDOW_SECONDS / wall,
                 statistics.median(o.seconds for o in outcomes),
@@ -530,9 +558,9 @@ def goals(bench: Bench, label: str) -> list[Goal]:
     http_clients = goal_clients(s)
     hf_batch = 64 if 64 in s.hf_batches else max(s.hf_batches)
     http_tiny = find(rows, "tiny.en", "HTTP", http_clients)
-    hf_tiny = find(rows, "tiny.en", "HF transformers", hf_batch)
+    hf_tiny = find(rows, "tiny.en", HF_PATH, hf_batch)
     big_ours = find(rows, big, label, hf_batch)
-    big_hf = find(rows, big, "HF transformers", hf_batch)
+    big_hf = find(rows, big, HF_PATH, hf_batch)
     wer_gap = (
         None
         if http_tiny is None or http_tiny.wer is None
@@ -593,7 +621,17 @@ def scaling(bench: Bench, label: str) -> list[str]:
             f"tiny.en HTTP {goal} clients: admissions grouped / each admitted at once",
             find(rows, "tiny.en", "HTTP", goal),
             find(rows, "tiny.en", "HTTP, admitted at once", goal),
-        )
+        ),
+        (
+            f"tiny.en HTTP {goal} clients: {s.api_processes} API processes / one process",
+            find(rows, "tiny.en", "HTTP", goal),
+            find(rows, "tiny.en", "HTTP, one process", goal),
+        ),
+        (
+            f"tiny.en HTTP {goal} clients, WAV uploads / HF at batch {goal}",
+            find(rows, "tiny.en", "HTTP, WAV uploads", goal),
+            find(rows, "tiny.en", HF_PATH, goal),
+        ),
     ]
     big = "tiny shape" if s.quick else "large-v3 shape"
     most, clients = max(s.batches), max(s.clients)
@@ -685,6 +723,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--server-env", nargs="*", default=[], metavar="KEY=VALUE", help="extra server settings"
     )
+    parser.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["unquantised", "unpaced"],
+        help="baseline rows to leave out when a lease is short: float16 cross K/V in-process, "
+        "HTTP with each window admitted at once",
+    )
+    parser.add_argument(
+        "--api-processes",
+        type=int,
+        default=1,
+        help="VOICEFLEET_API_PROCESSES of the HTTP rows; above 1, a one-process row at the "
+        "goal's clients is the baseline",
+    )
     parser.add_argument("--json", type=Path, help="write every row and fact here")
     args = parser.parse_args(argv)
     if args.quick:
@@ -714,7 +767,9 @@ def run(args: argparse.Namespace) -> Bench:
         args.deadline,
         args.large_precision,
         args.base_clients,
-        dict(item.split("=", 1) for item in args.server_env),
+        {API_PROCESSES: str(args.api_processes)}
+        | dict(item.split("=", 1) for item in args.server_env),
+        tuple(args.skip),
     )
     factory = EngineFactory(settings.device, settings.precision, settings.server_env)
     with section("bf16 peak"):

@@ -68,6 +68,9 @@ def main() -> None:
     parser.add_argument("--py-spy", help="the py-spy program (default: on PATH, or the venv's)")
     parser.add_argument("--out", type=Path, default=Path("server_profile"), help="raw stacks")
     parser.add_argument(
+        "--api-processes", type=int, default=1, help="VOICEFLEET_API_PROCESSES; each is sampled"
+    )
+    parser.add_argument(
         "--wav", action="store_true", help="upload 16 kHz WAV (no Opus decoding or resampling)"
     )
     args = parser.parse_args()
@@ -76,37 +79,58 @@ def main() -> None:
     if args.wav:
         clips = [as_wav(clip) for clip in clips]
     settings = EngineFactory(args.device, args.precision, {}).server_env()  # the HTTP rows'
+    settings["VOICEFLEET_API_PROCESSES"] = str(args.api_processes)
     with ServedModel(args.model, args.device, args.precision, args.clients, 1, settings) as server:
         pool = ClientPool(server.url, [clips], args.clients)
         try:
             server.transcribe(clips[0])
             pool.closed_loop(args.clients, 2 * args.clients, 5.0)  # warm: kernels, graphs
+            processes = {server.pid: "the server" if args.api_processes == 1 else "engine"}
+            processes |= {pid: "API process" for pid in spawned_children(server.pid)}
             results = []
             for view in ("--gil", "--idle"):
                 # --gil: only the thread holding the interpreter lock is sampled; --idle: every
                 # thread, waiting or not (its share of waits shows where requests queue).
-                command = [py_spy, "record", "--pid", str(server.pid), "--threads", view]
-                command += [
-                    "--rate",
-                    str(SAMPLES_PER_SECOND),
-                    "--duration",
-                    str(round(args.seconds)),
+                spies = [
+                    subprocess.Popen(spy_command(py_spy, pid, view, args.seconds, args.out))
+                    for pid in processes
                 ]
-                command += ["--nonblocking", "--format", "raw", "--output", f"{args.out}{view}"]
-                spy = subprocess.Popen(command)
                 started = time.perf_counter()
                 result = pool.closed_loop(args.clients, 100_000, args.seconds)
-                spy.wait()
+                for spy in spies:
+                    spy.wait()
                 results.append((view, result, time.perf_counter() - started))
         finally:
             pool.close()
     for view, result, wall in results:
         print(
-            f"\n== py-spy {view}: {args.clients} clients, {len(result.latencies)} requests in "
-            f"{wall:.1f} s ({len(result.latencies) / wall:.1f}/s, "
-            f"{result.audio_seconds / wall:.0f} audio s/s)"
+            f"\n== py-spy {view}: {args.clients} clients, {args.api_processes} API process(es), "
+            f"{len(result.latencies)} requests in {wall:.1f} s "
+            f"({len(result.latencies) / wall:.1f}/s, {result.audio_seconds / wall:.0f} audio s/s)"
         )
-        summarise(Path(f"{args.out}{view}"), args.seconds, args.threads)
+        for pid, role in processes.items():
+            print(f"-- {role} (pid {pid})")
+            summarise(Path(f"{args.out}{view}-{pid}"), args.seconds, args.threads)
+
+
+def spawned_children(pid: int) -> list[int]:
+    """The API processes multiprocessing spawned under `pid` (VOICEFLEET_API_PROCESSES > 1)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            spawned = b"multiprocessing.spawn" in (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == pid and spawned:
+            children.append(int(entry.name))
+    return children
+
+
+def spy_command(py_spy: str, pid: int, view: str, seconds: float, out: Path) -> list[str]:
+    command = [py_spy, "record", "--pid", str(pid), "--threads", view]
+    command += ["--rate", str(SAMPLES_PER_SECOND), "--duration", str(round(seconds))]
+    return [*command, "--nonblocking", "--format", "raw", "--output", f"{out}{view}-{pid}"]
 
 
 if __name__ == "__main__":

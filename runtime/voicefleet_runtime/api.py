@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from voicefleet_runtime.engine.base import DecodeOptions
@@ -254,4 +254,4 @@ async def readyz(request: Request) -> Response:
 @router.get(METRICS_PATH, response_class=PlainTextResponse)
 async def metrics(request: Request) -> Response:
     runtime = runtime_of(request)
-    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -46,7 +46,7 @@ def create_app(
             if runtime.tts is not None:
                 # The batcher finishes the chunks it holds before it stops: off the event loop.
                 await asyncio.to_thread(runtime.tts.close)
-            runtime.audio_decoder.close()
+            await asyncio.to_thread(runtime.audio_decoder.close)
             await runtime.cache.close()
 
     app = FastAPI(

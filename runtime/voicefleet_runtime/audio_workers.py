@@ -209,8 +209,12 @@ class AudioDecoder:
         return [pid for pid, process in self._pool._processes.items() if process.is_alive()]
 
     def close(self) -> None:
+        """Waits for the workers to exit (requests are drained by then). Not waiting deadlocks
+        an API process (api_processes.py): a multiprocessing child runs its exit finalizers,
+        which stop the pool's queue feeder, before the pool has sent its workers their stop,
+        then waits for those workers forever."""
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Generator
 from typing import Any
@@ -20,17 +21,22 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from voicefleet_runtime.api_processes import serve_in_processes
 from voicefleet_runtime.app import create_app
 from voicefleet_runtime.connection import header_timeout_protocol
+from voicefleet_runtime.engine.loader import load_engine
+from voicefleet_runtime.engine.remote import EngineAddress, RemoteEngine
+from voicefleet_runtime.exit_status import (
+    EXIT_BAD_SETTINGS,
+    EXIT_DRAIN_TIMEOUT,
+    EXIT_LOAD_FAILED,
+    EXIT_OK,
+)
 from voicefleet_runtime.settings import RuntimeSettings
 from voicefleet_runtime.state import RuntimeState
 
 logger = logging.getLogger("voicefleet.runtime")
 
-EXIT_OK = 0
-EXIT_LOAD_FAILED = 1
-EXIT_DRAIN_TIMEOUT = 2
-EXIT_BAD_SETTINGS = 3
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -52,7 +58,13 @@ def configure_logging(level: str) -> None:
     logging.getLogger("faster_whisper").setLevel(quieter)
 
 
-async def run_until_stopped(app: FastAPI, config: uvicorn.Config) -> int:
+async def run_until_stopped(
+    app: FastAPI,
+    config: uvicorn.Config,
+    *,
+    sockets: list[socket.socket] | None = None,
+    stop_signals: tuple[signal.Signals, ...] = STOP_SIGNALS,
+) -> int:
     runtime: RuntimeState = app.state.runtime
     server = _DrainingServer(config)
     loop = asyncio.get_running_loop()
@@ -68,9 +80,9 @@ async def run_until_stopped(app: FastAPI, config: uvicorn.Config) -> int:
             server.force_exit = True
         stop.set()
 
-    for stop_signal in STOP_SIGNALS:
+    for stop_signal in stop_signals:
         loop.add_signal_handler(stop_signal, on_signal)
-    serving = asyncio.create_task(server.serve())
+    serving = asyncio.create_task(server.serve(sockets=sockets))
     stopping = asyncio.create_task(stop.wait())
     failing = asyncio.create_task(runtime.load_failed.wait())
     exit_code = EXIT_OK
@@ -85,7 +97,7 @@ async def run_until_stopped(app: FastAPI, config: uvicorn.Config) -> int:
     finally:
         for task in (stopping, failing):
             task.cancel()
-        for stop_signal in STOP_SIGNALS:
+        for stop_signal in stop_signals:
             loop.remove_signal_handler(stop_signal)
     if not server.started and exit_code == EXIT_OK:
         exit_code = EXIT_LOAD_FAILED
@@ -143,8 +155,27 @@ def serve(
         print(f"voicefleet serve: invalid settings: {problems}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
     configure_logging(settings.log_level)
+    if settings.api_processes > 1:
+        return serve_in_processes(settings, load_engine, run_api_process)
     app = create_app(settings)
     return asyncio.run(run_until_stopped(app, uvicorn_config(app, settings)))
+
+
+def run_api_process(
+    settings: RuntimeSettings, listening: socket.socket, engine: EngineAddress
+) -> None:
+    """One of several API processes (api_processes.py): the app on the shared socket, with
+    the engine in the process that started it. SIGINT is left to that process, which passes
+    it on as SIGTERM: a terminal's Ctrl-C reaches every process of the group at once."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    configure_logging(settings.log_level)
+    app = create_app(settings, engine_factory=lambda _: RemoteEngine.connect(engine))
+    config = uvicorn_config(app, settings)
+    sys.exit(
+        asyncio.run(
+            run_until_stopped(app, config, sockets=[listening], stop_signals=(signal.SIGTERM,))
+        )
+    )
 
 
 def uvicorn_config(app: FastAPI, settings: RuntimeSettings, **overrides: Any) -> uvicorn.Config:

@@ -234,6 +234,16 @@ class RuntimeSettings(BaseSettings):
     )
 
     concurrency: int = Field(1, ge=1, description="Requests the engine runs at once.")
+    api_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes that serve HTTP. Above 1, one more process holds the "
+        "speech-to-text engine and the API processes reach it over a local socket, so their "
+        "Python (HTTP, uploads, decoding, formatting) does not share the batching loop's "
+        "interpreter lock. Each applies the admission limits (concurrency, queue_size, "
+        "max_uploads_in_progress) to its own requests. Speech-to-text only.",
+    )
     queue_size: int = Field(
         16, ge=0, description="Accepted requests that may wait for the engine; beyond it: 429."
     )
@@ -298,6 +308,15 @@ class RuntimeSettings(BaseSettings):
     def _serves_something(self) -> RuntimeSettings:
         if not self.stt_enabled and self.tts_model is None:
             raise ValueError("VOICEFLEET_STT_ENABLED=false needs VOICEFLEET_TTS_MODEL")
+        return self
+
+    @model_validator(mode="after")
+    def _api_processes_serve_speech_to_text(self) -> RuntimeSettings:
+        if self.api_processes > 1 and (self.tts_model is not None or not self.stt_enabled):
+            raise ValueError(
+                "VOICEFLEET_API_PROCESSES above 1 serves speech-to-text only; serve "
+                "VOICEFLEET_TTS_MODEL from a server with one API process"
+            )
         return self
 
     def resolved_api_key(self) -> SecretStr | None:

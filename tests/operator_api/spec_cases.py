@@ -608,6 +608,15 @@ INVALID: list[InvalidCase] = [
         "runtime.resources may not name nvidia.com/gpu",
     ),
     _invalid(
+        "api-processes-beside-tts",
+        {
+            "tts": {},
+            "runtime": {"env": [{"name": "VOICEFLEET_API_PROCESSES", "value": "4"}]},
+        },
+        OPERATOR,
+        "VOICEFLEET_API_PROCESSES above 1 serves speech-to-text only",
+    ),
+    _invalid(
         "value-from-two-sources",
         {
             "runtime": {

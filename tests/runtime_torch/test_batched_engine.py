@@ -22,8 +22,16 @@ from faster_whisper.audio import decode_audio
 from numpy.typing import NDArray
 
 from tests.runtime_torch.conftest import TEST_THREADS, normalise
-from voicefleet_runtime.engine.base import DecodeOptions, Segment, SpeechEngine
+from voicefleet_runtime.engine.base import (
+    BatchingEngine,
+    DecodeOptions,
+    EngineError,
+    Segment,
+    SpeechEngine,
+)
 from voicefleet_runtime.engine.models import ResolvedModel
+from voicefleet_runtime.engine.remote import RemoteEngine
+from voicefleet_runtime.engine.service import EngineService
 from voicefleet_runtime.engine.torch_whisper import TorchWhisperEngine
 from voicefleet_runtime.engine.torch_whisper.batched import (
     BatchedSegments,
@@ -302,6 +310,57 @@ def test_closing_the_iterator_cancels_and_frees_the_slots(
     # The freed slots serve the next request.
     again = decode(batched_tiny, clip(shared_audio, "hotwords.mp3"), GREEDY)
     assert text_of(again).strip()
+
+
+@pytest.fixture(scope="module")
+def remote_tiny(batched_tiny: BatchedWhisperEngine) -> Iterator[RemoteEngine]:
+    """batched_tiny behind engine/service.py, reached as API processes reach it: a socket."""
+    service = EngineService()
+    service.serve(batched_tiny)
+    try:
+        yield RemoteEngine.connect(service.address)
+    finally:
+        service.close()
+
+
+def test_a_remote_engine_answers_as_the_engine_itself(
+    remote_tiny: RemoteEngine, batched_tiny: BatchedWhisperEngine, shared_audio: Path
+) -> None:
+    assert isinstance(remote_tiny, BatchingEngine)
+    assert (remote_tiny.backend, remote_tiny.model_id, remote_tiny.multilingual) == (
+        "torch",
+        "tiny.en",
+        False,
+    )
+    assert remote_tiny.capabilities == batched_tiny.capabilities
+    jfk = clip(shared_audio, "jfk.flac")
+    timed = DecodeOptions(beam_size=1, temperature=(0.0,), word_timestamps=True)
+    assert decode(remote_tiny, jfk, timed) == decode(batched_tiny, jfk, timed)
+    with pytest.raises(EngineError, match="English-only") as refused:
+        remote_tiny.check(DecodeOptions(task="translate"))
+    assert refused.value.param == "model"
+    with pytest.raises(EngineError, match="English-only"):
+        remote_tiny.transcribe(jfk, DecodeOptions(task="translate"))
+    assert remote_tiny.batch_stats().slots == batched_tiny.batch_stats().slots
+
+
+def test_a_remote_caller_closing_its_segments_cancels_in_the_engine_process(
+    remote_tiny: RemoteEngine,
+    batched_tiny: BatchedWhisperEngine,
+    events: EventLog,
+    shared_audio: Path,
+) -> None:
+    loop = batched_tiny.loops[0]
+    long_audio = np.concatenate([clip(shared_audio, "jfk.flac")] * 10)  # 110 s: 4 windows
+    seen = set(events.requests())
+    _, segments = remote_tiny.transcribe(long_audio, GREEDY)
+    assert next(segments).text.strip()
+    segments.close()  # type: ignore[attr-defined]
+    (request_id,) = set(events.requests()) - seen
+    wait_for(lambda: loop.active_sequences() == 0, "the cancelled windows to leave the batch")
+    assert loop.waiting() == (0, 0)
+    assert len(events.of(request_id, "finished")) < 4
+    assert list(segments) == []
 
 
 def test_vad_windows_cover_the_speech_of_a_long_recording(

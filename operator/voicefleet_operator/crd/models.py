@@ -674,6 +674,7 @@ class EnvVar(ApiModel):
 
 
 RUNTIME_ENV_PREFIX = "VOICEFLEET_"
+API_PROCESSES_ENV = "VOICEFLEET_API_PROCESSES"
 
 
 def _runtime_setting_problem(variable: EnvVar) -> str | None:
@@ -1057,7 +1058,21 @@ class VoiceServiceSpec(ApiModel):
                 f"runtime.resources may not name {', '.join(claimed)}: spec.gpu sets the GPU "
                 "resources of each placement"
             )
+        if self.tts is not None and self._api_processes() > 1:
+            # The runtime refuses the pair at start-up; a pod that cannot start says so late.
+            raise ValueError(
+                f"runtime.env {API_PROCESSES_ENV} above 1 serves speech-to-text only, and this "
+                "service has tts: serve text-to-speech from another VoiceService"
+            )
         return self
+
+    def _api_processes(self) -> int:
+        """The runtime's VOICEFLEET_API_PROCESSES from runtime.env (each value is checked
+        against the runtime's settings by RuntimeSpec); 1 when unset or from a Secret."""
+        for variable in self.runtime.env:
+            if variable.name == API_PROCESSES_ENV and variable.value is not None:
+                return int(variable.value)
+        return 1
 
     def served_models(self) -> str:
         """The models the pods serve, as status shows them: large-v3, kokoro, tiny.en+kokoro."""

@@ -4,8 +4,8 @@ One server process tops out near 110 requests/s on tiny.en however fast its GPU 
 (bench/results/server_profile-h200.txt): the requests' Python and the batching loop share one
 interpreter lock. As vLLM splits its API servers from its engine core, this process loads the
 engine and serves it on a local socket (engine/service.py), while `api_processes` spawned
-processes share the listening socket and each run the whole app, reaching the engine through
-engine/remote.py. Their metrics are summed through prometheus_client's multiprocess files.
+processes each listen on the port (SO_REUSEPORT) and run the whole app, reaching the engine
+through engine/remote.py. Their metrics are summed through prometheus_client's multiprocess files.
 
 This process supervises: SIGTERM or SIGINT is passed on as SIGTERM (each API process drains
 as a single server does; a second signal stops them at once), and an API process that ends
@@ -48,6 +48,7 @@ ApiProcess = Callable[[RuntimeSettings, socket.socket, EngineAddress], None]
 STOP_MARGIN_SECONDS = 15.0
 """Beyond the drain's grace: API processes exit on their own by then, or are killed."""
 LISTEN_BACKLOG = 2048
+ORPHAN_CHECK_SECONDS = 1.0
 
 
 def api_process_settings(settings: RuntimeSettings) -> RuntimeSettings:
@@ -65,11 +66,40 @@ def api_process_settings(settings: RuntimeSettings) -> RuntimeSettings:
     return settings.model_copy(update={"decode_processes": decoding})
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
+def stop_when_orphaned() -> None:
+    """In an API process: SIGTERM itself (a drain) if the engine process that started it ends.
+    In a container that process is PID 1 and its end ends the container; elsewhere the API
+    processes would serve on with no engine."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK_SECONDS)
+        logger.error("the engine process ended: stopping")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="voicefleet-orphan-watch", daemon=True).start()
+
+
+def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """One listening socket per API process on the same port (SO_REUSEPORT): the kernel
+    spreads new connections between them by their addresses. With one shared socket, the
+    process whose event loop woke first accepted a whole burst of connections, and a client's
+    connection stays where it was accepted."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listening = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
-    listening.set_inheritable(True)
-    return listening
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            listening = socket.create_server(
+                (host, port), family=family, backlog=LISTEN_BACKLOG, reuse_port=True
+            )
+            sockets.append(listening)
+            port = listening.getsockname()[1]  # port 0: the others join the first's
+    except OSError:
+        for listening in sockets:
+            listening.close()
+        raise
+    return sockets
 
 
 def serve_in_processes(
@@ -81,7 +111,7 @@ def serve_in_processes(
     # Fresh per start: an emptyDir outlives a container restart, and stale files would count.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="voicefleet-metrics-")
     try:
-        listening = listening_socket(settings.host, settings.port)
+        sockets = listening_sockets(settings.host, settings.port, settings.api_processes)
     except OSError as exc:
         logger.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
         return EXIT_LOAD_FAILED
@@ -93,7 +123,7 @@ def serve_in_processes(
             args=(api_process_settings(settings), listening, service.address),
             name=f"voicefleet-api-{index}",
         )
-        for index in range(settings.api_processes)
+        for index, listening in enumerate(sockets)
     ]
     supervisor = Supervisor(
         children,
@@ -122,7 +152,8 @@ def serve_in_processes(
         return supervisor.wait()
     finally:
         service.close()
-        listening.close()
+        for listening in sockets:
+            listening.close()
 
 
 def _load_and_serve(

@@ -19,7 +19,10 @@ peak is the sum of a few terms, each measured here on tiny.en and base on a 2-co
 - with the torch engine on a GPU (continuous batching), the processes that decode uploads
   (audio_workers.py): each one's interpreter and FFmpeg (80 MiB measured: 78 MB resident,
   39 MB of it its own), plus the audio it decodes twice over while it is sent back (the
-  uploads queued for it, two of 25 MiB at most by default, fit in that).
+  uploads queued for it, two of 25 MiB at most by default, fit in that);
+- with several API processes (api_processes.py), each one (95-97 MB resident measured after
+  requests on tiny.en), each admitting up to the limits on its own, and a running request's
+  decoded audio held twice: in its API process and in the engine process.
 
 The operator sets the runtime container's default memory request and limit from `total_mib`.
 This module is pure (no imports beyond the standard library) so the operator can use it.
@@ -49,6 +52,7 @@ DECODER_WORKING_MIB = 32
 """FFmpeg's decoder and resampler state and one frame, per running request."""
 SPOOLED_UPLOAD_MIB = 1
 DECODE_PROCESS_MIB = 80
+API_PROCESS_MIB = 100
 HEADROOM = 1.25
 """Allocator fragmentation and what the measurements missed."""
 
@@ -61,6 +65,7 @@ class MemoryBudget:
     concurrency: int
     uploads_mib: int
     decode_processes_mib: int = 0
+    api_processes_mib: int = 0
 
     @property
     def total_mib(self) -> int:
@@ -70,6 +75,7 @@ class MemoryBudget:
             + self.per_request_mib * self.concurrency
             + self.uploads_mib
             + self.decode_processes_mib
+            + self.api_processes_mib
         )
         return math.ceil(used * HEADROOM / 64) * 64
 
@@ -77,7 +83,8 @@ class MemoryBudget:
         return (
             f"{self.total_mib} MiB = ({self.runtime_mib} runtime + {self.model_mib} model + "
             f"{self.concurrency} x {self.per_request_mib} per request + {self.uploads_mib} "
-            f"uploads + {self.decode_processes_mib} decoding processes) x {HEADROOM} headroom"
+            f"uploads + {self.decode_processes_mib} decoding processes + "
+            f"{self.api_processes_mib} API processes) x {HEADROOM} headroom"
         )
 
 
@@ -111,16 +118,21 @@ def memory_budget(
     max_audio_seconds: float,
     batched_min_audio_seconds: float | None,
     decode_processes: int = 0,
+    api_processes: int = 1,
 ) -> MemoryBudget:
-    """`decode_processes`: the upload-decoding processes the server starts (audio_workers.py)."""
+    """`decode_processes`: the upload-decoding processes the server starts (audio_workers.py);
+    `api_processes`: VOICEFLEET_API_PROCESSES, each applying the admission limits."""
     model = model_weights_mib + CUDA_CONTEXT_MIB if gpu else 2 * model_weights_mib
     audio_mib = max_audio_seconds * DECODED_AUDIO_BYTES_PER_SECOND / MIB
     decoding = decode_processes * math.ceil(DECODE_PROCESS_MIB + 2 * audio_mib)
+    request = per_request_mib(engine, max_audio_seconds, batched_min_audio_seconds, gpu)
+    split = api_processes > 1
     return MemoryBudget(
         runtime_mib=RUNTIME_MIB.get(engine, max(RUNTIME_MIB.values())),
         model_mib=math.ceil(model),
-        per_request_mib=per_request_mib(engine, max_audio_seconds, batched_min_audio_seconds, gpu),
-        concurrency=concurrency,
-        uploads_mib=(max_uploads_in_progress + queue_size) * SPOOLED_UPLOAD_MIB,
+        per_request_mib=request + math.ceil(audio_mib) if split else request,
+        concurrency=concurrency * api_processes,
+        uploads_mib=(max_uploads_in_progress + queue_size) * SPOOLED_UPLOAD_MIB * api_processes,
         decode_processes_mib=decoding,
+        api_processes_mib=API_PROCESS_MIB * api_processes if split else 0,
     )

@@ -21,7 +21,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from voicefleet_runtime.api_processes import serve_in_processes
+from voicefleet_runtime.api_processes import serve_in_processes, stop_when_orphaned
 from voicefleet_runtime.app import create_app
 from voicefleet_runtime.connection import header_timeout_protocol
 from voicefleet_runtime.engine.loader import load_engine
@@ -169,6 +169,7 @@ def run_api_process(
     it on as SIGTERM: a terminal's Ctrl-C reaches every process of the group at once."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging(settings.log_level)
+    stop_when_orphaned()
     app = create_app(settings, engine_factory=lambda _: RemoteEngine.connect(engine))
     config = uvicorn_config(app, settings)
     sys.exit(

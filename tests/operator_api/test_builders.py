@@ -29,7 +29,7 @@ from voicefleet_operator.builders.placement import (
     placement_for,
 )
 from voicefleet_operator.crd import cel
-from voicefleet_operator.crd.models import VoiceService, parse_voiceservice
+from voicefleet_operator.crd.models import API_PROCESSES_ENV, VoiceService, parse_voiceservice
 from voicefleet_runtime.cpu_budget import decode_processes_for
 from voicefleet_runtime.settings import RuntimeSettings
 
@@ -433,6 +433,28 @@ def test_the_memory_default_counts_the_decoding_processes_the_pod_runs() -> None
     # Each process: 80 MiB and the longest allowed audio twice (1800 s of float32 at 16 kHz).
     per_process = 80 + 2 * 1800 * 16_000 * 4 / 2**20
     assert eight - two == pytest.approx(6 * per_process * 1.25, abs=64)
+
+
+def test_api_processes_of_the_spec_add_a_core_each_and_their_memory() -> None:
+    def resources_with(env: list[Json]) -> tuple[str, int, str | None]:
+        resources, decoding = cpu_and_decoding(torch_on_gpus(env=env))
+        return (
+            resources["requests"]["cpu"],
+            int(resources["limits"]["memory"].removesuffix("Mi")),
+            decoding,
+        )
+
+    one_cpu, one_memory, one_decoding = resources_with([])
+    four = [{"name": API_PROCESSES_ENV, "value": "4"}]
+    four_cpu, four_memory, four_decoding = resources_with(four)
+    # The engine process's core, one per API process, the decoding processes as before.
+    assert (one_cpu, four_cpu, four_decoding) == ("3", "7", one_decoding)
+    # Each API process admits up to the limits: four times the requests' and uploads' share.
+    assert four_memory > 3 * one_memory
+    assert resources_with([{"name": API_PROCESSES_ENV, "value": "1"}])[:2] == (
+        one_cpu,
+        one_memory,
+    )
 
 
 def test_overrides_reach_the_pod_without_breaking_the_selector() -> None:

@@ -191,3 +191,18 @@ def test_a_port_in_use_ends_the_server_with_the_load_failed_status() -> None:
         )
     assert finished.returncode == EXIT_LOAD_FAILED
     assert f"cannot listen on 127.0.0.1:{port}" in finished.stderr
+
+
+def test_api_processes_stop_when_the_engine_process_is_killed(
+    started: tuple[subprocess.Popen[bytes], str, Path],
+) -> None:
+    process, _, log = started
+    children = api_processes_of(process)
+    process.kill()  # no drain, no forwarding: as an OOM kill would end it
+    process.wait()
+    wait_for(
+        lambda: not any(Path(f"/proc/{child}").exists() for child in children),
+        30,
+        "the API processes to stop",
+    )
+    assert "the engine process ended: stopping" in log.read_text()

@@ -74,10 +74,14 @@ def decode_processes(spec: VoiceServiceSpec, placement: Placement) -> int:
 
 def default_cpu_request(spec: VoiceServiceSpec, placement: Placement) -> str | None:
     """A GPU pod's CPU request where the spec sets no CPU: the server's core plus one per
-    decoding process. CPU pods get none (there the spec's CPUs set the engine's threads)."""
+    decoding process, and one per API process where the spec asks for several (the server's
+    core is then the engine process's). CPU pods get none (there the spec's CPUs set the
+    engine's threads)."""
     if not placement.gpu or cpus_given(spec) is not None:
         return None
-    return str(SERVER_CPUS + decode_processes(spec, placement))
+    serving = spec.api_processes()
+    api_cpus = serving if serving > 1 else 0
+    return str(SERVER_CPUS + api_cpus + decode_processes(spec, placement))
 
 
 def cpu_env(spec: VoiceServiceSpec, placement: Placement) -> dict[str, str]:

@@ -231,6 +231,7 @@ def default_memory_mib(spec: VoiceServiceSpec, placement: Placement) -> int:
         max_audio_seconds=spec.runtime.max_audio_seconds,
         batched_min_audio_seconds=None if spec.engine == "torch" else batched_from,
         decode_processes=decode_processes(spec, placement),
+        api_processes=spec.api_processes(),
     )
     if spec.tts is None:
         return budget.total_mib

@@ -1058,7 +1058,7 @@ class VoiceServiceSpec(ApiModel):
                 f"runtime.resources may not name {', '.join(claimed)}: spec.gpu sets the GPU "
                 "resources of each placement"
             )
-        if self.tts is not None and self._api_processes() > 1:
+        if self.tts is not None and self.api_processes() > 1:
             # The runtime refuses the pair at start-up; a pod that cannot start says so late.
             raise ValueError(
                 f"runtime.env {API_PROCESSES_ENV} above 1 serves speech-to-text only, and this "
@@ -1066,9 +1066,10 @@ class VoiceServiceSpec(ApiModel):
             )
         return self
 
-    def _api_processes(self) -> int:
+    def api_processes(self) -> int:
         """The runtime's VOICEFLEET_API_PROCESSES from runtime.env (each value is checked
-        against the runtime's settings by RuntimeSpec); 1 when unset or from a Secret."""
+        against the runtime's settings by RuntimeSpec); 1 when unset or from a Secret: one
+        process serves HTTP and runs the engine."""
         for variable in self.runtime.env:
             if variable.name == API_PROCESSES_ENV and variable.value is not None:
                 return int(variable.value)

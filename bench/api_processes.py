@@ -100,7 +100,11 @@ def main() -> None:
     )
     one_process: dict[str, float] = {}
     for processes in args.processes:
-        results = served(args.model, args.device, args.precision, processes, clips, args)
+        try:
+            results = served(args.model, args.device, args.precision, processes, clips, args)
+        except Exception as error:  # one server's failure must not cost the others' rows
+            print(f"{processes:>9} failed: {error!r}", flush=True)
+            continue
         for upload, (result, busy) in zip(FORMATS, results, strict=True):
             rate = result.audio_seconds / result.wall_s
             if processes == 1:

@@ -29,7 +29,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from voicefleet_runtime.audio_workers import decode_process_count
-from voicefleet_runtime.engine.base import SpeechEngine
+from voicefleet_runtime.engine.base import SpeechEngine, loaded
 from voicefleet_runtime.engine.remote import EngineAddress
 from voicefleet_runtime.engine.service import EngineService
 from voicefleet_runtime.exit_status import (
@@ -170,14 +170,7 @@ def _load_and_serve(
         service.close()
         supervisor.load_failed()
         return
-    logger.info(
-        "loaded model %s (%s on %s, %s) in %.2f s",
-        engine.model_id,
-        engine.backend,
-        engine.device,
-        engine.compute_type,
-        time.monotonic() - started,
-    )
+    logger.info("loaded model %s in %.2f s", loaded(engine), time.monotonic() - started)
     service.serve(engine)
 
 

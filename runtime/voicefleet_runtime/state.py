@@ -21,6 +21,7 @@ from voicefleet_runtime.engine.base import (
     BatchingEngine,
     DecodeOptions,
     SpeechEngine,
+    loaded,
 )
 from voicefleet_runtime.metrics import RuntimeMetrics
 from voicefleet_runtime.settings import RuntimeSettings
@@ -146,14 +147,7 @@ class RuntimeState:
         engine = self.engine_factory(self.settings)
         load_seconds = time.monotonic() - started
         self.metrics.model_load_seconds.set(load_seconds)
-        logger.info(
-            "loaded model %s (%s on %s, %s) in %.2f s",
-            engine.model_id,
-            engine.backend,
-            engine.device,
-            engine.compute_type,
-            load_seconds,
-        )
+        logger.info("loaded model %s in %.2f s", loaded(engine), load_seconds)
         if self.settings.warmup:
             # Silence is enough to initialise every kernel and allocator on the path.
             silence = np.zeros(int(WARMUP_SECONDS * SAMPLE_RATE), dtype=np.float32)

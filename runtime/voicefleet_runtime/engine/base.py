@@ -110,6 +110,11 @@ class EngineError(Exception):
         """The request parameter at fault (model, language, ...), when there is one."""
 
 
+def loaded(engine: SpeechEngine) -> str:
+    """How the logs name a loaded engine: "tiny.en (torch on cuda:0, float16)"."""
+    return f"{engine.model_id} ({engine.backend} on {engine.device}, {engine.compute_type})"
+
+
 def plain_text_encoding(tokenizer: Any) -> None:
     """Make a Hugging Face `tokenizers.Tokenizer` encode user text (prompts, hotwords) as text:
     by default it turns "<|endoftext|>" or "<|startoftranscript|>" written in the input into

@@ -29,7 +29,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from voicefleet_runtime.audio_workers import decode_process_count
-from voicefleet_runtime.engine.base import SpeechEngine, loaded
+from voicefleet_runtime.engine.base import SpeechEngine, loaded, warm_up
 from voicefleet_runtime.engine.remote import EngineAddress
 from voicefleet_runtime.engine.service import EngineService
 from voicefleet_runtime.exit_status import (
@@ -57,13 +57,15 @@ def api_process_settings(settings: RuntimeSettings) -> RuntimeSettings:
     unevenly (64 clients on 8 processes with an eighth of the limits each: 11 of 128 requests
     refused, none needed to be). The engine is shared, so what a busy process admits beyond
     the engine's batch waits in the engine's queue, which the queue depth counts. Upload
-    decoding processes are shared out: `auto` gives the pod's count, not each process's."""
+    decoding processes are shared out: `auto` gives the pod's count, not each process's. The
+    engine process warms the engine up once before any API process can reach it, so they all
+    turn ready together, as soon as it accepts them."""
     decoding = settings.decode_processes
     if decoding == "auto":
         decoding = math.ceil(
             decode_process_count("auto", engine_batches=True) / settings.api_processes
         )
-    return settings.model_copy(update={"decode_processes": decoding})
+    return settings.model_copy(update={"decode_processes": decoding, "warmup": False})
 
 
 def stop_when_orphaned() -> None:
@@ -133,8 +135,11 @@ def serve_in_processes(
     )
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, supervisor.on_signal)
-    for child in children:
-        child.start()
+    for child, listening in zip(children, sockets, strict=True):
+        child.start()  # the child has its copy of the socket from here (spawn passes the fd)
+        # Ours must not outlive the child's: a socket left in the port's group with nobody
+        # accepting would take its share of new connections and leave them hanging.
+        listening.close()
     logger.info(
         "serving on %s:%d with %d API processes; loading the engine",
         settings.host,
@@ -152,8 +157,6 @@ def serve_in_processes(
         return supervisor.wait()
     finally:
         service.close()
-        for listening in sockets:
-            listening.close()
 
 
 def _load_and_serve(
@@ -171,6 +174,8 @@ def _load_and_serve(
         supervisor.load_failed()
         return
     logger.info("loaded model %s in %.2f s", loaded(engine), time.monotonic() - started)
+    if settings.warmup:
+        warm_up(engine, settings.beam_size)
     service.serve(engine)
 
 

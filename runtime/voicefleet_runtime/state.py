@@ -11,17 +11,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-
 from voicefleet_runtime.admission import AdmissionController
 from voicefleet_runtime.audio_workers import AudioDecoder, decode_process_count
 from voicefleet_runtime.cache.results import ResultCache
 from voicefleet_runtime.engine.base import (
-    SAMPLE_RATE,
     BatchingEngine,
-    DecodeOptions,
     SpeechEngine,
     loaded,
+    warm_up,
 )
 from voicefleet_runtime.metrics import RuntimeMetrics
 from voicefleet_runtime.settings import RuntimeSettings
@@ -33,8 +30,6 @@ logger = logging.getLogger("voicefleet.runtime")
 
 EngineFactory = Callable[[RuntimeSettings], SpeechEngine]
 TtsEngineFactory = Callable[[RuntimeSettings], TtsEngine]
-
-WARMUP_SECONDS = 1.0
 
 
 def load_tts_engine(settings: RuntimeSettings) -> TtsEngine:
@@ -149,13 +144,7 @@ class RuntimeState:
         self.metrics.model_load_seconds.set(load_seconds)
         logger.info("loaded model %s in %.2f s", loaded(engine), load_seconds)
         if self.settings.warmup:
-            # Silence is enough to initialise every kernel and allocator on the path.
-            silence = np.zeros(int(WARMUP_SECONDS * SAMPLE_RATE), dtype=np.float32)
-            _, segments = engine.transcribe(
-                silence, DecodeOptions(beam_size=self.settings.beam_size, language="en")
-            )
-            for _ in segments:
-                pass
+            warm_up(engine, self.settings.beam_size)
         return engine
 
     async def load(self) -> None:

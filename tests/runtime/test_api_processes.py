@@ -88,7 +88,17 @@ def started(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path
     port = free_port()
     log = tmp_path / "server.log"
     with serve_on_loopback(port, serving_env(), log, "--model", "tiny.en") as process:
-        yield process, f"http://127.0.0.1:{port}", log
+        base_url = f"http://127.0.0.1:{port}"
+        # Ready once one process answers ready; the others turn ready within moments (all wait
+        # on the engine process). Each probe is a new connection, to either process.
+        wait_for(
+            lambda: all(
+                httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200 for _ in range(8)
+            ),
+            30,
+            "every API process to be ready",
+        )
+        yield process, base_url, log
 
 
 def test_the_api_processes_share_the_port_the_engine_and_their_metrics(

@@ -115,6 +115,18 @@ def loaded(engine: SpeechEngine) -> str:
     return f"{engine.model_id} ({engine.backend} on {engine.device}, {engine.compute_type})"
 
 
+WARMUP_SECONDS = 1.0
+
+
+def warm_up(engine: SpeechEngine, beam_size: int) -> None:
+    """One transcription of silence: enough to initialise every kernel and allocator on the
+    path before the server says it is ready."""
+    silence = np.zeros(int(WARMUP_SECONDS * SAMPLE_RATE), dtype=np.float32)
+    _, segments = engine.transcribe(silence, DecodeOptions(beam_size=beam_size, language="en"))
+    for _ in segments:
+        pass
+
+
 def plain_text_encoding(tokenizer: Any) -> None:
     """Make a Hugging Face `tokenizers.Tokenizer` encode user text (prompts, hotwords) as text:
     by default it turns "<|endoftext|>" or "<|startoftranscript|>" written in the input into

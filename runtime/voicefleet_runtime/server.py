@@ -164,9 +164,10 @@ def serve(
 def run_api_process(
     settings: RuntimeSettings, listening: socket.socket, engine: EngineAddress
 ) -> None:
-    """One of several API processes (api_processes.py): the app on the shared socket, with
-    the engine in the process that started it. SIGINT is left to that process, which passes
-    it on as SIGTERM: a terminal's Ctrl-C reaches every process of the group at once."""
+    """One of several API processes (api_processes.py): the app on its own listening socket
+    of the port, with the engine in the process that started it. SIGINT is left to that
+    process, which passes it on as SIGTERM: a terminal's Ctrl-C reaches every process of the
+    group at once."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging(settings.log_level)
     stop_when_orphaned()

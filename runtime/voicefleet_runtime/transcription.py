@@ -44,6 +44,7 @@ from voicefleet_runtime.engine.base import (
     Segment,
     SpeechEngine,
     TranscriptionInfo,
+    close_segments,
 )
 from voicefleet_runtime.errors import ApiError, quote_input
 from voicefleet_runtime.formats import Transcript
@@ -112,14 +113,6 @@ def _with_vad(
 
 def _engine_error(exc: EngineError) -> ApiError:
     return ApiError(400, str(exc), code="unsupported_request", param=exc.param)
-
-
-def close_segments(segments: Iterator[Segment]) -> None:
-    """Tell the engine nobody wants more: a generator stops where it is (faster-whisper stops
-    decoding windows; the batched torch loop drops the request's sequences)."""
-    close = getattr(segments, "close", None)
-    if close is not None:
-        close()
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,15 @@ def loaded(engine: SpeechEngine) -> str:
     return f"{engine.model_id} ({engine.backend} on {engine.device}, {engine.compute_type})"
 
 
+def close_segments(segments: Iterator[Segment]) -> None:
+    """Tell the engine nobody wants more: a generator stops where it is (faster-whisper stops
+    decoding windows; the batched torch loop drops the request's sequences; a remote engine's
+    connection closes, which its process takes as the same)."""
+    close = getattr(segments, "close", None)
+    if close is not None:
+        close()
+
+
 WARMUP_SECONDS = 1.0
 
 

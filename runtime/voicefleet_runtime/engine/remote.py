@@ -152,8 +152,9 @@ class ConnectionPool:
         with self._lock:
             self._idle.append(connection)
 
-    def ask(self, question: object) -> object:
-        """One question, one answer; a Failure is raised."""
+    def request(self, question: object) -> tuple[Connection, object]:
+        """Send `question` on a borrowed connection and read the first answer; the caller
+        gives the connection back (or closes it) when the call is over."""
         connection = self.borrow()
         try:
             connection.send(question)
@@ -161,6 +162,11 @@ class ConnectionPool:
         except BaseException:
             connection.close()
             raise
+        return connection, answer
+
+    def ask(self, question: object) -> object:
+        """One question, one answer; a Failure is raised."""
+        connection, answer = self.request(question)
         self.give_back(connection)
         if isinstance(answer, Failure):
             raise answer.exception()
@@ -213,13 +219,8 @@ class RemoteEngine:
     def transcribe(
         self, audio: NDArray[np.float32], options: DecodeOptions
     ) -> tuple[TranscriptionInfo, Iterator[Segment]]:
-        connection = self._pool.borrow()
-        try:
-            connection.send(Transcribe(options, np.ascontiguousarray(audio, dtype=np.float32)))
-            first = connection.recv()
-        except BaseException:
-            connection.close()
-            raise
+        call = Transcribe(options, np.ascontiguousarray(audio, dtype=np.float32))
+        connection, first = self._pool.request(call)
         if isinstance(first, Failure):
             self._pool.give_back(connection)
             raise first.exception()

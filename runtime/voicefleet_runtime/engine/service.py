@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from multiprocessing.connection import Connection, Listener
 
-from voicefleet_runtime.engine.base import BatchingEngine, Segment, SpeechEngine
+from voicefleet_runtime.engine.base import BatchingEngine, Segment, SpeechEngine, close_segments
 from voicefleet_runtime.engine.remote import (
     FAMILY,
     Check,
@@ -133,9 +133,7 @@ class EngineService:
             logger.exception("engine service: a transcription failed")
             return self._try_send(connection, failure_of(exc))
         finally:
-            close = getattr(segments, "close", None)
-            if close is not None:
-                close()
+            close_segments(segments)
 
     @staticmethod
     def _send_segments(connection: Connection, segments: Iterator[Segment]) -> bool:

@@ -168,14 +168,16 @@ def _load_and_serve(
     started = time.monotonic()
     try:
         engine = load_engine(settings)
+        logger.info("loaded model %s in %.2f s", loaded(engine), time.monotonic() - started)
+        if settings.warmup:
+            warm_up(engine, settings.beam_size)
     except Exception as exc:
+        # A failed warm-up too: uncaught, it ended this thread with the API processes still
+        # waiting on the engine's socket.
         logger.error("the model could not be loaded: %s: %s", type(exc).__name__, exc)
         service.close()
         supervisor.load_failed()
         return
-    logger.info("loaded model %s in %.2f s", loaded(engine), time.monotonic() - started)
-    if settings.warmup:
-        warm_up(engine, settings.beam_size)
     service.serve(engine)
 
 
@@ -194,7 +196,7 @@ class Supervisor:
         self._stop_deadline: float | None = None
         self._signals = 0
         self._status = EXIT_OK
-        self._wake = threading.Event()
+        self._load_failure = threading.Event()
 
     def on_signal(self, signum: int, _: FrameType | None) -> None:
         self._signals += 1
@@ -204,7 +206,7 @@ class Supervisor:
 
     def load_failed(self) -> None:
         self._status = EXIT_LOAD_FAILED
-        self._wake.set()
+        self._load_failure.set()
 
     def wait(self) -> int:
         while True:
@@ -213,7 +215,7 @@ class Supervisor:
                 return self._status or max(
                     (child.exitcode or 0 for child in self._children), default=EXIT_OK
                 )
-            if self._wake.is_set() and self._stop_deadline is None:
+            if self._load_failure.is_set() and self._stop_deadline is None:
                 self._stop("the engine did not load")
             self._notice_losses()
             if self._stop_deadline is not None and time.monotonic() > self._stop_deadline:

@@ -216,3 +216,19 @@ def test_api_processes_stop_when_the_engine_process_is_killed(
         "the API processes to stop",
     )
     assert "the engine process ended: stopping" in log.read_text()
+
+
+def test_a_model_that_does_not_load_ends_every_process_with_the_load_failed_status(
+    tmp_path: Path,
+) -> None:
+    voicefleet = Path(sys.executable).with_name("voicefleet")
+    port, missing = free_port(), tmp_path / "no-such-model"
+    finished = subprocess.run(
+        [str(voicefleet), "serve", "--host", "127.0.0.1", "--port", str(port), "--model", missing],
+        env=serving_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode == EXIT_LOAD_FAILED
+    assert "the model could not be loaded" in finished.stderr

@@ -68,9 +68,10 @@ QUICK_CLIPS = 3
 QUICK_DEADLINE_S = 3600.0
 """A shared 2-core CPU takes minutes per model; --quick is for checking, not for timing."""
 NOT_OVERLAPPED = "steps not overlapped"
+"""The label of the row run with VOICEFLEET_BATCH_OVERLAP_STEPS=off (the overlap's baseline)."""
 API_PROCESSES = "VOICEFLEET_API_PROCESSES"
 HF_PATH = "HF transformers"
-"""The label of the row run with VOICEFLEET_BATCH_OVERLAP_STEPS=off (the overlap's baseline)."""
+"""The label of the anchor's rows."""
 
 
 def transcribe_text(engine: OurEngine, clip: Clip) -> str:

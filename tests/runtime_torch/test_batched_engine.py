@@ -333,12 +333,16 @@ def test_a_remote_engine_answers_as_the_engine_itself(
         False,
     )
     assert remote_tiny.capabilities == batched_tiny.capabilities
+    assert remote_tiny.languages == batched_tiny.languages == {"en"}
     jfk = clip(shared_audio, "jfk.flac")
     timed = DecodeOptions(beam_size=1, temperature=(0.0,), word_timestamps=True)
     assert decode(remote_tiny, jfk, timed) == decode(batched_tiny, jfk, timed)
     with pytest.raises(EngineError, match="English-only") as refused:
         remote_tiny.check(DecodeOptions(task="translate"))
     assert refused.value.param == "model"
+    with pytest.raises(EngineError, match=r"not supported by model tiny\.en") as unknown:
+        remote_tiny.check(DecodeOptions(language="de"))
+    assert unknown.value.param == "language"
     with pytest.raises(EngineError, match="English-only"):
         remote_tiny.transcribe(jfk, DecodeOptions(task="translate"))
     assert remote_tiny.batch_stats().slots == batched_tiny.batch_stats().slots

@@ -22,7 +22,7 @@ def german_audio(multilingual_audio: NDArray[np.float32]) -> NDArray[np.float32]
 
 def test_base_is_multilingual(base_engine: TorchWhisperEngine) -> None:
     assert base_engine.multilingual
-    assert {"en", "de", "fr"} <= set(base_engine.supported_languages)
+    assert {"en", "de", "fr"} <= set(base_engine.languages)
 
 
 def test_english_is_detected_on_jfk(

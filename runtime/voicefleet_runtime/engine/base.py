@@ -144,18 +144,19 @@ def plain_text_encoding(tokenizer: Any) -> None:
     tokenizer.encode_special_tokens = True
 
 
-def refuse_what_the_model_lacks(
-    options: DecodeOptions, *, model_id: str, multilingual: bool, languages: frozenset[str]
-) -> None:
+def refuse_what_the_model_lacks(options: DecodeOptions, engine: SpeechEngine) -> None:
     """The checks every engine owes its model: no translation on an English-only model, and
-    only languages the model knows. One place, so both engines answer with the same 400."""
+    only languages the model knows. One place, so every engine answers with the same 400;
+    from the engine's description alone, so an API process runs them without a round trip
+    to the engine process (engine/remote.py)."""
+    model_id, multilingual = engine.model_id, engine.multilingual
     if options.task == "translate" and not multilingual:
         raise EngineError(
             f"model {model_id} is English-only and cannot translate; "
             "load a multilingual model (for example base) for translations",
             param="model",
         )
-    if options.language is not None and options.language not in languages:
+    if options.language is not None and options.language not in engine.languages:
         supported = "ISO 639-1 codes Whisper knows" if multilingual else "en only"
         raise EngineError(
             f"language {quote_input(options.language)} is not supported by model {model_id} "
@@ -186,6 +187,11 @@ class SpeechEngine(Protocol):
 
     @property
     def multilingual(self) -> bool: ...
+
+    @property
+    def languages(self) -> frozenset[str]:
+        """The language codes the model accepts."""
+        ...
 
     @property
     def capabilities(self) -> EngineCapabilities: ...

@@ -134,16 +134,15 @@ class FasterWhisperEngine:
         return bool(self._model.model.is_multilingual)
 
     @property
+    def languages(self) -> frozenset[str]:
+        return self._languages
+
+    @property
     def capabilities(self) -> EngineCapabilities:
         return self.CAPABILITIES
 
     def check(self, options: DecodeOptions) -> None:
-        refuse_what_the_model_lacks(
-            options,
-            model_id=self.model_id,
-            multilingual=self.multilingual,
-            languages=self._languages,
-        )
+        refuse_what_the_model_lacks(options, self)
 
     def transcribe(
         self, audio: NDArray[np.float32], options: DecodeOptions

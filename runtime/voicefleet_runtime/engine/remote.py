@@ -27,6 +27,7 @@ from voicefleet_runtime.engine.base import (
     EngineError,
     Segment,
     TranscriptionInfo,
+    refuse_what_the_model_lacks,
 )
 from voicefleet_runtime.engine.capabilities import EngineCapabilities
 
@@ -52,6 +53,7 @@ class Description:
     device: str
     compute_type: str
     multilingual: bool
+    languages: frozenset[str]
     capabilities: EngineCapabilities
     batches: bool
 
@@ -59,11 +61,6 @@ class Description:
 @dataclass(frozen=True)
 class Describe:
     pass
-
-
-@dataclass(frozen=True)
-class Check:
-    options: DecodeOptions
 
 
 @dataclass(frozen=True)
@@ -210,11 +207,19 @@ class RemoteEngine:
         return self.description.multilingual
 
     @property
+    def languages(self) -> frozenset[str]:
+        return self.description.languages
+
+    @property
     def capabilities(self) -> EngineCapabilities:
         return self.description.capabilities
 
     def check(self, options: DecodeOptions) -> None:
-        self._pool.ask(Check(options))
+        """The model's checks, here: the server calls this on its event loop, which a round
+        trip to the engine process would hold (~10% of an API process's event loop at 120
+        requests/s). The engine's own further checks run in its transcribe, in the engine
+        process, and fail the call with the same EngineError."""
+        refuse_what_the_model_lacks(options, self)
 
     def transcribe(
         self, audio: NDArray[np.float32], options: DecodeOptions

@@ -17,7 +17,6 @@ from multiprocessing.connection import Connection, Listener
 from voicefleet_runtime.engine.base import BatchingEngine, Segment, SpeechEngine, close_segments
 from voicefleet_runtime.engine.remote import (
     FAMILY,
-    Check,
     Describe,
     Description,
     Done,
@@ -40,6 +39,7 @@ def describe(engine: SpeechEngine) -> Description:
         device=engine.device,
         compute_type=engine.compute_type,
         multilingual=engine.multilingual,
+        languages=engine.languages,
         capabilities=engine.capabilities,
         batches=isinstance(engine, BatchingEngine),
     )
@@ -111,9 +111,6 @@ class EngineService:
     def _reply(self, engine: SpeechEngine, question: object) -> object:
         if isinstance(question, Describe):
             return self._description
-        if isinstance(question, Check):
-            engine.check(question.options)
-            return Done()
         if isinstance(question, Stats) and isinstance(engine, BatchingEngine):
             return engine.batch_stats()
         raise TypeError(f"unknown question {type(question).__name__}")

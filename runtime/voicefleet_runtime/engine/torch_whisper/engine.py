@@ -109,17 +109,8 @@ class TorchWhisperEngine(TorchEngineIdentity):
         tokenizer = WhisperTokenizer.from_model_folder(model.path, whisper.dims.is_multilingual)
         return cls(whisper, tokenizer, model, placement)
 
-    @property
-    def supported_languages(self) -> tuple[str, ...]:
-        return tuple(self.tokenizer.vocabulary.language_ids) or ("en",)
-
     def check(self, options: DecodeOptions) -> None:
-        refuse_what_the_model_lacks(
-            options,
-            model_id=self.model_id,
-            multilingual=self.multilingual,
-            languages=frozenset(self.supported_languages),
-        )
+        refuse_what_the_model_lacks(options, self)
         if options.word_timestamps:
             raise EngineError("word timestamps need the faster-whisper engine")
         if options.vad_filter:

@@ -41,5 +41,9 @@ class TorchEngineIdentity:
         return bool(self.tokenizer.vocabulary.language_ids)
 
     @property
+    def languages(self) -> frozenset[str]:
+        return frozenset(self.tokenizer.vocabulary.language_ids) or frozenset({"en"})
+
+    @property
     def capabilities(self) -> EngineCapabilities:
         return self.CAPABILITIES

@@ -264,12 +264,7 @@ class BatchedWhisperEngine(TorchEngineIdentity):
         return sum(loop.cache.slots for loop in self._loops)
 
     def check(self, options: DecodeOptions) -> None:
-        refuse_what_the_model_lacks(
-            options,
-            model_id=self.model_id,
-            multilingual=self.multilingual,
-            languages=frozenset(self.tokenizer.vocabulary.language_ids) or frozenset({"en"}),
-        )
+        refuse_what_the_model_lacks(options, self)
         if not options.temperature:
             raise EngineError("at least one temperature is needed", param="temperature")
 

@@ -27,6 +27,7 @@ Statuses the failures map to (documented in the README):
 from __future__ import annotations
 
 import io
+import wave
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -35,6 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from voicefleet_runtime.engine.base import SAMPLE_RATE
+from voicefleet_runtime.engine_wav import FORMAT_NAME, open_engine_wav, read_samples
 from voicefleet_runtime.errors import ApiError
 
 MIN_SAMPLE_RATE = 8_000
@@ -140,10 +142,14 @@ def _size(source: AudioSource) -> int:
     return size
 
 
+def _stream(source: AudioSource) -> BinaryIO:
+    return io.BytesIO(source) if isinstance(source, bytes) else source
+
+
 def _open(source: AudioSource) -> av.container.InputContainer:
     if not _size(source):
         raise _empty()
-    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    stream = _stream(source)
     try:
         return av.open(stream, mode="r", metadata_errors="ignore")
     except av.error.FFmpegError as exc:
@@ -165,12 +171,19 @@ def _probe_open(
     if not container.streams.audio:
         raise _not_audio(f"{container.format.name} without an audio stream")
     stream = container.streams.audio[0]
+    if stream.codec_context is None:  # a stream whose codec FFmpeg does not have (a bad id)
+        raise _not_audio(f"{container.format.name} with an audio codec FFmpeg lacks")
     probe = AudioProbe(
         format_name=container.format.name,
         sample_rate=int(stream.codec_context.sample_rate or 0),
         channels=int(stream.codec_context.channels or 0),
         declared_seconds=_declared_seconds(container),
     )
+    return _checked(probe, uploaded, limits)
+
+
+def _checked(probe: AudioProbe, uploaded: int, limits: DecodeLimits) -> AudioProbe:
+    """The probe, once its format and declared duration are within the limits."""
     _check_format(probe.sample_rate, probe.channels)
     declared = probe.declared_seconds
     if declared is not None:
@@ -186,8 +199,36 @@ def probe_audio(
 ) -> AudioProbe:
     """Container metadata, checked before anything is decoded; cheap (headers only)."""
     uploaded = _size(source)
+    limits = DecodeLimits(max_seconds, min_bytes_per_second)
+    if (wav := open_engine_wav(_stream(source))) is not None:
+        return _checked(_wav_probe(wav), uploaded, limits)
     with _open(source) as container:
-        return _probe_open(container, uploaded, DecodeLimits(max_seconds, min_bytes_per_second))
+        return _probe_open(container, uploaded, limits)
+
+
+def _wav_probe(wav: wave.Wave_read) -> AudioProbe:
+    declared = wav.getnframes() / SAMPLE_RATE
+    return AudioProbe(FORMAT_NAME, SAMPLE_RATE, 1, declared)
+
+
+def is_engine_wav(source: AudioSource) -> bool:
+    """Whether the upload is read without FFmpeg (engine_wav.py): cheap, the header only."""
+    return open_engine_wav(_stream(source)) is not None
+
+
+def _read_engine_wav(wav: wave.Wave_read, uploaded: int, limits: DecodeLimits) -> NDArray[np.int16]:
+    """A WAV's samples under the limits FFmpeg's path applies: the declared duration before
+    reading, then what was read (one sample past the limit says the file is too long)."""
+    _checked(_wav_probe(wav), uploaded, limits)
+    pcm = read_samples(wav, int(limits.max_seconds * SAMPLE_RATE) + 1)
+    seconds = pcm.shape[0] / SAMPLE_RATE
+    if seconds > limits.max_seconds:
+        raise _too_long(limits.max_seconds)
+    if seconds > limits.seconds_for(uploaded):
+        raise _implausible(seconds, uploaded)
+    if not pcm.shape[0]:
+        raise _empty()
+    return pcm
 
 
 class _Budget:
@@ -310,6 +351,8 @@ def decode_pcm16(
     benchmarks)."""
     limits = DecodeLimits(max_seconds, min_bytes_per_second)
     uploaded = _size(source)
+    if (wav := open_engine_wav(_stream(source))) is not None:
+        return _read_engine_wav(wav, uploaded, limits)
     with _open(source) as container:
         _probe_open(container, uploaded, limits)
         budget = _Budget(limits, uploaded)

@@ -27,7 +27,13 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from voicefleet_runtime.audio import AudioSource, decode_audio, decode_pcm16, pcm16_to_float
+from voicefleet_runtime.audio import (
+    AudioSource,
+    decode_audio,
+    decode_pcm16,
+    is_engine_wav,
+    pcm16_to_float,
+)
 from voicefleet_runtime.cpu_budget import decode_processes_for
 from voicefleet_runtime.errors import ApiError
 
@@ -170,7 +176,9 @@ class AudioDecoder:
     def decode(
         self, source: AudioSource, max_seconds: float, *, min_bytes_per_second: float = 0.0
     ) -> NDArray[np.float32]:
-        if self._pool is None:
+        if self._pool is None or is_engine_wav(source):
+            # A WAV of the engines' own samples is a copy (engine_wav.py): cheaper here than
+            # its round trip to a process.
             return decode_audio(source, max_seconds, min_bytes_per_second=min_bytes_per_second)
         with self._places:
             data = source if isinstance(source, bytes) else _read_all(source)

@@ -6,6 +6,7 @@ for GPU pods comes from: for each process count, one server, warmed, then a clos
 decoding). The anchor is gpu_batching.py's: HF transformers at batch `--clients`, same weights.
 
     python bench/api_processes.py --model DIR [--processes 1 2 4 8] [--clients 64]
+        [--server-env VOICEFLEET_DECODE_PROCESSES=14]
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def served(
     """One server with `processes` API processes: a closed loop per upload format, and the
     host's busy CPU share during it."""
     env = EngineFactory(device, precision, {}).server_env()  # gpu_batching's HTTP rows'
+    env |= dict(item.split("=", 1) for item in args.server_env)
     env["VOICEFLEET_API_PROCESSES"] = str(processes)
     clip_sets = [clips, [as_wav(clip) for clip in clips]]
     with ServedModel(model, device, precision, args.clients, 1, env) as server:
@@ -91,6 +93,9 @@ def main() -> None:
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=6.0, help="each closed loop's budget")
+    parser.add_argument(
+        "--server-env", nargs="*", default=[], metavar="KEY=VALUE", help="extra server settings"
+    )
     args = parser.parse_args()
     clips = load_corpus(args.jfk)
     hf = hf_anchor(args.model, args.device, args.precision, clips, args.clients)

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from voicefleet_runtime.cpu_budget import AUTO_MAX_DECODE_PROCESSES
 from voicefleet_runtime.engine.batching import BatchedMode
 from voicefleet_runtime.tts.assets import DEFAULT_ASSETS_DIR
 from voicefleet_runtime.tts.formats import SpeechFormat
@@ -158,7 +159,8 @@ class RuntimeSettings(BaseSettings):
     decode_processes: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
         "auto",
         description="Processes that decode uploads (0: each request's engine thread). auto = "
-        "one per available CPU but one (at most 8) when the engine batches requests in this "
+        f"one per available CPU but one (at most {AUTO_MAX_DECODE_PROCESSES}) when the engine "
+        "batches requests in this "
         "process (the torch engine's continuous batching), else 0: decoding in threads holds "
         "the interpreter the batching loop needs.",
     )

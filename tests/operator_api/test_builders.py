@@ -377,7 +377,7 @@ def test_gpu_pods_request_a_core_for_the_server_and_one_per_decoding_process() -
     resources, decoding = cpu_and_decoding(torch_on_gpus(count=2))
     assert (resources["requests"]["cpu"], decoding) == ("5", "4")
     resources, decoding = cpu_and_decoding(torch_on_gpus(count=8))
-    assert (resources["requests"]["cpu"], decoding) == ("9", "8"), "at most 8 processes"
+    assert (resources["requests"]["cpu"], decoding) == ("17", "16")
     # faster-whisper decodes in the request's thread: a core for the server and that thread.
     spec, _ = SCENARIOS["a100-float16"]
     resources, decoding = cpu_and_decoding(spec)
@@ -389,7 +389,8 @@ def test_gpu_pods_request_a_core_for_the_server_and_one_per_decoding_process() -
     [
         ({"requests": {"cpu": "6"}}, 6, 5),
         ({"requests": {"cpu": "500m"}}, 1, 1),
-        ({"requests": {"cpu": "4"}, "limits": {"cpu": "12"}}, 12, 8),
+        ({"requests": {"cpu": "4"}, "limits": {"cpu": "12"}}, 12, 11),
+        ({"requests": {"cpu": "4"}, "limits": {"cpu": "24"}}, 24, 16),
     ],
 )
 def test_the_decoding_processes_follow_the_cpus_the_spec_gives(

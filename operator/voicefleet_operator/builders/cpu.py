@@ -6,9 +6,10 @@ process, which keeps about one core busy. Uploads are decoded in worker processe
 decoding them in the request threads held the interpreter lock the loop needs after every wait
 on the GPU (README, continuous batching: 87 audio s/s instead of 1362 at 64 clients). Those
 processes need cores of their own. The runtime's `auto` counts the CPUs the process may use,
-and with no CPU limit that is every core of the node: a pod that requested no CPU started up
-to 8 decoding processes on cores nobody had given it, and could be packed onto a node with none
-to spare. So a GPU pod requests its cores, and its process count is rendered from them.
+and with no CPU limit that is every core of the node: a pod that requested no CPU started as
+many decoding processes as `auto` allows on cores nobody had given it, and could be packed onto
+a node with none to spare. So a GPU pod requests its cores, and its process count is rendered
+from them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ DECODE_PROCESSES_PER_GPU = 2
 """One process decodes about ten 20 s uploads a second (an H200 host): two per GPU keep up with
 about 400 audio seconds a second, and the request that follows, 1 + 2 = 3 CPUs, still fits the
 clouds' smallest one-GPU nodes (4 vCPUs: AWS g5.xlarge and g6.xlarge, GCP g2-standard-4) beside
-their daemons. A GPU that transcribes more (an H200 with tiny.en: 3.6k audio s/s) needs a larger
+their daemons. A GPU that transcribes more (an H200 with tiny.en: ~9k audio s/s) needs a larger
 runtime.resources.requests.cpu; the process count follows it."""
 
 

@@ -46,7 +46,8 @@ def open_engine_wav(stream: BinaryIO) -> wave.Wave_read | None:
 
 
 def read_samples(reader: wave.Wave_read, most_frames: int) -> NDArray[np.int16]:
-    """Up to `most_frames` samples; fewer when the data chunk (or the upload) ends first."""
+    """Up to `most_frames` samples, fewer when the data chunk (or the upload) ends first: a
+    read-only view of the bytes read, not a copy (the engines' float32 is made from it)."""
     data = reader.readframes(most_frames)
-    whole = len(data) - len(data) % SAMPLE_BYTES  # a truncated upload may end mid-sample
-    return np.frombuffer(data[:whole], dtype="<i2").astype(np.int16)
+    # count: a truncated upload may end mid-sample.
+    return np.frombuffer(data, dtype="<i2", count=len(data) // SAMPLE_BYTES)

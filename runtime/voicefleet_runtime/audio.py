@@ -350,9 +350,16 @@ def decode_pcm16(
     process. `min_bytes_per_second` 0: no compression-ratio bound (trusted input, as in
     benchmarks)."""
     limits = DecodeLimits(max_seconds, min_bytes_per_second)
-    uploaded = _size(source)
+    uploaded = _size(source)  # before the reader is opened: measuring seeks a file
     if (wav := open_engine_wav(_stream(source))) is not None:
         return _read_engine_wav(wav, uploaded, limits)
+    return decode_pcm16_with_ffmpeg(source, limits)
+
+
+def decode_pcm16_with_ffmpeg(source: AudioSource, limits: DecodeLimits) -> NDArray[np.int16]:
+    """`decode_pcm16` through FFmpeg whatever the file (engine WAVs too: what the benches and
+    tests compare the standard library's reading with)."""
+    uploaded = _size(source)
     with _open(source) as container:
         _probe_open(container, uploaded, limits)
         budget = _Budget(limits, uploaded)

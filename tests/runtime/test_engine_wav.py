@@ -13,7 +13,14 @@ from faster_whisper import decode_audio as faster_whisper_decode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from voicefleet_runtime.audio import decode_audio, decode_pcm16, is_engine_wav, probe_audio
+from voicefleet_runtime.audio import (
+    DecodeLimits,
+    decode_audio,
+    decode_pcm16,
+    decode_pcm16_with_ffmpeg,
+    is_engine_wav,
+    probe_audio,
+)
 from voicefleet_runtime.audio_workers import AudioDecoder
 from voicefleet_runtime.errors import ApiError
 
@@ -45,7 +52,9 @@ def test_a_wav_of_the_engines_samples_reads_as_ffmpeg_decodes_it(
 
     read = decode_audio(path.read_bytes(), NO_LIMIT_SECONDS)
 
-    # faster-whisper decodes the same file with its own PyAV pipeline.
+    # FFmpeg gives the same samples: ours, and faster-whisper's own PyAV pipeline.
+    limits = DecodeLimits(NO_LIMIT_SECONDS, 0.0)
+    assert np.array_equal(decode_pcm16_with_ffmpeg(path.read_bytes(), limits), jfk_pcm)
     assert np.array_equal(read, np.asarray(faster_whisper_decode(str(path)), dtype=np.float32))
     assert np.array_equal(decode_pcm16(path.read_bytes(), NO_LIMIT_SECONDS), jfk_pcm)
     with path.open("rb") as spooled:  # an upload spooled to disk is read where it lies

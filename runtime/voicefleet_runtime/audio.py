@@ -18,6 +18,9 @@ bounded before and while it is decoded, never after:
   budget (what the longest allowed 48 kHz stereo file needs), so CPU and memory stop growing
   at the limit.
 
+A 16 kHz mono 16-bit WAV is already the engines' input: it is read without FFmpeg
+(engine_wav.py), under the same limits (the declared duration first, then the samples read).
+
 Statuses the failures map to (documented in the README):
 - 415: not audio at all (FFmpeg cannot open it, or it has no audio stream);
 - 400: empty, corrupt, truncated, or outside the sane bounds above;

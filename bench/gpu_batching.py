@@ -118,8 +118,8 @@ class Settings:
 
     def least_requests(self, batch: int, clips: int) -> int:
         """What an HF row times at the least, past its time budget: two batches, every clip.
-        (Two batches alone left HF's figure 20% apart between two runs on one host, runs
-        36-37: it now runs for the budget too.)"""
+        (HF's figure from a few batches moved 20% between two scripts' timings on one host,
+        runs 36-37: it now runs for the budget too.)"""
         return max(2 * batch, clips)
 
 

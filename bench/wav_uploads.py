@@ -33,9 +33,9 @@ from voicefleet_runtime.audio import (
     DecodeLimits,
     _open,
     _probe_open,
+    decode_engine_wav,
     decode_pcm16,
     decode_pcm16_with_ffmpeg,
-    is_engine_wav,
     probe_audio,
 )
 
@@ -72,8 +72,8 @@ def main() -> None:
     uploads = [as_wav(clip) for clip in load_corpus()]
     samples = {}
     for upload in uploads:
-        assert is_engine_wav(upload.data), upload.name
-        pcm = decode_pcm16(upload.data, MAX_SECONDS)
+        pcm = decode_engine_wav(upload.data, MAX_SECONDS)
+        assert pcm is not None, upload.name
         if not np.array_equal(pcm, decode_pcm16_with_ffmpeg(upload.data, LIMITS)):
             raise SystemExit(f"{upload.name}: wave and FFmpeg give different samples")
         samples[upload.name] = pcm

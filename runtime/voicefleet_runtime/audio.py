@@ -214,11 +214,6 @@ def _wav_probe(wav: wave.Wave_read) -> AudioProbe:
     return AudioProbe(FORMAT_NAME, SAMPLE_RATE, 1, declared)
 
 
-def is_engine_wav(source: AudioSource) -> bool:
-    """Whether the upload is read without FFmpeg (engine_wav.py): cheap, the header only."""
-    return open_engine_wav(_stream(source)) is not None
-
-
 def _read_engine_wav(wav: wave.Wave_read, uploaded: int, limits: DecodeLimits) -> NDArray[np.int16]:
     """A WAV's samples under the limits FFmpeg's path applies: the declared duration before
     reading, then what was read (one sample past the limit says the file is too long)."""
@@ -352,11 +347,21 @@ def decode_pcm16(
     engines' input from it exactly. Blocking and CPU-bound: call it in a worker thread or
     process. `min_bytes_per_second` 0: no compression-ratio bound (trusted input, as in
     benchmarks)."""
-    limits = DecodeLimits(max_seconds, min_bytes_per_second)
+    pcm = decode_engine_wav(source, max_seconds, min_bytes_per_second=min_bytes_per_second)
+    if pcm is not None:
+        return pcm
+    return decode_pcm16_with_ffmpeg(source, DecodeLimits(max_seconds, min_bytes_per_second))
+
+
+def decode_engine_wav(
+    source: AudioSource, max_seconds: float, *, min_bytes_per_second: float = 0.0
+) -> NDArray[np.int16] | None:
+    """`decode_pcm16` of a 16 kHz mono 16-bit WAV, read without FFmpeg (engine_wav.py) under
+    the same limits; None, after reading the header only, for any other file."""
     uploaded = _size(source)  # before the reader is opened: measuring seeks a file
-    if (wav := open_engine_wav(_stream(source))) is not None:
-        return _read_engine_wav(wav, uploaded, limits)
-    return decode_pcm16_with_ffmpeg(source, limits)
+    if (wav := open_engine_wav(_stream(source))) is None:
+        return None
+    return _read_engine_wav(wav, uploaded, DecodeLimits(max_seconds, min_bytes_per_second))
 
 
 def decode_pcm16_with_ffmpeg(source: AudioSource, limits: DecodeLimits) -> NDArray[np.int16]:

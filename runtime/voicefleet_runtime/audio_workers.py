@@ -30,8 +30,8 @@ from numpy.typing import NDArray
 from voicefleet_runtime.audio import (
     AudioSource,
     decode_audio,
+    decode_engine_wav,
     decode_pcm16,
-    is_engine_wav,
     pcm16_to_float,
 )
 from voicefleet_runtime.cpu_budget import decode_processes_for
@@ -176,13 +176,15 @@ class AudioDecoder:
     def decode(
         self, source: AudioSource, max_seconds: float, *, min_bytes_per_second: float = 0.0
     ) -> NDArray[np.float32]:
-        if self._pool is None or is_engine_wav(source):
-            # A WAV of the engines' own samples is a copy (engine_wav.py): cheaper here than
-            # its round trip to a process.
+        if self._pool is None:
             return decode_audio(source, max_seconds, min_bytes_per_second=min_bytes_per_second)
-        with self._places:
-            data = source if isinstance(source, bytes) else _read_all(source)
-            pcm = self._decode_in_pool(data, max_seconds, min_bytes_per_second)
+        # A WAV of the engines' own samples is a copy (engine_wav.py): cheaper here than its
+        # round trip to a process.
+        pcm = decode_engine_wav(source, max_seconds, min_bytes_per_second=min_bytes_per_second)
+        if pcm is None:
+            with self._places:
+                data = source if isinstance(source, bytes) else _read_all(source)
+                pcm = self._decode_in_pool(data, max_seconds, min_bytes_per_second)
         # Outside the upload's place: the next upload goes to a worker while this one scales.
         return pcm16_to_float(pcm)
 

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from voicefleet_runtime.audio import (
     DecodeLimits,
     decode_audio,
+    decode_engine_wav,
     decode_pcm16,
     decode_pcm16_with_ffmpeg,
-    is_engine_wav,
     probe_audio,
 )
 from voicefleet_runtime.audio_workers import AudioDecoder
@@ -48,7 +48,7 @@ def test_a_wav_of_the_engines_samples_reads_as_ffmpeg_decodes_it(
 ) -> None:
     path = tmp_path / "jfk.wav"
     path.write_bytes(wav(jfk_pcm))
-    assert is_engine_wav(path.read_bytes())
+    assert decode_engine_wav(path.read_bytes(), NO_LIMIT_SECONDS) is not None
 
     read = decode_audio(path.read_bytes(), NO_LIMIT_SECONDS)
 
@@ -82,14 +82,14 @@ def test_other_wavs_go_to_ffmpeg(jfk_pcm: np.ndarray, rate: int, channels: int, 
     frames = jfk_pcm[: 16_000 * 2]
     samples = np.repeat(frames, channels) if width == 2 else np.zeros(len(frames) * 3, np.uint8)
     data = wav(samples, rate, channels, width)
-    assert not is_engine_wav(data)
+    assert decode_engine_wav(data, NO_LIMIT_SECONDS) is None
     seconds = len(frames) / rate
     assert decode_audio(data, NO_LIMIT_SECONDS).shape[0] == pytest.approx(16_000 * seconds, abs=64)
 
 
 def test_not_a_wav_goes_to_ffmpeg(shared_audio: Path) -> None:
     for name in ("jfk.flac", "hotwords.mp3"):
-        assert not is_engine_wav((shared_audio / name).read_bytes())
+        assert decode_engine_wav((shared_audio / name).read_bytes(), NO_LIMIT_SECONDS) is None
     with pytest.raises(ApiError) as refused:
         decode_audio(b"RIFF\x10\x00\x00\x00WAVEjunkjunk", NO_LIMIT_SECONDS)
     assert refused.value.status in (400, 415)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from closed_loop import LoopResult
+from closed_loop import UNCAPPED_REQUESTS, LoopResult
 from gpu_batching_engines import EngineFactory
 from gpu_batching_http import ClientPool, ServedModel
 from hf_whisper import HfAnchor
@@ -77,7 +77,7 @@ def served(
             results = []
             for clip_set in range(len(FORMATS)):
                 before = cpu_times()
-                result = pool.closed_loop(args.clients, 100_000, args.seconds, clip_set)
+                result = pool.closed_loop(args.clients, UNCAPPED_REQUESTS, args.seconds, clip_set)
                 results.append((result, host_busy(before, cpu_times())))
             return results
         finally:

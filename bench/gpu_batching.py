@@ -40,7 +40,7 @@ from numpy.typing import NDArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from closed_loop import LoopResult, Row, closed_loop
+from closed_loop import UNCAPPED_REQUESTS, LoopResult, Row, closed_loop
 from gpu_batching_engines import (
     EngineFactory,
     OurEngine,
@@ -73,12 +73,6 @@ API_PROCESSES = "VOICEFLEET_API_PROCESSES"
 HF_PATH = "HF transformers"
 """The label of the anchor's rows."""
 WAV_PATH = "HTTP, WAV uploads"
-UNCAPPED_REQUESTS = 1_000_000
-"""More than any row sends: closed loops (in-process and HTTP) end on their time budget, not
-on a count. Two rounds of a closed loop start every request together, so uploads, engine and
-replies run in lockstep instead of overlapping as under steady load (on one host, 4 API
-processes, WAV at 64 clients: 3370.6 audio s/s over 128 requests, run 29; 4586 over 6 s, run
-30)."""
 
 
 def transcribe_text(engine: OurEngine, clip: Clip) -> str:

@@ -92,8 +92,15 @@ def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
-            listening = socket.create_server(
+            created = socket.create_server(
                 (host, port), family=family, backlog=LISTEN_BACKLOG, reuse_port=True
+            )
+            # The same socket, declared TCP: asyncio turns Nagle's algorithm off only on
+            # connections accepted from a socket whose protocol says TCP, and create_server
+            # leaves it 0. With Nagle on, a response's body waited for the client's delayed
+            # ACK of its head: ~40 ms a request (bench/results/batching-notes.md, run 38).
+            listening = socket.socket(
+                family, socket.SOCK_STREAM, socket.IPPROTO_TCP, fileno=created.detach()
             )
             sockets.append(listening)
             port = listening.getsockname()[1]  # port 0: the others join the first's

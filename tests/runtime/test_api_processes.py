@@ -4,6 +4,7 @@ engine's batching loop on the CPU so the batching metrics cross processes too.""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 
 from tests.conftest import JFK_REFERENCE
 from tests.loopback import free_port, serve_on_loopback, wait_for
+from voicefleet_runtime.api_processes import listening_sockets
 from voicefleet_runtime.exit_status import EXIT_API_PROCESS_LOST, EXIT_LOAD_FAILED, EXIT_OK
 from voicefleet_runtime.settings import RuntimeSettings
 
@@ -186,6 +188,35 @@ def test_an_api_process_that_dies_stops_the_server_with_its_own_status(
 def test_several_api_processes_serve_speech_to_text_only() -> None:
     with pytest.raises(ValidationError, match="speech-to-text only"):
         RuntimeSettings(api_processes=2, tts_model="kokoro")
+
+
+def test_connections_to_the_api_sockets_are_accepted_with_nagle_off() -> None:
+    """What asyncio (uvicorn's server) makes of a connection accepted on each process's socket:
+    TCP_NODELAY on, as on a socket uvicorn binds itself. With it off, a response's body waited
+    for the client's delayed ACK of the response's head, ~40 ms a request."""
+
+    async def accepted_nodelay(listening: socket.socket) -> int:
+        accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def on_connection(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            connection = writer.get_extra_info("socket")
+            accepted.set_result(connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_connection, sock=listening)
+        async with server:
+            _, writer = await asyncio.open_connection(*listening.getsockname()[:2])
+            nodelay = await accepted
+            writer.close()
+            return nodelay
+
+    sockets = listening_sockets("127.0.0.1", 0, 2)
+    try:
+        assert len({listening.getsockname() for listening in sockets}) == 1
+        assert all(asyncio.run(accepted_nodelay(listening)) for listening in sockets)
+    finally:
+        for listening in sockets:
+            listening.close()
 
 
 def test_a_port_in_use_ends_the_server_with_the_load_failed_status() -> None:

@@ -41,7 +41,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from voicefleet_runtime.audio import (
-    PCM_SCALE,
     RESAMPLE_BLOCK_SAMPLES,
     DecodeLimits,
     _Budget,
@@ -49,11 +48,10 @@ from voicefleet_runtime.audio import (
     _probe_open,
     _size,
     decode_pcm16,
-    pcm16_to_float,
     probe_audio,
 )
 from voicefleet_runtime.audio_workers import AudioDecoder
-from voicefleet_runtime.engine.base import SAMPLE_RATE
+from voicefleet_runtime.engine.base import PCM16_SCALE, SAMPLE_RATE, pcm16_to_float
 
 HERE = Path(__file__).resolve().parent
 SHARED_AUDIO = HERE.parent.parent / "shared" / "audio"
@@ -77,7 +75,7 @@ def frame_by_frame_decode(data: bytes, max_seconds: float = MAX_SECONDS) -> NDAr
             nonlocal length
             samples = frame.to_ndarray().reshape(-1)
             end = min(length + samples.shape[0], pcm.shape[0])
-            np.multiply(samples[: end - length], PCM_SCALE, out=pcm[length:end])
+            np.multiply(samples[: end - length], PCM16_SCALE, out=pcm[length:end])
             length = end
 
         resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
@@ -157,7 +155,7 @@ def load(name: str) -> Upload:
         codec += f" {stream.codec_context.channels}ch"
     before = frame_by_frame_decode(data)
     after = decode_pcm16(data, MAX_SECONDS)
-    if not np.array_equal(before, after * np.float32(PCM_SCALE)):
+    if not np.array_equal(before, after * np.float32(PCM16_SCALE)):
         raise SystemExit(f"{name}: the new decode's samples differ from the previous decode's")
     return Upload(name, data, codec, before.shape[0] / SAMPLE_RATE, {stage: [] for stage in STAGES})
 
@@ -223,7 +221,7 @@ def measure_pool(
     current = AudioDecoder(1)
     try:
         previous.submit(frame_by_frame_decode, uploads[0].data).result()
-        current.decode(uploads[0].data, MAX_SECONDS)
+        current.decode_pcm16(uploads[0].data, MAX_SECONDS)
         for _ in range(rounds):
             results["before"].append(
                 drive(
@@ -233,7 +231,11 @@ def measure_pool(
                 )
             )
             results["after"].append(
-                drive(lambda data: current.decode(data, MAX_SECONDS), uploads, count)
+                drive(
+                    lambda data: pcm16_to_float(current.decode_pcm16(data, MAX_SECONDS)),
+                    uploads,
+                    count,
+                )
             )
     finally:
         previous.shutdown()

@@ -41,7 +41,7 @@ def measure(threads: int, decoder: AudioDecoder, data: bytes) -> tuple[float, fl
 
     def decode_forever() -> None:
         while not stop.is_set():
-            decoder.decode(data, 600.0)
+            decoder.decode_pcm16(data, 600.0)
             decoded[0] += 1
 
     workers = [threading.Thread(target=decode_forever) for _ in range(threads)]

@@ -38,7 +38,7 @@ import av
 import numpy as np
 from numpy.typing import NDArray
 
-from voicefleet_runtime.engine.base import SAMPLE_RATE
+from voicefleet_runtime.engine.base import SAMPLE_RATE, pcm16_to_float
 from voicefleet_runtime.engine_wav import FORMAT_NAME, open_engine_wav, read_samples
 from voicefleet_runtime.errors import ApiError
 
@@ -58,8 +58,6 @@ MAX_FORMAT_CHANGES = 32
 """Times a stream may change its sample rate, layout or sample format: each change starts a new
 resampler (~0.2 ms, ten frames' worth), so a file that flips every frame is refused rather
 than costing ten times its decoding; real streams change rarely (chained Ogg, joined MP3s)."""
-PCM_SCALE = 1.0 / 32768.0
-"""signed 16-bit to [-1, 1), as faster-whisper's decode_audio scales."""
 
 
 @dataclass(frozen=True)
@@ -387,11 +385,6 @@ def decode_pcm16_with_ffmpeg(source: AudioSource, limits: DecodeLimits) -> NDArr
     if pcm.length == 0:
         raise _empty()
     return pcm.audio()
-
-
-def pcm16_to_float(pcm: NDArray[np.int16]) -> NDArray[np.float32]:
-    """What the engines take: samples scaled to [-1, 1) (exact: 16-bit values fit float32)."""
-    return np.multiply(pcm, np.float32(PCM_SCALE), dtype=np.float32)
 
 
 def decode_audio(

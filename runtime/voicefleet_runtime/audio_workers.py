@@ -27,13 +27,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from voicefleet_runtime.audio import (
-    AudioSource,
-    decode_audio,
-    decode_engine_wav,
-    decode_pcm16,
-    pcm16_to_float,
-)
+from voicefleet_runtime.audio import AudioSource, decode_engine_wav, decode_pcm16
 from voicefleet_runtime.cpu_budget import decode_processes_for
 from voicefleet_runtime.errors import ApiError
 
@@ -148,7 +142,7 @@ def _warm() -> int:
 
 
 class AudioDecoder:
-    """`decode(source, ...)` with audio.decode_audio's meaning, wherever the settings say.
+    """`decode_pcm16(source, ...)` with audio.decode_pcm16's meaning, wherever the settings say.
 
     A worker that dies (FFmpeg crashing on a hostile file) breaks the whole pool: the pool is
     replaced and each request it held is decoded once more; a file that kills the decoder
@@ -173,11 +167,13 @@ class AudioDecoder:
             future.result()
         return pool
 
-    def decode(
+    def decode_pcm16(
         self, source: AudioSource, max_seconds: float, *, min_bytes_per_second: float = 0.0
-    ) -> NDArray[np.float32]:
+    ) -> NDArray[np.int16]:
+        """audio.decode_pcm16's samples, decoded where the settings say (engine.base's
+        transcribe_pcm16 hands them to the engine)."""
         if self._pool is None:
-            return decode_audio(source, max_seconds, min_bytes_per_second=min_bytes_per_second)
+            return decode_pcm16(source, max_seconds, min_bytes_per_second=min_bytes_per_second)
         # A WAV of the engines' own samples is a copy (engine_wav.py): cheaper here than its
         # round trip to a process.
         pcm = decode_engine_wav(source, max_seconds, min_bytes_per_second=min_bytes_per_second)
@@ -185,8 +181,7 @@ class AudioDecoder:
             with self._places:
                 data = source if isinstance(source, bytes) else _read_all(source)
                 pcm = self._decode_in_pool(data, max_seconds, min_bytes_per_second)
-        # Outside the upload's place: the next upload goes to a worker while this one scales.
-        return pcm16_to_float(pcm)
+        return pcm
 
     def _decode_in_pool(
         self, data: bytes, max_seconds: float, min_bytes_per_second: float

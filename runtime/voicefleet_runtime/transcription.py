@@ -45,6 +45,7 @@ from voicefleet_runtime.engine.base import (
     SpeechEngine,
     TranscriptionInfo,
     close_segments,
+    transcribe_pcm16,
 )
 from voicefleet_runtime.errors import ApiError, quote_input
 from voicefleet_runtime.formats import Transcript
@@ -144,7 +145,7 @@ class EngineJob:
         """
         settings = self.runtime.settings
         try:
-            audio = self.runtime.audio_decoder.decode(
+            pcm = self.runtime.audio_decoder.decode_pcm16(
                 self.upload,
                 settings.max_audio_seconds,
                 min_bytes_per_second=settings.min_upload_bytes_per_audio_second,
@@ -154,11 +155,11 @@ class EngineJob:
             raise
         if self.client_gone.is_set():
             raise ClientGoneError
-        duration = audio.shape[0] / SAMPLE_RATE
+        duration = pcm.shape[0] / SAMPLE_RATE
         setattr(self.request_state, AUDIO_SECONDS_KEY, duration)
         options = _with_vad(self.runtime, self.engine, self.options, duration)
         started = time.monotonic()
-        info, segments = self.engine.transcribe(audio, options)
+        info, segments = transcribe_pcm16(self.engine, pcm, options)
         return EngineRun(info, segments, started)
 
     def collect(self) -> tuple[TranscriptionInfo, tuple[Segment, ...], float]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voicefleet_runtime.audio import decode_audio
+from voicefleet_runtime.audio import decode_pcm16
 from voicefleet_runtime.audio_workers import AudioDecoder, decode_process_count
 from voicefleet_runtime.errors import ApiError
 
@@ -26,9 +26,9 @@ def test_a_worker_process_decodes_what_the_thread_decodes(
     decoder: AudioDecoder, shared_audio: Path
 ) -> None:
     data = (shared_audio / "jfk.flac").read_bytes()
-    in_process = decoder.decode(data, 60.0, min_bytes_per_second=1000.0)
-    in_thread = decode_audio(data, 60.0, min_bytes_per_second=1000.0)
-    assert in_process.dtype == np.float32
+    in_process = decoder.decode_pcm16(data, 60.0, min_bytes_per_second=1000.0)
+    in_thread = decode_pcm16(data, 60.0, min_bytes_per_second=1000.0)
+    assert in_process.dtype == np.int16
     assert in_process.shape[0] > 10 * 16_000
     np.testing.assert_array_equal(in_process, in_thread)
 
@@ -37,10 +37,10 @@ def test_refusals_cross_the_process_boundary_with_their_status(
     decoder: AudioDecoder, shared_audio: Path
 ) -> None:
     with pytest.raises(ApiError) as not_audio:
-        decoder.decode(b"this is not audio at all" * 40, 60.0)
+        decoder.decode_pcm16(b"this is not audio at all" * 40, 60.0)
     assert (not_audio.value.status, not_audio.value.code) == (415, "unsupported_audio")
     with pytest.raises(ApiError) as too_long:
-        decoder.decode((shared_audio / "jfk.flac").read_bytes(), 5.0)
+        decoder.decode_pcm16((shared_audio / "jfk.flac").read_bytes(), 5.0)
     assert (too_long.value.status, too_long.value.param) == (413, "file")
 
 
@@ -49,7 +49,7 @@ def test_a_killed_worker_is_replaced_and_the_next_upload_decodes(
 ) -> None:
     (victim,) = decoder.worker_pids()
     os.kill(victim, signal.SIGKILL)
-    audio = decoder.decode((shared_audio / "jfk.flac").read_bytes(), 60.0)
+    audio = decoder.decode_pcm16((shared_audio / "jfk.flac").read_bytes(), 60.0)
     assert audio.shape[0] > 10 * 16_000
     replacements = decoder.worker_pids()
     assert replacements

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from tests.runtime.hostile import flac_changing_rate
-from voicefleet_runtime.audio import MAX_FORMAT_CHANGES, decode_audio, decode_pcm16, pcm16_to_float
+from voicefleet_runtime.audio import MAX_FORMAT_CHANGES, decode_audio, decode_pcm16
+from voicefleet_runtime.engine.base import pcm16_to_float
 from voicefleet_runtime.errors import ApiError
 
 BENCH_AUDIO = Path(__file__).resolve().parents[2] / "bench" / "audio"

@@ -22,12 +22,15 @@ from faster_whisper.audio import decode_audio
 from numpy.typing import NDArray
 
 from tests.runtime_torch.conftest import TEST_THREADS, normalise
+from voicefleet_runtime.audio import decode_pcm16
 from voicefleet_runtime.engine.base import (
     BatchingEngine,
     DecodeOptions,
     EngineError,
+    Pcm16Engine,
     Segment,
     SpeechEngine,
+    transcribe_pcm16,
 )
 from voicefleet_runtime.engine.models import ResolvedModel
 from voicefleet_runtime.engine.remote import RemoteEngine
@@ -337,6 +340,14 @@ def test_a_remote_engine_answers_as_the_engine_itself(
     jfk = clip(shared_audio, "jfk.flac")
     timed = DecodeOptions(beam_size=1, temperature=(0.0,), word_timestamps=True)
     assert decode(remote_tiny, jfk, timed) == decode(batched_tiny, jfk, timed)
+    # The server's path: 16-bit samples cross, and the engine process scales them.
+    pcm = decode_pcm16((shared_audio / "jfk.flac").read_bytes(), 60.0)
+    assert isinstance(remote_tiny, Pcm16Engine)
+    assert not isinstance(batched_tiny, Pcm16Engine)
+    # One after the other: two requests sharing a batch may differ in the last float bits.
+    from_pcm = list(transcribe_pcm16(remote_tiny, pcm, timed)[1])
+    assert from_pcm == list(transcribe_pcm16(batched_tiny, pcm, timed)[1])
+    assert "ask not what your country" in text_of(from_pcm)
     with pytest.raises(EngineError, match="English-only") as refused:
         remote_tiny.check(DecodeOptions(task="translate"))
     assert refused.value.param == "model"

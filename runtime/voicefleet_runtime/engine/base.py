@@ -18,6 +18,9 @@ from voicefleet_runtime.errors import quote_input
 
 SAMPLE_RATE = 16_000
 """Every engine takes mono float32 PCM at this rate; decoding resamples to it."""
+PCM16_SCALE = 1.0 / 32768.0
+"""Signed 16-bit samples (what decoding yields) to [-1, 1), as faster-whisper's decode_audio
+scales."""
 
 Task = Literal["transcribe", "translate"]
 
@@ -99,6 +102,32 @@ class BatchingEngine(Protocol):
     """An engine that batches across requests and can say how full its batch is."""
 
     def batch_stats(self) -> BatchStats: ...
+
+
+@runtime_checkable
+class Pcm16Engine(Protocol):
+    """An engine that takes decoded 16-bit samples as they are. A remote engine does: half the
+    bytes of float32 to carry to its process, where receiving them holds the interpreter lock
+    its batching loop needs (bench/engine_hop.py)."""
+
+    def transcribe_pcm16(
+        self, pcm: NDArray[np.int16], options: DecodeOptions
+    ) -> tuple[TranscriptionInfo, Iterator[Segment]]: ...
+
+
+def pcm16_to_float(pcm: NDArray[np.int16]) -> NDArray[np.float32]:
+    """What the engines take: samples scaled to [-1, 1) (exact: 16-bit values fit float32)."""
+    return np.multiply(pcm, np.float32(PCM16_SCALE), dtype=np.float32)
+
+
+def transcribe_pcm16(
+    engine: SpeechEngine, pcm: NDArray[np.int16], options: DecodeOptions
+) -> tuple[TranscriptionInfo, Iterator[Segment]]:
+    """`engine.transcribe` of decoded samples: handed over as they are where the engine takes
+    them (Pcm16Engine), else scaled to float32 here."""
+    if isinstance(engine, Pcm16Engine):
+        return engine.transcribe_pcm16(pcm, options)
+    return engine.transcribe(pcm16_to_float(pcm), options)
 
 
 class EngineError(Exception):

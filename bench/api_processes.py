@@ -12,15 +12,17 @@ decoding). The anchor is gpu_batching.py's: HF transformers at batch `--clients`
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from closed_loop import UNCAPPED_REQUESTS, LoopResult
 from gpu_batching_engines import EngineFactory
-from gpu_batching_http import ClientPool, ServedModel
+from gpu_batching_http import ClientPool, ServedModel, ServerCounters
 from hf_whisper import HfAnchor
 from speech_corpus import Clip, as_wav, load_corpus
 
@@ -55,6 +57,14 @@ def hf_anchor(model: Path, device: str, precision: str, clips: list[Clip], batch
     return rounds * audio / (time.perf_counter() - started)
 
 
+@dataclass(frozen=True)
+class ServedRow:
+    result: LoopResult
+    host_busy: float
+    counted: ServerCounters
+    """The server's own counters over the row."""
+
+
 def served(
     model: Path,
     device: str,
@@ -62,9 +72,9 @@ def served(
     processes: int,
     clips: list[Clip],
     args: argparse.Namespace,
-) -> list[tuple[LoopResult, float]]:
-    """One server with `processes` API processes: a closed loop per upload format, and the
-    host's busy CPU share during it."""
+) -> tuple[float, list[ServedRow]]:
+    """One server with `processes` API processes: its seconds to ready, then a closed loop
+    per upload format, with the host's busy CPU share and the server's counters over it."""
     env = EngineFactory(device, precision, {}).server_env()  # gpu_batching's HTTP rows'
     env |= dict(item.split("=", 1) for item in args.server_env)
     env["VOICEFLEET_API_PROCESSES"] = str(processes)
@@ -74,12 +84,13 @@ def served(
         try:
             server.transcribe(clips[0])
             pool.closed_loop(args.clients, 2 * args.clients, args.seconds)  # warm
-            results = []
+            rows = []
             for clip_set in range(len(FORMATS)):
-                before = cpu_times()
+                before, counted_before = cpu_times(), server.counters()
                 result = pool.closed_loop(args.clients, UNCAPPED_REQUESTS, args.seconds, clip_set)
-                results.append((result, host_busy(before, cpu_times())))
-            return results
+                busy, counted = host_busy(before, cpu_times()), server.counters()
+                rows.append(ServedRow(result, busy, counted.since(counted_before)))
+            return server.ready_s, rows
         finally:
             pool.close()
 
@@ -106,11 +117,13 @@ def main() -> None:
     one_process: dict[str, float] = {}
     for processes in args.processes:
         try:
-            results = served(args.model, args.device, args.precision, processes, clips, args)
+            ready_s, rows = served(args.model, args.device, args.precision, processes, clips, args)
         except Exception as error:  # one server's failure must not cost the others' rows
             print(f"{processes:>9} failed: {error!r}", flush=True)
             continue
-        for upload, (result, busy) in zip(FORMATS, results, strict=True):
+        print(f"{processes:>9} ready {ready_s:.1f} s after its start", flush=True)
+        for upload, row in zip(FORMATS, rows, strict=True):
+            result, busy = row.result, row.host_busy
             rate = result.audio_seconds / result.wall_s
             if processes == 1:
                 one_process[upload] = rate
@@ -118,6 +131,8 @@ def main() -> None:
             p50 = sorted(result.latencies)[len(result.latencies) // 2]
             figures = f"{rate:>10.1f} {rate / hf:>5.2f}x {versus_one:>6} {p50:.3f} {busy:>8.0%}"
             print(f"{processes:>9} {upload:>6} {figures}", flush=True)
+            breakdown = row.counted.breakdown(result.wall_s, statistics.fmean(result.latencies))
+            print(f"{'':>9} {upload:>6} {breakdown}", flush=True)
 
 
 if __name__ == "__main__":

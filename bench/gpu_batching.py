@@ -300,6 +300,8 @@ class Bench:
         (lazy kernels, graph capture, connections) before any row is timed."""
         s = self.settings
         with ServedModel(model.path, s.device, s.precision, clients, gpus, env) as server:
+            # What a scale-up waits before the new pod serves (load, compile, capture).
+            print(f"  server ready {server.ready_s:.1f} s after its start", flush=True)
             pool = ClientPool(server.url, clip_sets, clients)
             try:
                 server.transcribe(clip_sets[0][0])
@@ -318,18 +320,20 @@ class Bench:
         clip_set: int = 0,
     ) -> Row:
         """One closed loop against the server for the row's whole time budget; its decode
-        step from the server's counters."""
+        step, and where a request's time went, from the server's counters."""
         server.reset_peak_memory()
-        steps_before, seconds_before = server.decode_counters()
+        before = server.counters()
         budget_s = self.settings.row_budget_s
         result = pool.closed_loop(clients, UNCAPPED_REQUESTS, budget_s, clip_set)
-        steps, seconds = server.decode_counters()
-        step_ms = (
-            1000 * (seconds - seconds_before) / (steps - steps_before)
-            if steps > steps_before
-            else None
+        counted = server.counters().since(before)
+        return result.row(
+            model,
+            path,
+            clients,
+            step_ms=counted.step_ms(),
+            gpu_gib=server.peak_gib(),
+            note=counted.breakdown(result.wall_s, statistics.fmean(result.latencies)),
         )
-        return result.row(model, path, clients, step_ms=step_ms, gpu_gib=server.peak_gib())
 
     def hf_rows(self, name: str, model: ResolvedModel, clips: list[Clip]) -> None:
         s = self.settings

@@ -10,16 +10,17 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import TracebackType
 
 import httpx
 from closed_loop import LoopResult, closed_loop
 from gpu_runtime_http import ROOT, free_port
+from prometheus_client.parser import text_string_to_metric_families
 from speech_corpus import Clip
 
-# The batched engine's series; absent from the sequential engine's /metrics.
-from voicefleet_runtime.metric_names import DECODE_STEP_SECONDS, DECODE_STEPS
+from voicefleet_runtime import metric_names
 from voicefleet_runtime.readiness import wait_until_ready
 
 GIB = 2**30
@@ -201,6 +202,72 @@ class ProcessGpuMemory:
             self._thread.join()
 
 
+TRANSCRIPTIONS = "/v1/audio/transcriptions"
+
+# (field, the sample's name in /metrics, its endpoint label or None). The decode series are
+# the batched engine's: absent from the sequential engine's /metrics, so they read 0.
+COUNTED_SAMPLES = (
+    ("requests", f"{metric_names.REQUEST_DURATION}_count", TRANSCRIPTIONS),
+    ("request_seconds", f"{metric_names.REQUEST_DURATION}_sum", TRANSCRIPTIONS),
+    ("queue_wait_seconds", f"{metric_names.QUEUE_WAIT}_sum", None),
+    ("engine_seconds", metric_names.ENGINE_BUSY_SECONDS, None),
+    ("decode_steps", metric_names.DECODE_STEPS, None),
+    ("decode_step_seconds", metric_names.DECODE_STEP_SECONDS, None),
+    ("decoded_windows", f"{metric_names.DECODE_BATCH_SIZE}_sum", None),
+)
+
+
+@dataclass(frozen=True)
+class ServerCounters:
+    """The server's own account of where a request's time went, summed over requests (a
+    snapshot of /metrics; a row reads the difference of two)."""
+
+    requests: float = 0.0
+    request_seconds: float = 0.0
+    """From the request's headers to its response's end: upload, queue, engine, reply."""
+    queue_wait_seconds: float = 0.0
+    engine_seconds: float = 0.0
+    """From handing the audio to the engine to its last segment (decoding excluded)."""
+    decode_steps: float = 0.0
+    decode_step_seconds: float = 0.0
+    decoded_windows: float = 0.0
+    """Rows of every decode step: over decode_steps, the mean batch."""
+
+    @classmethod
+    def parse(cls, metrics_text: str) -> ServerCounters:
+        values: dict[str, float] = {}
+        for family in text_string_to_metric_families(metrics_text):
+            for sample in family.samples:
+                for field_name, name, endpoint in COUNTED_SAMPLES:
+                    if sample.name == name and sample.labels.get("endpoint") == endpoint:
+                        values[field_name] = values.get(field_name, 0.0) + sample.value
+        return cls(**values)
+
+    def since(self, before: ServerCounters) -> ServerCounters:
+        return ServerCounters(
+            *(getattr(self, f.name) - getattr(before, f.name) for f in fields(self))
+        )
+
+    def step_ms(self) -> float | None:
+        return 1000 * self.decode_step_seconds / self.decode_steps if self.decode_steps else None
+
+    def breakdown(self, wall_s: float, client_mean_s: float) -> str:
+        """Where a request's time went, mean per request, and how busy the loop kept the GPU."""
+        if not self.requests:
+            return ""
+        per_request = {
+            "client": client_mean_s,
+            "server": self.request_seconds / self.requests,
+            "queue": self.queue_wait_seconds / self.requests,
+            "engine": self.engine_seconds / self.requests,
+        }
+        parts = [" ".join(f"{k} {1000 * v:.0f}" for k, v in per_request.items()) + " ms/request"]
+        if self.decode_steps:
+            parts.append(f"stepping {self.decode_step_seconds / wall_s:.0%} of wall")
+            parts.append(f"{self.decoded_windows / self.decode_steps:.1f} windows/step")
+        return "; ".join(parts)
+
+
 class ServedModel:
     """`voicefleet serve --model FOLDER` in a subprocess, ready when entered, drained on exit."""
 
@@ -233,6 +300,9 @@ class ServedModel:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(gpus))
         command = [sys.executable, "-m", "voicefleet_operator.cli", "serve"]
         command += ["--host", "127.0.0.1", "--port", str(self.port), "--model", str(model_dir)]
+        self._started = time.perf_counter()
+        self.ready_s = 0.0
+        """Seconds from the process's start to ready: load, compile, capture, warm-up."""
         self._process = subprocess.Popen(command, env=env)
         self._memory = ProcessGpuMemory(self._process.pid)
         self._client = new_client(clients)
@@ -241,6 +311,7 @@ class ServedModel:
         wait_until_ready(
             self.url, lambda: self._process.poll() is None, "voicefleet serve", READY_TIMEOUT_S
         )
+        self.ready_s = time.perf_counter() - self._started
         return self
 
     def __exit__(
@@ -265,15 +336,8 @@ class ServedModel:
     def transcribe(self, clip: Clip) -> str:
         return post_transcription(self._client, self.url, clip)
 
-    def decode_counters(self) -> tuple[float, float]:
-        """(decode steps, decode step seconds) so far, from /metrics (0, 0 when the engine
-        does not count them)."""
-        wanted = {DECODE_STEPS: 0.0, DECODE_STEP_SECONDS: 0.0}
-        for line in self._client.get(f"{self.url}/metrics").text.splitlines():
-            name, _, value = line.partition(" ")
-            if name in wanted:
-                wanted[name] = float(value)
-        return wanted[DECODE_STEPS], wanted[DECODE_STEP_SECONDS]
+    def counters(self) -> ServerCounters:
+        return ServerCounters.parse(self._client.get(f"{self.url}/metrics").text)
 
     def reset_peak_memory(self) -> None:
         self._memory.reset()

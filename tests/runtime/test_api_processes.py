@@ -206,17 +206,15 @@ def test_connections_to_the_api_sockets_are_accepted_with_nagle_off() -> None:
         server = await asyncio.start_server(on_connection, sock=listening)
         async with server:
             _, writer = await asyncio.open_connection(*listening.getsockname()[:2])
-            nodelay = await accepted
+            nodelay = await asyncio.wait_for(accepted, timeout=30)
             writer.close()
+            await writer.wait_closed()
             return nodelay
 
-    sockets = listening_sockets("127.0.0.1", 0, 2)
-    try:
-        assert len({listening.getsockname() for listening in sockets}) == 1
-        assert all(asyncio.run(accepted_nodelay(listening)) for listening in sockets)
-    finally:
-        for listening in sockets:
-            listening.close()
+    # One socket: with two on the port, the kernel may queue the connection on the other.
+    (listening,) = listening_sockets("127.0.0.1", 0, 1)
+    with listening:
+        assert asyncio.run(accepted_nodelay(listening))
 
 
 def test_a_port_in_use_ends_the_server_with_the_load_failed_status() -> None:

@@ -60,12 +60,12 @@ class FallbackPolicy:
             and result.avg_logprob < self.log_prob_threshold
         )
 
-    def needs_fallback(self, result: WindowDecoding, text: str) -> bool:
+    def needs_fallback(self, result: WindowDecoding, ratio: float) -> bool:
+        """`ratio`: the compression ratio of the window's text (decoding.compression_ratio)."""
         if self.is_silence(result):
             return False
         return (
-            compression_ratio(text) > self.compression_ratio_threshold
-            or result.avg_logprob < self.log_prob_threshold
+            ratio > self.compression_ratio_threshold or result.avg_logprob < self.log_prob_threshold
         )
 
 
@@ -200,7 +200,7 @@ class TorchWhisperEngine(TorchEngineIdentity):
                 continue
             split = split_window(result.tokens, vocabulary.timestamp_begin, time_offset, frames)
             seek += split.advance_frames
-            text_of_window = self.tokenizer.decode(result.tokens)
+            ratio = compression_ratio(self.tokenizer.decode(result.tokens))
             for piece in split.pieces:
                 text = self.tokenizer.decode(piece.tokens)
                 if not text.strip():
@@ -212,7 +212,7 @@ class TorchWhisperEngine(TorchEngineIdentity):
                     text=text,
                     tokens=piece.tokens,
                     avg_logprob=result.avg_logprob,
-                    compression_ratio=compression_ratio(text_of_window),
+                    compression_ratio=ratio,
                     no_speech_prob=result.no_speech_prob,
                     temperature=result.temperature,
                 )
@@ -239,7 +239,8 @@ class TorchWhisperEngine(TorchEngineIdentity):
                 max(options.beam_size, 1),
                 generator,
             )
-            if not self._policy.needs_fallback(result, self.tokenizer.decode(result.tokens)):
+            ratio = compression_ratio(self.tokenizer.decode(result.tokens))
+            if not self._policy.needs_fallback(result, ratio):
                 break
         assert result is not None  # check() guarantees at least one temperature
         return result

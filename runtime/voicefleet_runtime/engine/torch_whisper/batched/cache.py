@@ -143,10 +143,9 @@ class SlotCache:
             dequantize_float8(values, scales[..., 1], dtype),
         )
 
-    def move(self, source: int, target: int) -> None:
-        """Copy slot `source` into `target` (the compaction when a sequence leaves)."""
+    def slot_views(self, slot: int) -> list[torch.Tensor]:
+        """Every tensor's part that belongs to `slot`: what moves when the loop compacts."""
         tensors = [self.self_keys, self.self_values, self.cross_keys, self.cross_values]
         if self.cross_scales is not None:
             tensors.append(self.cross_scales)
-        for tensor in tensors:
-            tensor[:, target].copy_(tensor[:, source])
+        return [tensor[:, slot] for tensor in tensors]

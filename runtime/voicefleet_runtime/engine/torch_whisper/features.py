@@ -7,9 +7,8 @@ import math
 import numpy as np
 import torch
 
-from voicefleet_runtime.engine.base import PCM16_SCALE
+from voicefleet_runtime.engine.base import PCM16_SCALE, SAMPLE_RATE
 
-SAMPLE_RATE = 16_000
 N_FFT = 400
 HOP_LENGTH = 160
 CHUNK_SECONDS = 30

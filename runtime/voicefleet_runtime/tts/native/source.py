@@ -12,10 +12,10 @@ import math
 import torch
 from torch import nn
 
+from voicefleet_runtime.tts.model import SAMPLE_RATE
 from voicefleet_runtime.tts.native.layers import Span
 from voicefleet_runtime.tts.native.weights import KokoroWeights
 
-SAMPLE_RATE = 24_000
 HARMONICS = 9
 SAMPLES_PER_CURVE_STEP = 300
 """Samples per F0 value (the F0 curve runs at twice the frame rate: 80 Hz)."""

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from voicefleet_runtime.audio import decode_audio
+from voicefleet_runtime.engine.base import SAMPLE_RATE
 from voicefleet_runtime.engine.torch_whisper.batched.windows import window_spans
 from voicefleet_runtime.engine.torch_whisper.features import (
     HOP_LENGTH,
     N_FRAMES_PER_CHUNK,
-    SAMPLE_RATE,
 )
 from voicefleet_runtime.memory_budget import FEATURE_BYTES_PER_SECOND
 

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from faster_whisper.feature_extractor import FeatureExtractor
 from numpy.typing import NDArray
 
-from voicefleet_runtime.audio import decode_pcm16
-from voicefleet_runtime.engine.base import pcm16_to_float
 from voicefleet_runtime.engine.torch_whisper.features import (
     N_FRAMES_PER_CHUNK,
     LogMelExtractor,
@@ -37,11 +33,3 @@ def test_windows_are_padded_or_cut_to_thirty_seconds() -> None:
     assert padded.shape == (80, N_FRAMES_PER_CHUNK)
     assert float(padded[:, 100:].abs().sum()) == 0.0
     assert pad_or_trim_frames(torch.ones(80, 4000)).shape == (80, N_FRAMES_PER_CHUNK)
-
-
-def test_16_bit_samples_give_the_features_of_their_float32_scaling(shared_audio: Path) -> None:
-    """What the batched engine is handed by the server (transcribe_pcm16): the samples are
-    scaled on the device, to the very features of the host's float32."""
-    pcm = decode_pcm16((shared_audio / "jfk.flac").read_bytes(), 60.0)
-    extractor = LogMelExtractor(80, torch.device("cpu"))
-    assert torch.equal(extractor(pcm), extractor(pcm16_to_float(pcm)))

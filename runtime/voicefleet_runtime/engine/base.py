@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, cast, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -118,13 +118,6 @@ class Pcm16Engine(Protocol):
 def pcm16_to_float(pcm: NDArray[np.int16]) -> NDArray[np.float32]:
     """What the engines take: samples scaled to [-1, 1) (exact: 16-bit values fit float32)."""
     return np.multiply(pcm, np.float32(PCM16_SCALE), dtype=np.float32)
-
-
-def float_samples(samples: NDArray[np.float32] | NDArray[np.int16]) -> NDArray[np.float32]:
-    """The engines' float32 input from either kind of samples: 16-bit ones are scaled."""
-    if samples.dtype == np.int16:
-        return pcm16_to_float(cast(NDArray[np.int16], samples))
-    return cast(NDArray[np.float32], samples)
 
 
 def transcribe_pcm16(

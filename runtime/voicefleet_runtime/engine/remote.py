@@ -28,10 +28,9 @@ from voicefleet_runtime.engine.base import (
     DecodeOptions,
     EngineError,
     Segment,
-    SpeechEngine,
     TranscriptionInfo,
+    pcm16_to_float,
     refuse_what_the_model_lacks,
-    transcribe_pcm16,
 )
 from voicefleet_runtime.engine.capabilities import EngineCapabilities
 
@@ -78,12 +77,10 @@ class Transcribe:
     audio: NDArray[np.float32] | NDArray[np.int16]
     """16-bit samples as decoded (half the bytes), or float32 from a caller that has those."""
 
-    def start(self, engine: SpeechEngine) -> tuple[TranscriptionInfo, Iterator[Segment]]:
-        """The call, on the engine process's `engine`: 16-bit samples as the server would hand
-        them over (transcribe_pcm16: the batched torch engine scales them on its GPU)."""
+    def engine_audio(self) -> NDArray[np.float32]:
         if self.audio.dtype == np.int16:
-            return transcribe_pcm16(engine, cast(NDArray[np.int16], self.audio), self.options)
-        return engine.transcribe(cast(NDArray[np.float32], self.audio), self.options)
+            return pcm16_to_float(cast(NDArray[np.int16], self.audio))
+        return cast(NDArray[np.float32], self.audio)
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,7 @@ class EngineService:
     def _transcribe(self, engine: SpeechEngine, connection: Connection, call: Transcribe) -> bool:
         """Whether the caller is still there for another call."""
         try:
-            info, segments = call.start(engine)
+            info, segments = engine.transcribe(call.engine_audio(), call.options)
         except Exception as exc:
             return self._try_send(connection, failure_of(exc))
         try:

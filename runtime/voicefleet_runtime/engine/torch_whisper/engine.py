@@ -60,12 +60,12 @@ class FallbackPolicy:
             and result.avg_logprob < self.log_prob_threshold
         )
 
-    def needs_fallback(self, result: WindowDecoding, ratio: float) -> bool:
-        """`ratio`: the compression ratio of the window's text (decoding.compression_ratio)."""
+    def needs_fallback(self, result: WindowDecoding, text: str) -> bool:
         if self.is_silence(result):
             return False
         return (
-            ratio > self.compression_ratio_threshold or result.avg_logprob < self.log_prob_threshold
+            compression_ratio(text) > self.compression_ratio_threshold
+            or result.avg_logprob < self.log_prob_threshold
         )
 
 
@@ -200,7 +200,7 @@ class TorchWhisperEngine(TorchEngineIdentity):
                 continue
             split = split_window(result.tokens, vocabulary.timestamp_begin, time_offset, frames)
             seek += split.advance_frames
-            ratio = compression_ratio(self.tokenizer.decode(result.tokens))
+            text_of_window = self.tokenizer.decode(result.tokens)
             for piece in split.pieces:
                 text = self.tokenizer.decode(piece.tokens)
                 if not text.strip():
@@ -212,7 +212,7 @@ class TorchWhisperEngine(TorchEngineIdentity):
                     text=text,
                     tokens=piece.tokens,
                     avg_logprob=result.avg_logprob,
-                    compression_ratio=ratio,
+                    compression_ratio=compression_ratio(text_of_window),
                     no_speech_prob=result.no_speech_prob,
                     temperature=result.temperature,
                 )
@@ -239,8 +239,7 @@ class TorchWhisperEngine(TorchEngineIdentity):
                 max(options.beam_size, 1),
                 generator,
             )
-            ratio = compression_ratio(self.tokenizer.decode(result.tokens))
-            if not self._policy.needs_fallback(result, ratio):
+            if not self._policy.needs_fallback(result, self.tokenizer.decode(result.tokens)):
                 break
         assert result is not None  # check() guarantees at least one temperature
         return result

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from voicefleet_runtime.engine.base import PCM16_SCALE, SAMPLE_RATE
+from voicefleet_runtime.engine.base import SAMPLE_RATE
 
 N_FFT = 400
 HOP_LENGTH = 160
@@ -69,12 +69,7 @@ class LogMelExtractor:
         self._window = torch.hann_window(N_FFT, periodic=True, device=device)
 
     def __call__(self, audio: np.ndarray | torch.Tensor) -> torch.Tensor:
-        waveform = torch.as_tensor(audio).to(self.device)
-        # 16-bit samples cross to the device as they are (half the bytes) and are scaled there,
-        # exactly as pcm16_to_float scales them on the host.
-        waveform = (
-            waveform.float() * PCM16_SCALE if waveform.dtype == torch.int16 else waveform.float()
-        )
+        waveform = torch.as_tensor(audio, dtype=torch.float32).to(self.device)
         if waveform.ndim != 1:
             raise ValueError(f"expected mono audio (1-D), got shape {tuple(waveform.shape)}")
         # One hop of trailing silence, so the last samples get a full frame of their own.

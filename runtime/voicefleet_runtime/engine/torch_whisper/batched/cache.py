@@ -143,9 +143,10 @@ class SlotCache:
             dequantize_float8(values, scales[..., 1], dtype),
         )
 
-    def slot_views(self, slot: int) -> list[torch.Tensor]:
-        """Every tensor's part that belongs to `slot`: what moves when the loop compacts."""
+    def move(self, source: int, target: int) -> None:
+        """Copy slot `source` into `target` (the compaction when a sequence leaves)."""
         tensors = [self.self_keys, self.self_values, self.cross_keys, self.cross_values]
         if self.cross_scales is not None:
             tensors.append(self.cross_scales)
-        return [tensor[:, slot] for tensor in tensors]
+        for tensor in tensors:
+            tensor[:, target].copy_(tensor[:, source])

@@ -287,21 +287,10 @@ class BatchedWhisperEngine(TorchEngineIdentity):
     def transcribe(
         self, audio: NDArray[np.float32], options: DecodeOptions
     ) -> tuple[TranscriptionInfo, Iterator[Segment]]:
-        return self._transcribe(np.ascontiguousarray(audio, dtype=np.float32), options)
-
-    def transcribe_pcm16(
-        self, pcm: NDArray[np.int16], options: DecodeOptions
-    ) -> tuple[TranscriptionInfo, Iterator[Segment]]:
-        """Pcm16Engine: the samples cross to the device as 16-bit and are scaled there (half
-        the copy, and no pass over them on the host, where the loop needs the interpreter)."""
-        return self._transcribe(np.ascontiguousarray(pcm, dtype=np.int16), options)
-
-    def _transcribe(
-        self, samples: NDArray[np.float32] | NDArray[np.int16], options: DecodeOptions
-    ) -> tuple[TranscriptionInfo, Iterator[Segment]]:
         self.check(options)
-        duration = samples.shape[0] / SAMPLE_RATE
+        duration = audio.shape[0] / SAMPLE_RATE
         loop = min(self._loops, key=lambda candidate: candidate.load())
+        samples = np.ascontiguousarray(audio, dtype=np.float32)
         with torch.inference_mode():
             features = self._features[loop.device](samples)
         content_frames = features.shape[-1] - 1

@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ from voicefleet_runtime.engine.torch_whisper.batched.step import (
     timing_events,
 )
 from voicefleet_runtime.engine.torch_whisper.batched.step_tables import INPUT_COLUMNS, RuleTables
-from voicefleet_runtime.engine.torch_whisper.decoding import WindowDecoding, compression_ratio
+from voicefleet_runtime.engine.torch_whisper.decoding import WindowDecoding
 from voicefleet_runtime.engine.torch_whisper.engine import FallbackPolicy
 from voicefleet_runtime.engine.torch_whisper.model import DecoderLayer, Whisper
 from voicefleet_runtime.engine.torch_whisper.tokens import WhisperTokenizer
@@ -292,16 +292,11 @@ class DeviceLoop:
         row.done = True
         slot, last = row.slot, len(self.rows) - 1
         if slot != last:
-            # One torch call for every tensor of the slot: each call gives up the interpreter
-            # lock, and winning it back from the request threads cost ~75 us a call on a busy
-            # server (bench/results/batching-notes.md, run 40).
-            torch._foreach_copy_(self._slot_views(slot), self._slot_views(last))
+            self.cache.move(last, slot)
+            self.step_runner.move(last, slot)
             self.rows[slot] = self.rows[last]
             self.rows[slot].slot = slot
         self.rows.pop()
-
-    def _slot_views(self, slot: int) -> list[torch.Tensor]:
-        return self.cache.slot_views(slot) + self.step_runner.slot_views(slot)
 
     def _initial_tokens(self, job: WindowJob) -> tuple[list[int], int, bool]:
         """(tokens to feed, index of <|startoftranscript|> in them, language still unknown)."""
@@ -468,9 +463,8 @@ class DeviceLoop:
         decoding = WindowDecoding(
             tuple(row.sampled), row.sum_logprob, row.no_speech_prob, row.temperature
         )
-        outcome = WindowOutcome(decoding, compression_ratio(self.tokenizer.decode(decoding.tokens)))
-        if not row.request.options.word_timestamps or self._needs_retry(row.job, outcome):
-            return outcome
+        if not row.request.options.word_timestamps or self._needs_retry(row.job, decoding):
+            return WindowOutcome(decoding)
         alignment = alignment_weights(
             self.model,
             self.cache,
@@ -481,18 +475,19 @@ class DeviceLoop:
             decoding.tokens,
             row.job.frames,
         )
-        return replace(outcome, alignment=alignment)
+        return WindowOutcome(decoding, alignment)
 
-    def _needs_retry(self, job: WindowJob, outcome: WindowOutcome) -> bool:
+    def _needs_retry(self, job: WindowJob, decoding: WindowDecoding) -> bool:
         if job.temperature_index + 1 >= len(job.request.options.temperature):
             return False
-        return self._policy_for(job).needs_fallback(outcome.decoding, outcome.compression_ratio)
+        text = self.tokenizer.decode(decoding.tokens)
+        return self._policy_for(job).needs_fallback(decoding, text)
 
     def _policy_for(self, job: WindowJob) -> FallbackPolicy:
         return job.request.policy if job.request.policy is not None else self.policy
 
     def _settle(self, job: WindowJob, outcome: WindowOutcome) -> None:
-        if self._needs_retry(job, outcome):
+        if self._needs_retry(job, outcome.decoding):
             self._emit("requeued", job, outcome.decoding.temperature)
             self.stats.windows_requeued += 1
             job.temperature_index += 1

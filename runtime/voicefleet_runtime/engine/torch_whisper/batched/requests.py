@@ -44,8 +44,6 @@ class WindowJob:
 @dataclass(frozen=True)
 class WindowOutcome:
     decoding: WindowDecoding
-    compression_ratio: float
-    """Of the window's text: the fallback test's, and its segments' (decoded once, here)."""
     alignment: tuple[NDArray[np.float32], NDArray[np.float32]] | None = None
     """When the request wants word timestamps: the alignment heads' cross-attention
     (heads, text tokens + 1, audio positions) and each text token's probability."""

@@ -123,11 +123,6 @@ class Staging:
         self.patches = torch.zeros(slots, 1 + INPUT_COLUMNS, dtype=torch.long, pin_memory=pinned)
         self.temperatures = torch.zeros(slots, dtype=torch.float32, pin_memory=pinned)
         self.outputs = torch.zeros(slots, OUTPUT_COLUMNS, dtype=torch.float32, pin_memory=pinned)
-        # The host writes the inputs through numpy views of the same memory: a torch call
-        # gives up the interpreter lock, and on a busy server winning it back cost more than
-        # the copy (bench/results/batching-notes.md, run 40).
-        self.patches_view: NDArray[np.int64] = self.patches.numpy()
-        self.temperatures_view: NDArray[np.float32] = self.temperatures.numpy()
         self.active = 0
         if pinned:
             self.started, self.ended = timing_events()
@@ -345,9 +340,8 @@ class DecodeStep:
     ) -> int:
         """Start one step for rows 0..active-1 and return its ticket for `collect`.
 
-        `patches` (n <= active, 1 + INPUT_COLUMNS): a row index, then that row's inputs,
-        written over the table before the step; rows not patched step from where the last step
-        left them.
+        `patches` (n, 1 + INPUT_COLUMNS): a row index, then that row's inputs, written over
+        the table before the step; rows not patched step from where the last step left them.
         `temperatures` (active,). Nothing here waits for the device."""
         if self.use_graphs:
             batch = bucket(active, self.batch_buckets)
@@ -357,18 +351,12 @@ class DecodeStep:
         ticket = self._launched % 2
         self._launched += 1
         staged = self._staging[ticket]
-        patched = len(patches)
-        staged.patches_view[:patched] = patches
-        # The bucket's padding rows (free slots) patched to zeros: fed token 0 at position 0,
-        # in the same copy as the real patches.
-        padding = staged.patches_view[patched : patched + batch - active]
-        padding[:, 1:] = 0
-        padding[:, 0] = np.arange(active, batch)
-        staged.temperatures_view[:active] = temperatures
-        staged.temperatures_view[active:batch] = 0.0
-        rows = patched + batch - active
-        on_device = staged.patches[:rows].to(self.device, non_blocking=True)
+        staged.patches[: len(patches)] = torch.from_numpy(patches)
+        staged.temperatures[:active] = torch.from_numpy(temperatures)
+        staged.temperatures[active:batch] = 0.0
+        on_device = staged.patches[: len(patches)].to(self.device, non_blocking=True)
         self.inputs.index_copy_(0, on_device[:, 0], on_device[:, 1:])
+        self.inputs[active:batch].zero_()  # the bucket's padding: free slots, fed token 0 at 0
         self.temperatures[:batch].copy_(staged.temperatures[:batch], non_blocking=True)
         if (temperatures > 0).any():
             self.noise[:batch].exponential_()
@@ -396,6 +384,6 @@ class DecodeStep:
             self.gpu_seconds += staged.started.elapsed_time(staged.ended) / 1000
         return StepResult(staged.outputs[: staged.active].numpy())
 
-    def slot_views(self, slot: int) -> list[torch.Tensor]:
-        """Row `slot`'s inputs: they move with the cache's slot when the loop compacts."""
-        return [self.inputs[slot]]
+    def move(self, source: int, target: int) -> None:
+        """Copy row `source`'s inputs into `target` (with the cache's compaction)."""
+        self.inputs[target].copy_(self.inputs[source])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from voicefleet_runtime.engine.base import Segment, Word
 from voicefleet_runtime.engine.torch_whisper.batched.alignment import TimedWord, window_words
 from voicefleet_runtime.engine.torch_whisper.batched.requests import WindowJob, WindowOutcome
+from voicefleet_runtime.engine.torch_whisper.decoding import compression_ratio
 from voicefleet_runtime.engine.torch_whisper.engine import FallbackPolicy
 from voicefleet_runtime.engine.torch_whisper.features import SECONDS_PER_FRAME
 from voicefleet_runtime.engine.torch_whisper.segments import split_window
@@ -48,6 +49,7 @@ def window_segments(
     time_offset = job.start_frame * SECONDS_PER_FRAME
     split = split_window(result.tokens, vocabulary.timestamp_begin, time_offset, job.frames)
     window_end = min(time_offset + job.frames * SECONDS_PER_FRAME, duration)
+    ratio = compression_ratio(tokenizer.decode(result.tokens))
     words: list[TimedWord] = []
     if outcome.alignment is not None:
         weights, probabilities = outcome.alignment
@@ -71,7 +73,7 @@ def window_segments(
                 text=text,
                 tokens=piece.tokens,
                 avg_logprob=result.avg_logprob,
-                compression_ratio=outcome.compression_ratio,
+                compression_ratio=ratio,
                 no_speech_prob=result.no_speech_prob,
                 temperature=result.temperature,
                 words=_words_in(words, first_text, text_position, start, end),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from voicefleet_runtime.engine.base import float_samples
 from voicefleet_runtime.engine.torch_whisper.features import (
     CHUNK_SECONDS,
     HOP_LENGTH,
@@ -57,9 +56,7 @@ def speech_spans(audio: NDArray[np.float32]) -> list[Span]:
     return spans
 
 
-def window_spans(
-    audio: NDArray[np.float32] | NDArray[np.int16], content_frames: int, vad: bool
-) -> list[Span]:
+def window_spans(audio: NDArray[np.float32], content_frames: int, vad: bool) -> list[Span]:
     if content_frames <= 0:
         return []
-    return speech_spans(float_samples(audio)) if vad else fixed_spans(content_frames)
+    return speech_spans(audio) if vad else fixed_spans(content_frames)

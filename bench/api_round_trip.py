@@ -23,13 +23,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from gpu_batching_engines import EngineFactory
 from gpu_batching_http import ServedModel
 
 from voicefleet_runtime.engine.models import resolve_model
 
 PATHS = ("/v1/models", "/metrics")
-CPU_SERVER = {"VOICEFLEET_CUDA_GRAPHS": "false", "VOICEFLEET_BATCH_MEMORY_GIB": "1"}
-"""The batched engine (a remote one behind several API processes), small on a CPU."""
 
 
 def round_trips_ms(url: str, path: str, requests: int) -> list[float]:
@@ -50,11 +49,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=40)
     args = parser.parse_args()
     model = resolve_model(args.model, None)
+    # gpu_batching.py's HTTP rows' settings on a CPU: the batched engine, a remote one behind
+    # several API processes.
+    cpu_server = EngineFactory("cpu", "float32", {}).server_env()
     for processes in args.processes:
-        env = CPU_SERVER | {
-            "VOICEFLEET_CONTINUOUS_BATCHING": "on",
-            "VOICEFLEET_API_PROCESSES": str(processes),
-        }
+        env = cpu_server | {"VOICEFLEET_API_PROCESSES": str(processes)}
         with ServedModel(model.path, "cpu", "float32", 4, 1, env) as server:
             for path in PATHS:
                 times = round_trips_ms(server.url, path, args.requests)

@@ -27,7 +27,13 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from voicefleet_runtime.audio import AudioSource, decode_engine_wav, decode_pcm16
+from voicefleet_runtime.audio import (
+    AudioSource,
+    DecodeLimits,
+    decode_engine_wav,
+    decode_pcm16,
+    decode_pcm16_with_ffmpeg,
+)
 from voicefleet_runtime.cpu_budget import decode_processes_for
 from voicefleet_runtime.errors import ApiError
 
@@ -191,9 +197,9 @@ class AudioDecoder:
             if pool is None:
                 raise ApiError(503, "the server is shutting down", code="draining")
             try:
-                job = pool.submit(
-                    decode_pcm16, data, max_seconds, min_bytes_per_second=min_bytes_per_second
-                )
+                # Not decode_pcm16: the caller found the upload is no engine WAV already.
+                limits = DecodeLimits(max_seconds, min_bytes_per_second)
+                job = pool.submit(decode_pcm16_with_ffmpeg, data, limits)
                 return job.result()
             except BrokenProcessPool:
                 logger.warning("an audio decoding process died; starting a new pool")

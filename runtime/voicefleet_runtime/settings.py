@@ -160,9 +160,8 @@ class RuntimeSettings(BaseSettings):
         "auto",
         description="Processes that decode uploads (0: each request's engine thread). auto = "
         f"one per available CPU but one (at most {AUTO_MAX_DECODE_PROCESSES}) when the engine "
-        "batches requests in this "
-        "process (the torch engine's continuous batching), else 0: decoding in threads holds "
-        "the interpreter the batching loop needs.",
+        "batches requests in this process (the torch engine's continuous batching), else 0: "
+        "decoding in threads holds the interpreter the batching loop needs.",
     )
     task: Task = Field("transcribe", description="What the legacy POST /transcribe endpoint does.")
 
